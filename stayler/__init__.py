@@ -1,0 +1,1 @@
+"""Stayler conversion workers: the application shell (settings, logging, services, CLI)."""

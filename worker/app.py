@@ -1,0 +1,57 @@
+"""The Dramatiq application: the broker and the one actor. ``dramatiq worker.app`` runs it.
+
+The actor's message carries nothing: it means "claim up to a batch of available jobs". A message
+that finds nothing to claim is a no-op, so duplicate or stale messages are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import dramatiq
+import psycopg
+
+from dispatcher.broker import make_broker
+from dispatcher.messages import ACTOR_NAME, claim_message
+from stayler.settings import get_settings
+from worker.claims import claim_jobs
+from worker.inflight import HeldClaim
+from worker.lifecycle import WorkerLifecycle, current_context
+from worker.pipeline import BatchProcessor
+
+log = logging.getLogger(__name__)
+
+_settings = get_settings()
+if not _settings.redis_url:
+    raise RuntimeError("REDIS_URL is not set: start workers with `stayler worker`, or set REDIS_URL")
+
+broker = make_broker(_settings.redis_url, idle_poll_ms=_settings.idle_poll_ms,
+                     extra_middleware=[WorkerLifecycle(get_settings)])
+dramatiq.set_broker(broker)
+
+
+@dramatiq.actor(actor_name=ACTOR_NAME, queue_name=_settings.queue_name, max_retries=0)
+def process_conversions() -> None:
+    """Claim up to ``claim_batch_size`` jobs and process them as one batch."""
+    ctx = current_context()
+    if ctx.draining.is_set():
+        return
+    settings = ctx.settings
+    try:
+        with ctx.pool.connection(timeout=10) as conn:
+            claims = claim_jobs(conn, ctx.worker_id, settings.claim_batch_size)
+    except (psycopg.OperationalError, TimeoutError) as exc:
+        # The database is down: drop this message (the sweep re-dispatches once it is back).
+        log.warning("could not claim jobs; database unavailable", extra={"error": str(exc).strip()})
+        time.sleep(1.0)
+        return
+    if not claims:
+        return
+    claimed_at = time.monotonic()
+    for claim in claims:
+        ctx.inflight.add(HeldClaim(claim.job_id, claim.attempt, claimed_at))
+    if len(claims) == settings.claim_batch_size:
+        # A full batch suggests more work: keep another worker thread busy without the dispatcher.
+        ctx.broker.enqueue(claim_message(settings.queue_name))
+    BatchProcessor(ctx).process(claims, claimed_at)

@@ -1,0 +1,79 @@
+"""Dramatiq middleware that ties the worker's resources to the process's life.
+
+- ``after_process_boot``: create the per-process context (pool, model session, heartbeat, standby
+  dispatcher) in the worker process, after the fork.
+- ``before_worker_shutdown``: stop claiming new work (SIGTERM).
+- ``after_worker_shutdown``: release claims still held after the grace period back to the queue,
+  without penalty, so nothing is left 'processing'; mark the worker stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from stayler import logs
+from stayler.settings import Settings
+from worker.claims import release_jobs
+from worker.context import ProcessContext
+
+log = logging.getLogger(__name__)
+
+_CONTEXT: ProcessContext | None = None
+
+
+def current_context() -> ProcessContext:
+    """The process's context; raises if the process has not booted."""
+    if _CONTEXT is None:
+        raise RuntimeError("the worker process has not booted (after_process_boot did not run)")
+    return _CONTEXT
+
+
+class WorkerLifecycle(Middleware):
+    """Creates and tears down the per-process context."""
+
+    def __init__(self, settings_factory: Callable[[], Settings]) -> None:
+        """``settings_factory`` is called in the worker process, after the fork."""
+        self.settings_factory = settings_factory
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        """Build the context in the worker process."""
+        global _CONTEXT
+        settings = self.settings_factory()
+        logs.configure(settings.log_level, settings.log_format)
+        _CONTEXT = ProcessContext.boot(settings, broker)
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Stop claiming: messages still arriving become no-ops."""
+        if _CONTEXT is not None:
+            _CONTEXT.draining.set()
+            log.info("worker shutting down; finishing in-flight jobs",
+                     extra={"in_flight": len(_CONTEXT.inflight), "grace_s": _CONTEXT.settings.shutdown_grace_s})
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Give back what is still held, then release the process's resources."""
+        global _CONTEXT
+        ctx = _CONTEXT
+        if ctx is None:
+            return
+        release_held(ctx)
+        ctx.shutdown()
+        _CONTEXT = None
+
+
+def release_held(ctx: ProcessContext) -> None:
+    """Put every claim this process still holds back to 'queued' (graceful shutdown)."""
+    held = [(c.job_id, c.attempt) for c in ctx.inflight.snapshot()]
+    if not held:
+        return
+    for claim in ctx.inflight.snapshot():
+        claim.lost.set()  # the threads still running them must not write results
+    try:
+        with ctx.pool.connection(timeout=5) as conn:
+            released = release_jobs(conn, held)
+        log.warning("released unfinished jobs back to the queue", extra={"released": len(released)})
+    except Exception:
+        log.exception("could not release held jobs; the rescuer will take them back")
