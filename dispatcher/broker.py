@@ -6,7 +6,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import Callbacks, Middleware, Pipelines, ShutdownNotifications
+from dramatiq.middleware import Callbacks, Middleware, Pipelines, Retries, ShutdownNotifications
 
 NAMESPACE = "stayler"
 
@@ -35,7 +35,7 @@ class StaylerRedisBroker(RedisBroker):
 
 def make_broker(redis_url: str, *, idle_poll_ms: int = 50, extra_middleware: list[Middleware] | None = None
                 ) -> StaylerRedisBroker:
-    """A broker without Dramatiq's retries, time and age limits: PostgreSQL owns those (DESIGN 5)."""
-    middleware: list[Middleware] = [ShutdownNotifications(), Callbacks(), Pipelines()]
+    """A broker whose retries are off and without time or age limits: PostgreSQL owns those (DESIGN 5)."""
+    middleware: list[Middleware] = [ShutdownNotifications(), Callbacks(), Pipelines(), Retries(max_retries=0)]
     middleware.extend(extra_middleware or [])
     return StaylerRedisBroker(url=redis_url, namespace=NAMESPACE, idle_poll_ms=idle_poll_ms, middleware=middleware)

@@ -25,6 +25,7 @@ import psycopg
 from dispatcher.messages import send_claim_messages, waiting_messages
 from dispatcher.planner import messages_to_send
 from schema.queries import Q
+from stayler.settings import Settings
 from storage import Storage, attempt_keys
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,17 @@ class DispatcherConfig:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
     standby_interval_s: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DispatcherConfig:
+        """The dispatcher's part of the settings."""
+        return cls(
+            queue_name=settings.queue_name, batch_size=settings.claim_batch_size,
+            max_waiting=max(8, 4 * settings.worker_processes * settings.worker_threads),
+            sweep_interval_s=settings.sweep_interval_s, rescue_interval_s=settings.rescue_interval_s,
+            rescue_after_s=settings.rescue_after_s, backoff_base_s=settings.backoff_base_s,
+            backoff_max_s=settings.backoff_max_s,
+        )
 
 
 @dataclass

@@ -1,15 +1,35 @@
-"""The ``stayler`` command: one entry point with a subcommand per task."""
+"""The ``stayler`` command: one entry point with a subcommand per task, each with its own --help."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from stayler import logs
 from stayler.settings import Settings, get_settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+DESCRIPTION = """\
+AI Stayler conversion workers: a PostgreSQL-backed job queue whose Dramatiq worker processes run
+ONNX virtual try-on (person photo + garment photo -> the person wearing the garment).
+
+Configuration comes from environment variables: DATABASE_URL, REDIS_URL and STAYLER_* (see the
+README). Without DATABASE_URL / REDIS_URL an embedded PostgreSQL / Redis is started under
+STAYLER_STATE_DIR (default ./.state) for the command's duration.
+"""
+
+
+def _lazy(module: str, name: str) -> Handler:
+    """A handler imported on first use, so `stayler --help` stays fast and light."""
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        import importlib
+
+        fn: Handler = getattr(importlib.import_module(module), name)
+        return fn(args, settings)
+    return handler
 
 
 def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,40 +51,142 @@ def _cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from stayler.demo import run_demo
+def _uuid(value: str) -> object:
+    from stayler.commands import parse_uuid
 
-    return run_demo(settings, args)
+    return parse_uuid(value)
+
+
+def _json_object(value: str) -> object:
+    from stayler.commands import parse_json_object
+
+    return parse_json_object(value)
+
+
+def _when(value: str) -> object:
+    from stayler.commands import parse_when
+
+    return parse_when(value)
+
+
+def _owner_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    group = p.add_mutually_exclusive_group(required=required)
+    group.add_argument("--user-id", type=_uuid, help="the owning user's id")
+    group.add_argument("--vendor-id", type=_uuid, help="the owning vendor's id")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``stayler`` command and all its subcommands."""
-    parser = argparse.ArgumentParser(
-        prog="stayler",
-        description=(
-            "AI Stayler conversion workers: a PostgreSQL-backed job queue that runs ONNX virtual try-on "
-            "in Dramatiq worker processes. Configuration comes from environment variables "
-            "(DATABASE_URL, REDIS_URL, STAYLER_*; see the README). Without DATABASE_URL/REDIS_URL an "
-            "embedded PostgreSQL/Redis is started under STAYLER_STATE_DIR (default ./.state)."
-        ),
-    )
+    parser = argparse.ArgumentParser(prog="stayler", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("migrate", help="apply the SQL migrations in schema/migrations (safe to repeat)",
-                       description="Apply pending SQL migrations under an advisory lock; safe to run twice "
-                       "or from several processes at once.")
-    p.set_defaults(handler=_cmd_migrate)
+    def add(name: str, help_: str, handler: Handler, description: str | None = None,
+            parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_, description=description or help_)
+        p.set_defaults(handler=handler)
+        return p
 
+    # -- database ------------------------------------------------------------------------------
+    add("migrate", "apply the SQL migrations in schema/migrations (safe to repeat)", _cmd_migrate,
+        "Apply pending SQL migrations under an advisory lock; safe to run twice or from several "
+        "processes at once. The same files apply with plain `psql -f`, in name order.")
     db = sub.add_parser("db", help="database inspection", description="Inspect the database.")
     db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
-    p = db_sub.add_parser("status", help="applied and pending migrations, row counts per table",
-                          description="Print applied and pending migrations and the row count of every table.")
-    p.set_defaults(handler=_cmd_db_status)
+    add("status", "applied and pending migrations, row counts per table", _cmd_db_status, parent=db_sub)
 
-    p = sub.add_parser("demo", help="the main job: database, migrations, workers, sample conversions",
-                       description="Start the services (embedded unless URLs are set), migrate and print "
-                       "the schema status.")
-    p.set_defaults(handler=_cmd_demo)
+    # -- accounts ------------------------------------------------------------------------------
+    users = sub.add_parser("users", help="minimal user accounts", description="Manage minimal user rows.")
+    users_sub = users.add_subparsers(dest="users_command", metavar="USERS_COMMAND", required=True)
+    p = add("add", "create a user and print its id", _lazy("stayler.commands", "cmd_users_add"), parent=users_sub)
+    p.add_argument("--email", help="unique e-mail address (optional)")
+    p.add_argument("--name", help="display name (optional)")
+    vendors = sub.add_parser("vendors", help="minimal vendor accounts", description="Manage minimal vendor rows.")
+    vendors_sub = vendors.add_subparsers(dest="vendors_command", metavar="VENDORS_COMMAND", required=True)
+    p = add("add", "create a vendor and print its id", _lazy("stayler.commands", "cmd_vendors_add"),
+            parent=vendors_sub)
+    p.add_argument("--name", required=True, help="the vendor's name")
+
+    # -- producer ------------------------------------------------------------------------------
+    images = sub.add_parser("images", help="register images", description="Register person and garment images.")
+    images_sub = images.add_subparsers(dest="images_command", metavar="IMAGES_COMMAND", required=True)
+    p = add("add", "validate, store and register an image; prints its id", _lazy("stayler.commands", "cmd_images_add"),
+            "Validate an image with Pillow (JPEG, PNG or WebP, decided from the content; size and pixel "
+            "limits from STAYLER_MAX_IMAGE_BYTES / STAYLER_MAX_IMAGE_PIXELS), store it and its thumbnail "
+            "under a system-generated key, and write its images row and an 'upload' usage row.",
+            parent=images_sub)
+    p.add_argument("file", type=Path, help="the image file")
+    _owner_args(p, required=True)
+    p.add_argument("--type", choices=["user", "cloth"], required=True, help="a person photo (user) or a garment")
+    p.add_argument("--album-id", type=_uuid, help="album to put the image in")
+    p.add_argument("--public", action="store_true", help="make the image public (garments anyone may use)")
+    p.add_argument("--tag", action="append", help="a tag (repeatable)")
+    p.add_argument("--metadata", type=_json_object, help="a JSON object stored with the image")
+    p.add_argument("--json", action="store_true", help="print the whole record as JSON")
+
+    p = add("submit", "create conversions: one from image ids, or many from a folder or a CSV",
+            _lazy("stayler.commands", "cmd_submit"),
+            "Create conversions through create_conversion(). Either one from --person/--garment image "
+            "ids, or a batch: --folder DIR (every image in DIR is a person photo, all with --garment, "
+            "a file or an image id) or --csv FILE (columns person, garment and optional style, priority, "
+            "idempotency_key; files or image ids). Batches show a progress bar; refused rows are listed.")
+    _owner_args(p, required=True)
+    p.add_argument("--person", help="the person image's id")
+    p.add_argument("--garment", help="the garment image's id (or, with --folder, a garment file)")
+    p.add_argument("--folder", type=Path, help="a folder of person photos to convert with --garment")
+    p.add_argument("--csv", type=Path, help="a CSV file of conversions to create")
+    p.add_argument("--type", choices=["free", "paid"], default="free", help="conversion type (default: free)")
+    p.add_argument("--style", help="style name")
+    p.add_argument("--priority", type=int, default=0, help="higher runs first (default: 0)")
+    p.add_argument("--max-retries", type=int,
+                   help="retries for transient errors (default: STAYLER_DEFAULT_MAX_RETRIES)")
+    p.add_argument("--idempotency-key", help="the same key from the same owner returns the same conversion")
+    p.add_argument("--metadata", type=_json_object, help="a JSON object stored with the conversion")
+
+    p = add("status", "show conversions with their attempts, last error and result",
+            _lazy("stayler.commands", "cmd_status"))
+    p.add_argument("ids", nargs="+", type=_uuid, help="conversion ids")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = add("cancel", "cancel a conversion (queued: at once; running: before its result is written)",
+            _lazy("stayler.commands", "cmd_cancel"))
+    p.add_argument("id", type=_uuid, help="the conversion's id")
+    _owner_args(p)
+
+    p = add("stats", "conversion and image statistics (get_conversion_stats, get_image_stats)",
+            _lazy("stayler.commands", "cmd_stats"))
+    _owner_args(p)
+    p.add_argument("--from", dest="date_from", type=_when, help="start of the range (ISO date or time)")
+    p.add_argument("--to", dest="date_to", type=_when, help="end of the range (ISO date or time)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    # -- workers -------------------------------------------------------------------------------
+    p = add("worker", "run worker processes (dramatiq worker.app with the project's defaults)",
+            _lazy("stayler.commands", "cmd_worker"),
+            "Run a worker fleet on this host: `dramatiq worker.app` with STAYLER_WORKER_PROCESSES processes "
+            "of STAYLER_WORKER_THREADS threads. Each process claims jobs, runs the model and records "
+            "results; one process in the whole fleet also dispatches and rescues (elected by an advisory "
+            "lock). SIGTERM: in-flight jobs finish within STAYLER_SHUTDOWN_GRACE_S or go back to the queue.")
+    p.add_argument("--processes", type=int, help="worker processes (default: STAYLER_WORKER_PROCESSES)")
+    p.add_argument("--threads", type=int, help="threads per process (default: STAYLER_WORKER_THREADS)")
+    add("dispatcher", "run the dispatcher/rescuer on its own (workers also run one on standby)",
+        _lazy("stayler.commands", "cmd_dispatcher"))
+
+    p = add("demo", "the main job: services, migrations, workers, sample conversions, summary",
+            _lazy("stayler.demo", "run_demo"),
+            "Start PostgreSQL and Redis (embedded unless DATABASE_URL/REDIS_URL are set), migrate, start "
+            "worker processes, register sample person and garment images made by the project, submit "
+            "conversions with a progress bar, and print a summary with the result images' paths.")
+    p.add_argument("--conversions", type=int, default=6, help="how many conversions to run (default: 6)")
+    p.add_argument("--processes", type=int, default=2, help="worker processes (default: 2)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the conversions")
+
+    try:
+        from models.cli import register as register_model_commands
+    except ImportError:  # pragma: no cover - models package absent
+        pass
+    else:
+        register_model_commands(sub)
     return parser
 
 
@@ -73,12 +195,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = get_settings()
     logs.configure(settings.log_level, settings.log_format)
     args = build_parser().parse_args(argv)
-    handler: Handler = args.handler
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:  # subcommands registered by models.cli take only their arguments
+        return int(args.func(args))
     try:
         return handler(args, settings)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        from producer.errors import ProducerError
+        from stayler.services import ServiceUnavailableError
+
+        if isinstance(exc, ProducerError | ServiceUnavailableError):
+            print(f"stayler: error: {exc}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -68,3 +68,6 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Libraries that narrate every step at INFO: keep their warnings only.
+    for noisy in ("yoyo", "yoyo.migrations", "dramatiq", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -34,17 +34,6 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def dispatcher_config(settings: Settings) -> DispatcherConfig:
-    """The dispatcher's part of the settings."""
-    return DispatcherConfig(
-        queue_name=settings.queue_name, batch_size=settings.claim_batch_size,
-        max_waiting=max(8, 4 * settings.worker_processes * settings.worker_threads),
-        sweep_interval_s=settings.sweep_interval_s, rescue_interval_s=settings.rescue_interval_s,
-        rescue_after_s=settings.rescue_after_s, backoff_base_s=settings.backoff_base_s,
-        backoff_max_s=settings.backoff_max_s,
-    )
-
-
 def make_runner(settings: Settings) -> TryOnRunner:
     """The process's model runner (imports onnxruntime: call only after the fork)."""
     from models.runner import TryOnRunner
@@ -90,7 +79,7 @@ class ProcessContext:
         inflight = InFlight()
         heartbeat = Heartbeat(settings.database_url, worker_id, inflight,
                               interval_s=settings.heartbeat_interval_s, job_timeout_s=settings.job_timeout_s)
-        dispatcher = Dispatcher(settings.database_url, broker, dispatcher_config(settings), storage)
+        dispatcher = Dispatcher(settings.database_url, broker, DispatcherConfig.from_settings(settings), storage)
         ctx = cls(settings=settings, database_url=settings.database_url, broker=broker, worker_id=worker_id,
                   pool=pool, storage=storage, runner=runner, inflight=inflight, heartbeat=heartbeat,
                   dispatcher=dispatcher)

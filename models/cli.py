@@ -1,0 +1,134 @@
+"""Command-line glue: ``stayler tryon`` and ``stayler bench model``.
+
+:func:`register` adds both subcommands to an argparse sub-parser set; the project CLI calls it.
+``python -m models.cli tryon ...`` works stand-alone too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from imaging.decode import decode_image
+from imaging.samples import make_garment, make_person, to_bytes
+from models.registry import DEFAULT_MODEL, available_models
+
+EXAMPLE_PATH = Path("docs/img/tryon-example.png")
+
+
+def compose_before_after(person: bytes, cloth: bytes, result: bytes, height: int = 512) -> Image.Image:
+    """One image: person | garment | result, side by side at a common height, on white."""
+    tiles = []
+    for data in (person, cloth, result):
+        decoded = decode_image(data, max_pixels=100_000_000)
+        img = decoded.to_pil()
+        if decoded.alpha is not None:  # show a cut-out garment on a checkerboard-free white
+            white = Image.new("RGB", img.size, (255, 255, 255))
+            white.paste(img, (0, 0), Image.fromarray(decoded.alpha, "L"))
+            img = white
+        scale = height / img.height
+        tiles.append(img.resize((max(1, round(img.width * scale)), height), Image.Resampling.LANCZOS))
+    gap = 12
+    canvas = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) + 1), height + 2 * gap),
+                       (255, 255, 255))
+    x = gap
+    for tile in tiles:
+        canvas.paste(tile, (x, gap))
+        x += tile.width + gap
+    return canvas
+
+
+def sample_inputs(seed: int = 0, transparent: bool = False) -> tuple[bytes, bytes]:
+    """The documented sample: a person photo (JPEG, 576×768) and a garment photo (JPEG or RGBA PNG)."""
+    person = make_person(576, 768, seed=seed, offset_x=0.06, scale=0.86).image
+    garment = make_garment(512, 512, seed=seed, transparent=transparent)
+    return to_bytes(person), to_bytes(garment, "PNG" if transparent else "JPEG")
+
+
+def tryon_main(args: argparse.Namespace) -> int:
+    """Run one try-on from files (or the built-in sample) and write the result image."""
+    from models.runner import TryOnRunner
+
+    if (args.person is None) != (args.cloth is None):
+        print("give both PERSON and CLOTH, or neither to use the built-in sample", file=sys.stderr)
+        return 2
+    if args.person is None:
+        person, cloth = sample_inputs(args.seed, args.transparent)
+    else:
+        person, cloth = Path(args.person).read_bytes(), Path(args.cloth).read_bytes()
+    runner = TryOnRunner(args.model, intra_op_threads=args.threads, output_format=args.format,
+                         quality=args.quality)
+    result = runner.run_one(person, cloth)
+    if args.output is not None:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(result.image)
+        print(f"wrote {out} ({result.width}x{result.height} {result.format}, model {runner.model_version}, "
+              f"{result.timings.total * 1000:.1f} ms)")
+    if args.compose is not None:
+        comp = Path(args.compose)
+        comp.parent.mkdir(parents=True, exist_ok=True)
+        # The composite is a documentation figure, so PNG is fine here (never for results).
+        compose_before_after(person, cloth, result.image).save(comp, optimize=True)
+        print(f"wrote {comp} (person | garment | result)")
+    if args.output is None and args.compose is None:
+        print("nothing written: pass -o OUT and/or --compose PNG", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_tryon_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``stayler tryon``."""
+    parser.add_argument("person", nargs="?", help="person photo (JPEG/PNG/WebP); omit both to use the sample")
+    parser.add_argument("cloth", nargs="?", help="garment photo (JPEG/PNG/WebP; a PNG/WebP alpha is its mask)")
+    parser.add_argument("-o", "--output", help="result image path (JPEG or WebP, see --format)")
+    parser.add_argument("--compose", metavar="PNG",
+                        help=f"also write person | garment | result side by side (e.g. {EXAMPLE_PATH})")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"model path or name under models/artefacts ({', '.join(available_models())}); "
+                             f"default {DEFAULT_MODEL}")
+    parser.add_argument("--format", default="jpeg", choices=["jpeg", "webp"], help="result encoding")
+    parser.add_argument("--quality", type=int, default=90, help="result quality 1..100 (default 90)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: cores)")
+    parser.add_argument("--seed", type=int, default=0, help="sample variant when no files are given")
+    parser.add_argument("--transparent", action="store_true",
+                        help="sample garment as an RGBA PNG with a transparent background")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``tryon`` and ``bench-model`` subcommands; each sets ``func`` to its entry point."""
+    from models.bench import add_bench_arguments, bench_model_main
+
+    tryon = subparsers.add_parser(
+        "tryon",
+        help="run the try-on model on a person and a garment photo",
+        description="Run the try-on model once. Without PERSON and CLOTH it uses the built-in synthetic "
+                    f"sample. Example: tryon --compose {EXAMPLE_PATH} -o /tmp/result.jpg",
+    )
+    add_tryon_arguments(tryon)
+    tryon.set_defaults(func=tryon_main)
+    bench = subparsers.add_parser(
+        "bench-model",
+        help="images/s: bare onnxruntime loop vs the runner at batch 1 and batch N",
+        description="Measure, in one run on the same images and thread settings, a bare onnxruntime loop, "
+                    "the runner at batch 1 and the runner at batch N.",
+    )
+    add_bench_arguments(bench)
+    bench.set_defaults(func=bench_model_main)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m models.cli {tryon,bench-model} ...``."""
+    parser = argparse.ArgumentParser(prog="python -m models.cli", description=__doc__.split("\n\n")[0])
+    subs = parser.add_subparsers(dest="command", required=True)
+    register(subs)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

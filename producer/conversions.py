@@ -1,0 +1,108 @@
+"""Creating, cancelling and inspecting conversions, through the schema's SQL functions."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row, dict_row
+
+from producer.errors import ProducerError, database_errors
+from schema.queries import Q
+
+
+def submit(conn: psycopg.Connection, *, user_image_id: uuid.UUID, cloth_image_id: uuid.UUID,
+           user_id: uuid.UUID | None = None, vendor_id: uuid.UUID | None = None, conversion_type: str = "free",
+           style_name: str | None = None, priority: int = 0, max_retries: int = 3,
+           metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None) -> uuid.UUID:
+    """Create a conversion and its queued job with ``create_conversion()``; returns the conversion id.
+
+    With an ``idempotency_key`` already used by the same owner, the existing conversion's id comes
+    back and nothing new is written.
+    """
+    with database_errors("creating the conversion"):
+        row = conn.execute(Q.conversion_create, {
+            "user_id": user_id, "vendor_id": vendor_id, "user_image_id": user_image_id,
+            "cloth_image_id": cloth_image_id, "conversion_type": conversion_type, "style_name": style_name,
+            "priority": priority, "max_retries": max_retries, "metadata": json.dumps(dict(metadata or {})),
+            "idempotency_key": idempotency_key,
+        }).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+def cancel(conn: psycopg.Connection, conversion_id: uuid.UUID, *, user_id: uuid.UUID | None = None,
+           vendor_id: uuid.UUID | None = None) -> str:
+    """Cancel a conversion; returns its status afterwards. With an owner given, only the owner may."""
+    with database_errors("cancelling the conversion"):
+        owner = conn.execute(Q.conversion_owner_get, {"conversion_id": conversion_id}).fetchone()
+        if owner is None:
+            raise ProducerError("conversion_not_found", f"no conversion {conversion_id}")
+        _, owner_user, owner_vendor, _ = owner
+        if (user_id is not None and owner_user != user_id) or (vendor_id is not None and owner_vendor != vendor_id):
+            raise ProducerError("not_owner", f"conversion {conversion_id} belongs to someone else")
+        row = conn.execute(Q.conversion_cancel, {"conversion_id": conversion_id}).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@dataclass(frozen=True)
+class ConversionStatus:
+    """A conversion with its job's attempts and last error."""
+
+    id: uuid.UUID
+    status: str
+    user_id: uuid.UUID | None
+    vendor_id: uuid.UUID | None
+    conversion_type: str
+    style_name: str | None
+    error_message: str | None
+    processing_time_ms: int | None
+    result_image_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+    job_id: uuid.UUID | None
+    job_status: str | None
+    attempt: int | None
+    retry_count: int | None
+    max_retries: int | None
+    error_type: str | None
+    job_error_message: str | None
+    worker_id: str | None
+    run_after: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    result_key: str | None
+    result_url: str | None
+
+
+def status(conn: psycopg.Connection, conversion_ids: Sequence[uuid.UUID]) -> list[ConversionStatus]:
+    """The status of each conversion found (unknown ids are left out)."""
+    with database_errors("reading the status"), conn.cursor(row_factory=class_row(ConversionStatus)) as cur:
+        rows = cur.execute(Q.conversion_get, {"ids": list(conversion_ids)}).fetchall()
+    order = {cid: i for i, cid in enumerate(conversion_ids)}
+    return sorted(rows, key=lambda r: order.get(r.id, 0))
+
+
+def conversion_stats(conn: psycopg.Connection, *, user_id: uuid.UUID | None = None,
+                     vendor_id: uuid.UUID | None = None, date_from: datetime | None = None,
+                     date_to: datetime | None = None) -> dict[str, Any]:
+    """``get_conversion_stats()`` as a dict."""
+    with database_errors("reading conversion stats"), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(Q.conversion_stats, {"user_id": user_id, "vendor_id": vendor_id,
+                                               "date_from": date_from, "date_to": date_to}).fetchone()
+    return dict(row or {})
+
+
+def image_stats(conn: psycopg.Connection, *, owner_id: uuid.UUID | None = None, owner_type: str | None = None,
+                image_type: str | None = None) -> dict[str, Any]:
+    """``get_image_stats()`` as a dict."""
+    with database_errors("reading image stats"), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(Q.image_stats, {"owner_id": owner_id, "owner_type": owner_type,
+                                          "image_type": image_type}).fetchone()
+    return dict(row or {})

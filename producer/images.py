@@ -1,0 +1,109 @@
+"""Registering an image: validate with Pillow, store under a system key, write its row and usage."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+import psycopg
+
+from imaging import ImageError, decode_image, make_thumbnail
+from producer.errors import ProducerError, database_errors
+from schema.queries import Q
+from stayler.settings import Settings
+from storage import Storage, input_key, thumbnail_key
+
+OWNER_TYPES = ("user", "vendor")
+INPUT_TYPES = ("user", "cloth")
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an image may be: bytes, pixels, and the thumbnail's longer side."""
+
+    max_bytes: int
+    max_pixels: int
+    thumbnail_size: int = 256
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImageLimits:
+        """The limits configured by STAYLER_MAX_IMAGE_BYTES / _PIXELS and STAYLER_THUMBNAIL_SIZE."""
+        return cls(settings.max_image_bytes, settings.max_image_pixels, settings.thumbnail_size)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """A registered image."""
+
+    id: uuid.UUID
+    file_path: str
+    original_url: str
+    thumbnail_url: str
+    mime_type: str
+    width: int
+    height: int
+    file_size: int
+
+
+def display_name(name: str | None, fallback: str) -> str:
+    """A file name kept for display only (never used as a path): base name, printable, bounded."""
+    if not name:
+        return fallback
+    base = PurePath(name.replace("\\", "/")).name
+    clean = "".join(ch for ch in base if ch.isprintable() and ch not in "\x00/").strip()
+    return clean[:255] or fallback
+
+
+def register_image(conn: psycopg.Connection, storage: Storage, data: bytes, *, owner_id: uuid.UUID,
+                   owner_type: str, image_type: str, limits: ImageLimits, file_name: str | None = None,
+                   album_id: uuid.UUID | None = None, is_public: bool = False,
+                   is_free: bool = True, tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None
+                   ) -> ImageRecord:
+    """Validate and store an image, then write its ``images`` row and an ``upload`` usage row.
+
+    The format is decided from the content (JPEG, PNG or WebP), the whole image is decoded before
+    anything is stored, and a failure to write the rows deletes the stored files again.
+    """
+    if owner_type not in OWNER_TYPES:
+        raise ProducerError("invalid_argument", f"owner_type must be one of {OWNER_TYPES}, not {owner_type!r}")
+    if image_type not in INPUT_TYPES:
+        raise ProducerError("invalid_argument", f"image type must be one of {INPUT_TYPES}, not {image_type!r}")
+    if len(data) > limits.max_bytes:
+        raise ProducerError("image_too_large",
+                            f"the file is {len(data):,} bytes; the limit is {limits.max_bytes:,}")
+    try:
+        decoded = decode_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
+    except ImageError as exc:
+        raise ProducerError(exc.error_type, f"not accepted: {exc}") from exc
+
+    image_id = uuid.uuid4()
+    key = input_key(image_id, decoded.mime_type)
+    thumb_key = thumbnail_key(image_id)
+    stored = storage.put(key, data)
+    thumb = storage.put(thumb_key, make_thumbnail(decoded.to_pil(), limits.thumbnail_size))
+    user_id = owner_id if owner_type == "user" else None
+    vendor_id = owner_id if owner_type == "vendor" else None
+    try:
+        with database_errors("registering the image"), conn.transaction():
+            conn.execute(Q.image_insert, {
+                "id": image_id, "owner_id": owner_id, "owner_type": owner_type, "album_id": album_id,
+                "file_path": key, "file_name": display_name(file_name, key.rsplit("/", 1)[-1]),
+                "original_url": stored.url, "thumbnail_url": thumb.url, "file_size": len(data),
+                "mime_type": decoded.mime_type, "width": decoded.width, "height": decoded.height,
+                "type": image_type, "is_public": is_public, "is_free": is_free, "tags": list(tags),
+                "metadata": json.dumps(dict(metadata or {})),
+            })
+            conn.execute(Q.image_usage_record, {
+                "image_id": image_id, "user_id": user_id, "vendor_id": vendor_id, "action": "upload",
+                "conversion_id": None, "metadata": json.dumps({"mime_type": decoded.mime_type}),
+            })
+    except BaseException:
+        storage.delete(key)
+        storage.delete(thumb_key)
+        raise
+    return ImageRecord(image_id, key, stored.url, thumb.url, decoded.mime_type, decoded.width, decoded.height,
+                       len(data))

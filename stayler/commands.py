@@ -1,0 +1,238 @@
+"""Handlers of the ``stayler`` subcommands that talk to the database (producer, worker, dispatcher)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from producer import cancel, register_image, status, submit
+from producer.accounts import create_user, create_vendor
+from producer.batch import Owner, rows_from_csv, rows_from_folder, submit_batch
+from producer.conversions import conversion_stats, image_stats
+from producer.errors import ProducerError
+from producer.images import ImageLimits
+from stayler.services import database, redis_server
+from stayler.settings import Settings
+from storage import LocalStorage
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@contextmanager
+def connection(settings: Settings) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to the configured (or embedded) database."""
+    with database(settings) as url:
+        try:
+            conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise ProducerError("database_unavailable", f"cannot connect to the database: {exc}".strip()) from exc
+        with conn:
+            yield conn
+
+
+def parse_uuid(value: str) -> uuid.UUID:
+    """argparse type: a UUID."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {value!r}") from None
+
+
+def parse_json_object(value: str) -> dict[str, Any]:
+    """argparse type: a JSON object."""
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise argparse.ArgumentTypeError("metadata must be a JSON object")
+    return data
+
+
+def storage_for(settings: Settings) -> LocalStorage:
+    """The configured storage backend."""
+    return LocalStorage(settings.storage_root, settings.storage_url_prefix)
+
+
+def owner_of(args: argparse.Namespace) -> Owner:
+    """The owner given by --user-id / --vendor-id (exactly one)."""
+    if bool(args.user_id) == bool(args.vendor_id):
+        raise ProducerError("owner_required", "give exactly one of --user-id or --vendor-id")
+    return Owner(args.user_id, args.vendor_id)
+
+
+# -- accounts -------------------------------------------------------------------------------------
+
+def cmd_users_add(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler users add"""
+    with connection(settings) as conn:
+        print(create_user(conn, args.email, args.name))
+    return 0
+
+
+def cmd_vendors_add(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler vendors add"""
+    with connection(settings) as conn:
+        print(create_vendor(conn, args.name))
+    return 0
+
+
+# -- images and conversions -----------------------------------------------------------------------
+
+def cmd_images_add(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler images add"""
+    owner = owner_of(args)
+    path: Path = args.file
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ProducerError("invalid_argument", f"cannot read {path}: {exc.strerror}") from exc
+    with connection(settings) as conn:
+        record = register_image(
+            conn, storage_for(settings), data, owner_id=owner.id, owner_type=owner.type, image_type=args.type,
+            limits=ImageLimits.from_settings(settings), file_name=path.name, album_id=args.album_id,
+            is_public=args.public, tags=args.tag or [], metadata=args.metadata or {})
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in vars(record).items()}))
+    else:
+        print(record.id)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler submit"""
+    owner = owner_of(args)
+    max_retries = settings.default_max_retries if args.max_retries is None else args.max_retries
+    with connection(settings) as conn:
+        if args.csv or args.folder:
+            if args.csv:
+                rows = rows_from_csv(args.csv)
+            else:
+                if not args.garment:
+                    raise ProducerError("invalid_argument", "--folder needs --garment (a file or an image id)")
+                rows = rows_from_folder(args.folder, args.garment, args.style, args.priority)
+            with Progress(TextColumn("submitting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=err_console) as progress:
+                task = progress.add_task("submit", total=len(rows))
+                outcomes = submit_batch(
+                    conn, storage_for(settings), rows, owner, limits=ImageLimits.from_settings(settings),
+                    max_retries=max_retries, on_row=lambda _: progress.advance(task))
+            refused = [o for o in outcomes if o.error]
+            for o in outcomes:
+                print(o.conversion_id if o.conversion_id else f"refused\t{o.row.person}\t{o.error}")
+            err_console.print(f"{len(outcomes) - len(refused)} submitted, {len(refused)} refused")
+            return 1 if refused else 0
+        if not (args.person and args.garment):
+            raise ProducerError("invalid_argument", "give --person and --garment (image ids), or --folder/--csv")
+        cid = submit(conn, user_id=owner.user_id, vendor_id=owner.vendor_id,
+                     user_image_id=parse_uuid(args.person), cloth_image_id=parse_uuid(args.garment),
+                     conversion_type=args.type, style_name=args.style, priority=args.priority,
+                     max_retries=max_retries, metadata=args.metadata or {}, idempotency_key=args.idempotency_key)
+    print(cid)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler status"""
+    with connection(settings) as conn:
+        rows = status(conn, args.ids)
+    if args.json:
+        print(json.dumps([{k: (str(v) if v is not None else None) for k, v in vars(r).items()} for r in rows]))
+    else:
+        table = Table()
+        for col in ("conversion", "status", "attempts", "retries", "error", "time ms", "result"):
+            table.add_column(col)
+        for r in rows:
+            error = f"{r.error_type}: {r.job_error_message}" if r.error_type else ""
+            table.add_row(str(r.id), r.status, str(r.attempt or 0), f"{r.retry_count}/{r.max_retries}",
+                          error, str(r.processing_time_ms or ""), r.result_url or "")
+        console.print(table)
+    missing = set(args.ids) - {r.id for r in rows}
+    for cid in missing:
+        err_console.print(f"no conversion {cid}")
+    return 1 if missing else 0
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler cancel"""
+    with connection(settings) as conn:
+        result = cancel(conn, args.id, user_id=args.user_id, vendor_id=args.vendor_id)
+    print(result)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler stats"""
+    with connection(settings) as conn:
+        conv = conversion_stats(conn, user_id=args.user_id, vendor_id=args.vendor_id,
+                                date_from=args.date_from, date_to=args.date_to)
+        owner = args.user_id or args.vendor_id
+        images = image_stats(conn, owner_id=owner, owner_type=("user" if args.user_id else "vendor") if owner else None)
+    if args.json:
+        print(json.dumps({"conversions": conv, "images": images}, default=str))
+        return 0
+    for title, data in (("Conversions", conv), ("Images", images)):
+        table = Table(title=title)
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        for key, value in data.items():
+            table.add_row(key, "" if value is None else str(value))
+        console.print(table)
+    return 0
+
+
+# -- workers and dispatcher -----------------------------------------------------------------------
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler worker"""
+    from stayler.fleet import run_workers_foreground
+
+    with database(settings) as db_url, redis_server(settings) as redis_url:
+        from schema.migrate import apply_migrations
+
+        apply_migrations(db_url)
+        return run_workers_foreground(settings, db_url, redis_url, processes=args.processes, threads=args.threads)
+
+
+def cmd_dispatcher(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler dispatcher"""
+    import signal
+
+    from dispatcher.broker import make_broker
+    from dispatcher.service import Dispatcher, DispatcherConfig
+
+    with database(settings) as db_url, redis_server(settings) as redis_url:
+        broker = make_broker(redis_url)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        Dispatcher(db_url, broker, DispatcherConfig.from_settings(settings), storage_for(settings)).run(stop)
+    return 0
+
+
+def parse_when(value: str) -> datetime:
+    """argparse type: an ISO date or timestamp."""
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or time: {value!r}") from None
+
+
+def fail(message: str) -> int:
+    """Print an error for a person and return the exit code."""
+    print(f"stayler: error: {message}", file=sys.stderr)
+    return 2

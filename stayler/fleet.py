@@ -1,0 +1,83 @@
+"""Starting worker processes: the ``dramatiq`` command with the project's defaults."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from stayler.settings import Settings
+
+
+def worker_command(settings: Settings, *, processes: int | None = None, threads: int | None = None) -> list[str]:
+    """The ``dramatiq`` command line that runs ``worker.app`` with these settings."""
+    return [
+        sys.executable, "-m", "dramatiq", "worker.app",
+        "--processes", str(processes or settings.worker_processes),
+        "--threads", str(threads or settings.worker_threads),
+        "--worker-shutdown-timeout", str(int(settings.shutdown_grace_s * 1000)),
+    ]
+
+
+def worker_environment(settings: Settings, database_url: str, redis_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of worker processes: this one, plus the service URLs and the state folder."""
+    env = dict(os.environ)
+    env.update({"DATABASE_URL": database_url, "REDIS_URL": redis_url, "STAYLER_STATE_DIR": str(settings.state_dir)})
+    if settings.storage_dir is not None:
+        env["STAYLER_STORAGE_DIR"] = str(settings.storage_dir)
+    env.update(overrides)
+    return env
+
+
+@contextlib.contextmanager
+def running_workers(settings: Settings, database_url: str, redis_url: str, *, processes: int | None = None,
+                    threads: int | None = None, log_path: Path | None = None,
+                    env_overrides: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a worker fleet for the duration of the block; SIGTERM and wait for it on exit."""
+    log: IO[bytes] | None = None
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = log_path.open("ab")
+    proc = subprocess.Popen(
+        worker_command(settings, processes=processes, threads=threads),
+        env=worker_environment(settings, database_url, redis_url, **(env_overrides or {})),
+        stdout=log, stderr=subprocess.STDOUT if log else None,
+    )
+    try:
+        yield proc
+    finally:
+        stop_workers(proc, settings.shutdown_grace_s + 15)
+        if log is not None:
+            log.close()
+
+
+def stop_workers(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
+    """Ask the fleet to stop (SIGTERM: in-flight jobs finish or go back), kill it if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def run_workers_foreground(settings: Settings, database_url: str, redis_url: str, *, processes: int | None,
+                           threads: int | None) -> int:
+    """Run the fleet until it exits or this process gets SIGINT/SIGTERM (forwarded as SIGTERM)."""
+    proc = subprocess.Popen(worker_command(settings, processes=processes, threads=threads),
+                            env=worker_environment(settings, database_url, redis_url))
+
+    def forward(signum: int, frame: object) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return proc.wait()
