@@ -130,3 +130,9 @@ SELECT * FROM get_conversion_stats(p_user_id := %(user_id)s, p_vendor_id := %(ve
 -- name: image_stats
 SELECT * FROM get_image_stats(p_owner_id := %(owner_id)s, p_owner_type := %(owner_type)s,
                               p_image_type := %(image_type)s);
+
+-- name: user_create
+INSERT INTO users (email, display_name) VALUES (%(email)s, %(display_name)s) RETURNING id;
+
+-- name: vendor_create
+INSERT INTO vendors (name) VALUES (%(name)s) RETURNING id;

@@ -1,0 +1,223 @@
+"""Plans at scale: with 100,000 conversions and 100,000 jobs loaded, the claim, rescue and stats
+queries use their indexes. A plan that turns into a sequential scan fails here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from schema.migrate import apply_migrations
+from stayler.services import with_database
+
+N = 100_000
+USERS = 1_000
+VENDORS = 100
+CLOTHS = 200
+
+LOAD = [
+    f"""INSERT INTO users (id, email)
+        SELECT md5('u' || g)::uuid, 'u' || g || '@example.test' FROM generate_series(0, {USERS - 1}) g""",
+    f"""INSERT INTO vendors (id, name)
+        SELECT md5('v' || g)::uuid, 'vendor ' || g FROM generate_series(0, {VENDORS - 1}) g""",
+    # one person image and nine result images per user, 200 public cloth images of vendors
+    f"""INSERT INTO images (id, owner_id, owner_type, file_path, file_name, original_url, file_size,
+                            mime_type, type, is_public)
+        SELECT CASE WHEN k = 0 THEN md5('ui' || g)::uuid ELSE gen_random_uuid() END,
+               md5('u' || g)::uuid, 'user', '/p', 'f.jpg', 'https://x', 1000 + k, 'image/jpeg',
+               CASE WHEN k = 0 THEN 'user' ELSE 'result' END, false
+          FROM generate_series(0, {USERS - 1}) g, generate_series(0, 9) k""",
+    f"""INSERT INTO images (id, owner_id, owner_type, file_path, file_name, original_url, file_size,
+                            mime_type, type, is_public)
+        SELECT md5('ci' || g)::uuid, md5('v' || (g % {VENDORS}))::uuid, 'vendor', '/c', 'c.jpg',
+               'https://x', 500, 'image/jpeg', 'cloth', true
+          FROM generate_series(0, {CLOTHS - 1}) g""",
+    # 100k conversions over 90 days; 10 %% vendor-owned; mostly finished, as in production
+    f"""INSERT INTO conversions (id, user_id, vendor_id, user_image_id, cloth_image_id, status,
+                                 processing_time_ms, created_at)
+        SELECT md5('c' || g)::uuid,
+               CASE WHEN g % 10 <> 0 THEN md5('u' || (g % {USERS}))::uuid END,
+               CASE WHEN g % 10 = 0 THEN md5('v' || (g % {VENDORS}))::uuid END,
+               md5('ui' || (g % {USERS}))::uuid, md5('ci' || (g % {CLOTHS}))::uuid,
+               s.status, CASE WHEN s.status IN ('completed', 'failed') THEN 500 + g % 4000 END,
+               now() - (g % 90) * interval '1 day' - (g % 1440) * interval '1 minute'
+          FROM generate_series(0, {N - 1}) g,
+               LATERAL (SELECT CASE WHEN g % 100 < 85 THEN 'completed' WHEN g % 100 < 93 THEN 'failed'
+                                    WHEN g % 100 < 95 THEN 'cancelled' WHEN g % 100 < 98 THEN 'pending'
+                                    ELSE 'processing' END AS status) s""",
+    """INSERT INTO conversion_jobs (conversion_id, status, priority, worker_id, started_at, heartbeat_at,
+                                   completed_at, attempt, created_at, run_after)
+       SELECT c.id, CASE c.status WHEN 'pending' THEN 'queued' ELSE c.status END,
+              (hashtext(c.id::text) & 3), CASE WHEN c.status = 'processing' THEN 'w1' END,
+              CASE WHEN c.status <> 'pending' THEN c.created_at END,
+              CASE WHEN c.status = 'processing' THEN now() END,
+              CASE WHEN c.status IN ('completed', 'failed', 'cancelled') THEN c.created_at END,
+              CASE WHEN c.status = 'pending' THEN 0 ELSE 1 END, c.created_at, c.created_at
+         FROM conversions c""",
+    """INSERT INTO image_usage_history (image_id, user_id, vendor_id, conversion_id, action)
+       SELECT c.user_image_id, c.user_id, c.vendor_id, c.id, 'use_in_conversion' FROM conversions c""",
+]
+
+
+@pytest.fixture(scope="module")
+def big_db(pg_admin_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A migrated database loaded with 100k conversions and jobs (module scope)."""
+    name = f"stayler_p{os.getpid()}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    url = with_database(pg_admin_url, name)
+    apply_migrations(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            for statement in LOAD:
+                conn.execute(statement)
+        conn.execute("VACUUM ANALYZE")  # what autovacuum would do: statistics and visibility map
+        _table_of_index.update(
+            conn.execute(
+                "SELECT indexrelid::regclass::text, indrelid::regclass::text FROM pg_index "
+                "WHERE indrelid::regclass::text NOT LIKE 'pg_%%'"
+            ).fetchall()
+        )
+        yield conn
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def plan_of(conn: psycopg.Connection[Any], query: str, params: Any = None, analyze: bool = False) -> list[dict]:
+    """Every node of the query's plan (EXPLAIN ANALYZE runs inside a transaction rolled back)."""
+    options = "ANALYZE, FORMAT JSON" if analyze else "FORMAT JSON"
+    with conn.transaction(force_rollback=True):
+        row = conn.execute(f"EXPLAIN ({options}) {query}", params).fetchone()
+    assert row is not None
+    return list(_nodes(row[0][0]["Plan"]))
+
+
+def seq_scans(nodes: list[dict], relation: str) -> list[dict]:
+    return [n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == relation]
+
+
+def index_names(nodes: list[dict], relation: str) -> set[str]:
+    """Indexes of ``relation`` the plan scans (Bitmap Index Scan nodes name no relation)."""
+    return {n["Index Name"] for n in nodes if "Index Name" in n and _table_of_index[n["Index Name"]] == relation}
+
+
+_table_of_index: dict[str, str] = {}
+
+
+def test_loaded(big_db: psycopg.Connection[Any]) -> None:
+    counts = big_db.execute(
+        "SELECT (SELECT count(*) FROM conversions), (SELECT count(*) FROM conversion_jobs), "
+        "(SELECT count(*) FROM conversion_jobs WHERE status = 'queued')"
+    ).fetchone()
+    assert counts == (N, N, N * 3 // 100)
+
+
+def test_walker_detects_a_seq_scan(big_db: psycopg.Connection[Any]) -> None:
+    """Negative control: the check below would notice a sequential scan."""
+    assert seq_scans(plan_of(big_db, "SELECT count(*) FROM conversions WHERE style_name = 'x'"), "conversions")
+
+
+CLAIM = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM conversion_jobs
+     WHERE status = 'queued' AND run_after <= now()
+     ORDER BY priority DESC, created_at
+     LIMIT 16
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE conversion_jobs j
+   SET status = 'processing', worker_id = 'w-test', started_at = now(), heartbeat_at = now(),
+       attempt = j.attempt + 1
+  FROM picked
+ WHERE j.id = picked.id
+RETURNING j.id, j.conversion_id, j.attempt
+"""
+
+
+def test_claim_uses_the_claim_index(big_db: psycopg.Connection[Any]) -> None:
+    nodes = plan_of(big_db, CLAIM, analyze=True)
+    assert not seq_scans(nodes, "conversion_jobs")
+    assert "idx_conversion_jobs_claim" in index_names(nodes, "conversion_jobs")
+    # the claim reads the head of the index, not every queued row
+    claim_scan = next(n for n in nodes if n.get("Index Name") == "idx_conversion_jobs_claim")
+    assert claim_scan["Actual Rows"] <= 16
+    assert big_db.execute("SELECT count(*) FROM conversion_jobs WHERE status = 'queued'").fetchone() == (
+        N * 3 // 100,
+    )  # rolled back
+
+
+def test_rescue_uses_the_rescue_index(big_db: psycopg.Connection[Any]) -> None:
+    nodes = plan_of(
+        big_db,
+        "SELECT id FROM conversion_jobs WHERE status = 'processing' AND heartbeat_at < now() - interval '60 s' "
+        "ORDER BY heartbeat_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+    )
+    assert not seq_scans(nodes, "conversion_jobs")
+    assert "idx_conversion_jobs_rescue" in index_names(nodes, "conversion_jobs")
+
+
+@pytest.mark.parametrize(
+    ("args", "index"),
+    [
+        ("p_user_id := md5('u7')::uuid", "idx_conversions_user_created_cover"),
+        ("p_user_id := md5('u7')::uuid, p_date_from := now() - interval '30 days', p_date_to := now()",
+         "idx_conversions_user_created_cover"),
+        ("p_vendor_id := md5('v3')::uuid, p_date_from := now() - interval '7 days'",
+         "idx_conversions_vendor_created_cover"),
+        ("p_date_from := now() - interval '1 day', p_date_to := now()", "idx_conversions_created_at"),
+        ("p_date_from := '2025-01-01', p_date_to := '2025-01-31'", "idx_conversions_created_at"),
+    ],
+)
+def test_conversion_stats_use_indexes(big_db: psycopg.Connection[Any], args: str, index: str) -> None:
+    nodes = plan_of(big_db, f"SELECT * FROM get_conversion_stats({args})")
+    assert not seq_scans(nodes, "conversions")
+    assert index in index_names(nodes, "conversions")
+
+
+def test_conversion_stats_with_bound_parameters(big_db: psycopg.Connection[Any]) -> None:
+    """Called the way Python calls it (server-side parameters), the function still inlines."""
+    nodes = plan_of(
+        big_db, "SELECT * FROM get_conversion_stats(p_user_id := %s, p_date_from := %s)",
+        ("1a2b3c4d-0000-0000-0000-000000000000", "2025-01-01"),
+    )
+    assert not seq_scans(nodes, "conversions")
+
+
+def test_image_stats_use_indexes(big_db: psycopg.Connection[Any]) -> None:
+    nodes = plan_of(big_db, "SELECT * FROM get_image_stats(p_owner_id := md5('u7')::uuid, p_owner_type := 'user')")
+    assert not seq_scans(nodes, "images")
+    assert not seq_scans(nodes, "image_usage_history")
+    assert "idx_images_owner_stats_cover" in index_names(nodes, "images")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        # update_conversion_status: the job of a conversion
+        "SELECT * FROM conversion_jobs WHERE conversion_id = md5('c42')::uuid",
+        # create_conversion: idempotency lookup
+        "SELECT id FROM conversions WHERE COALESCE(user_id, vendor_id) = md5('u1')::uuid "
+        "AND idempotency_key = 'k'",
+        # foreign-key actions: conversions of an image, usage of a conversion
+        "SELECT id FROM conversions WHERE user_image_id = md5('ui1')::uuid",
+        "SELECT id FROM image_usage_history WHERE conversion_id = md5('c42')::uuid",
+        # "my conversions, newest first"
+        "SELECT id, status FROM conversions WHERE user_id = md5('u1')::uuid ORDER BY created_at DESC LIMIT 20",
+    ],
+)
+def test_lookups_use_indexes(big_db: psycopg.Connection[Any], query: str) -> None:
+    nodes = plan_of(big_db, query)
+    relation = "conversion_jobs" if "conversion_jobs" in query else (
+        "image_usage_history" if "image_usage_history" in query else "conversions"
+    )
+    assert not seq_scans(nodes, relation), query
