@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -69,15 +70,36 @@ def stop_workers(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
 
 
 def run_workers_foreground(settings: Settings, database_url: str, redis_url: str, *, processes: int | None,
-                           threads: int | None) -> int:
-    """Run the fleet until it exits or this process gets SIGINT/SIGTERM (forwarded as SIGTERM)."""
-    proc = subprocess.Popen(worker_command(settings, processes=processes, threads=threads),
-                            env=worker_environment(settings, database_url, redis_url))
+                           threads: int | None, max_restarts: int | None = None) -> int:
+    """Supervise the fleet until SIGINT/SIGTERM (forwarded as SIGTERM).
+
+    Dramatiq's master shuts every worker down when one dies (a SIGKILL, an OOM kill, a native
+    crash); the supervisor then starts the fleet again, with back-off, so a bare host keeps
+    working. The dead worker's jobs come back through the rescuer.
+    """
+    stopping = False
+    proc: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, frame: object) -> None:
-        if proc.poll() is None:
+        nonlocal stopping
+        stopping = True
+        if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    return proc.wait()
+    restarts, delay = 0, 1.0
+    while True:
+        started = time.monotonic()
+        proc = subprocess.Popen(worker_command(settings, processes=processes, threads=threads),
+                                env=worker_environment(settings, database_url, redis_url))
+        code = proc.wait()
+        if stopping or (max_restarts is not None and restarts >= max_restarts):
+            return code
+        if time.monotonic() - started > 60:
+            delay = 1.0
+        restarts += 1
+        print(f"stayler worker: the fleet exited unexpectedly (code {code}); restarting in {delay:.0f} s",
+              file=sys.stderr, flush=True)
+        time.sleep(delay)
+        delay = min(delay * 2, 30.0)

@@ -65,10 +65,13 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(default=300.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     idle_poll_ms: int = Field(default=50, ge=1, description="Longest idle wait of a worker's Redis consumer.")
+    failpoints: str = Field(default="", description="Fault injection for tests only (worker/failpoints.py).")
 
     # --- observability --------------------------------------------------------------
     metrics_port: int = Field(default=9191, ge=0, le=65535)
-    metrics_dir: Path | None = None
+    metrics_dir: Path | None = Field(default=None, description="Prometheus multiprocess folder (wiped at fleet start).")
+    metrics_host: str = Field(default="0.0.0.0", description="Address the /metrics server binds; port 0 = no server.")
+    queue_stats_interval_s: float = Field(default=10.0, gt=0, description="Leader refresh of queue gauges.")
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
 

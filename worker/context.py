@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from dispatcher.service import Dispatcher, DispatcherConfig, start_in_thread
 from stayler.settings import Settings
 from storage import LocalStorage, Storage
+from worker.failpoints import Failpoints
 from worker.heartbeat import Heartbeat
 from worker.inflight import InFlight
 
@@ -60,6 +61,7 @@ class ProcessContext:
     inflight: InFlight
     heartbeat: Heartbeat
     dispatcher: Dispatcher
+    failpoints: Failpoints = field(default_factory=Failpoints)
     stop: threading.Event = field(default_factory=threading.Event)
     draining: threading.Event = field(default_factory=threading.Event)
 
@@ -82,7 +84,7 @@ class ProcessContext:
         dispatcher = Dispatcher(settings.database_url, broker, DispatcherConfig.from_settings(settings), storage)
         ctx = cls(settings=settings, database_url=settings.database_url, broker=broker, worker_id=worker_id,
                   pool=pool, storage=storage, runner=runner, inflight=inflight, heartbeat=heartbeat,
-                  dispatcher=dispatcher)
+                  dispatcher=dispatcher, failpoints=Failpoints.parse(settings.failpoints))
         ctx.register()
         heartbeat.start()
         start_in_thread(dispatcher, ctx.stop)

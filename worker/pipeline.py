@@ -72,6 +72,9 @@ class BatchProcessor:
                 failures[claim.job_id] = classify(exc, context="reading the input images")
         report.stage_seconds["read"] = time.perf_counter() - t0
 
+        for claim in claims:
+            self.ctx.failpoints.hit(claim.style_name)
+
         # 2. model: decode + preprocess per job, one batched call, render per job
         from models.runner import TryOnJob
 
