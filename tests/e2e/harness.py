@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -54,16 +55,16 @@ class Env:
     log_dir: Path
     fleets: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def variables(self, **overrides: str) -> dict[str, str]:
+    def variables(self, **overrides: Any) -> dict[str, str]:
         """The environment of a worker fleet for this test."""
         env = dict(os.environ)
         env.update(FAST)
         env.update({"DATABASE_URL": self.db_url, "REDIS_URL": self.redis_url, "STAYLER_QUEUE_NAME": self.queue_name,
                     "STAYLER_STORAGE_DIR": str(self.storage_dir), "STAYLER_STATE_DIR": str(self.log_dir)})
-        env.update(overrides)
+        env.update({k: str(v) for k, v in overrides.items()})
         return env
 
-    def start_fleet(self, processes: int = 1, threads: int = 2, **overrides: str) -> subprocess.Popen[bytes]:
+    def start_fleet(self, processes: int = 1, threads: int = 2, **overrides: Any) -> subprocess.Popen[bytes]:
         """Start ``dramatiq worker.app``; the fixture stops it at the end of the test."""
         env = self.variables(**overrides)
         settings = Settings(shutdown_grace_s=float(env["STAYLER_SHUTDOWN_GRACE_S"]))
@@ -109,8 +110,8 @@ def kill_tree(pid: int) -> None:
         parent.kill()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, env: Env | None = None,
-             interval: float = 0.1) -> object:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, env: Env | None = None,
+             interval: float = 0.1) -> Any:
     """Poll until ``predicate()`` is truthy; fail with the fleets' logs after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -157,7 +158,7 @@ class Workload:
         st = self.statuses(ids)
         return len(st) == len(ids) and all(s in TERMINAL for s in st.values())
 
-    def job(self, conversion_id: uuid.UUID) -> dict[str, object]:
+    def job(self, conversion_id: uuid.UUID) -> dict[str, Any]:
         """The conversion's job row."""
         with self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
             row = cur.execute("SELECT * FROM conversion_jobs WHERE conversion_id = %s", (conversion_id,)).fetchone()

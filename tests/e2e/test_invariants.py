@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
+from typing import Any
 
 import psutil
 import pytest
@@ -14,8 +16,8 @@ from tests.e2e.harness import Env, Workload, connect, stop, wait_for
 pytestmark = pytest.mark.e2e
 
 
-def _processing_pid(work: Workload, cid: object) -> int | None:
-    job = work.job(cid)  # type: ignore[arg-type]
+def _processing_pid(work: Workload, cid: uuid.UUID) -> int | None:
+    job = work.job(cid)
     if job["status"] != "processing" or not job["worker_id"]:
         return None
     return int(str(job["worker_id"]).split(":")[1])
@@ -25,11 +27,11 @@ def test_a_worker_killed_mid_job_is_rescued_and_the_job_completes_once_elsewhere
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)
         [cid] = work.submit(1, style="slow")
-        slow = {"STAYLER_FAILPOINTS": "sleep=slow:2"}
+        slow: dict[str, Any] = {"STAYLER_FAILPOINTS": "sleep=slow:2"}
         env.start_fleet(**slow)
         env.start_fleet(**slow)  # a second "host"
         pid = wait_for(lambda: _processing_pid(work, cid), 30, "the job to be claimed", env)
-        os.kill(int(pid), signal.SIGKILL)  # type: ignore[arg-type]
+        os.kill(int(pid), signal.SIGKILL)
         wait_for(lambda: work.all_terminal([cid]), 40, "the rescued job to finish", env)
         job = work.job(cid)
         assert (job["status"], job["attempt"], job["retry_count"]) == ("completed", 2, 1), env.logs()
