@@ -96,7 +96,7 @@ def test_local_storage_round_trip_and_atomic_writes(tmp_path: Path) -> None:
     (tmp_path / "results" / str(cid) / "blocker").mkdir()
     with pytest.raises(StorageError):
         store.put(f"results/{cid}/blocker", b"x")  # a folder where a file must go
-    assert not [p for p in tmp_path.rglob(".tmp-*")]  # no partial file left behind
+    assert not list(tmp_path.rglob(".tmp-*"))  # no partial file left behind
     store.delete(key)
     store.delete(key)  # deleting twice is fine
     with pytest.raises(FileNotFoundError):
