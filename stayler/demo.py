@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 from rich.console import Console
@@ -64,7 +65,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
                           max_retries=settings.default_max_retries) for user, person, garment in pairs]
             rows = _wait(conn, ids, args.timeout, console)
             elapsed = time.monotonic() - started
-        _summary(console, rows, elapsed)
+        _summary(console, rows, elapsed, storage.root)
     done = sum(r.status == "completed" for r in rows)
     return 0 if done == len(ids) else 1
 
@@ -83,15 +84,12 @@ def _wait(conn: psycopg.Connection, ids: list[uuid.UUID], timeout: float, consol
             time.sleep(0.2)
 
 
-def _summary(console: Console, rows: list[ConversionStatus], elapsed: float) -> None:
+def _summary(console: Console, rows: list[ConversionStatus], elapsed: float, root: Path) -> None:
     table = Table(title=f"{len(rows)} conversions in {elapsed:.1f} s")
     for col in ("conversion", "status", "attempts", "time ms", "result"):
         table.add_column(col)
     for r in rows:
         table.add_row(str(r.id)[:8], r.status, str(r.attempt or 0), str(r.processing_time_ms or ""),
-                      r.result_url.removeprefix("file://") if r.result_url else (r.job_error_message or ""))
+                      r.result_key or (r.job_error_message or ""))
     console.print(table)
-    results = [r for r in rows if r.result_url]
-    if results:
-        folder = results[0].result_url.removeprefix("file://").rsplit("/results/", 1)[0] + "/results/"  # type: ignore[union-attr]
-        console.print(f"result images are under {folder}")
+    console.print(f"result images (and thumbnails) are under {root / 'results'}")

