@@ -14,7 +14,7 @@ from PIL import Image
 from imaging.samples import make_garment, make_person, to_bytes
 from producer import ProducerError, cancel, register_image, status, submit
 from producer.accounts import create_user, create_vendor
-from producer.batch import Owner, rows_from_csv, rows_from_folder, submit_batch
+from producer.batch import BatchOutcome, Owner, rows_from_csv, rows_from_folder, submit_batch
 from producer.conversions import conversion_stats, image_stats
 from producer.images import ImageLimits
 from stayler.cli import main as cli
@@ -150,7 +150,7 @@ def test_batch_from_a_folder_and_a_csv_reports_refused_rows(
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     garment = tmp_path / "tee.png"
     garment.write_bytes(to_bytes(make_garment(96, 96, transparent=True), "PNG"))
-    seen = []
+    seen: list[BatchOutcome] = []
     outcomes = submit_batch(db, storage, rows_from_folder(folder, str(garment)), Owner(vendor_id=vendor),
                             limits=LIMITS, max_retries=1, on_row=seen.append)
     assert len(seen) == 4
