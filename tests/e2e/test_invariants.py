@@ -135,3 +135,17 @@ def test_sigterm_finishes_or_hands_back_in_flight_jobs(env: Env) -> None:
         wait_for(lambda: work.all_terminal(quick), 30, "quick jobs", env)
         stop(fleet)
         assert not psutil.pid_exists(fleet.pid) or psutil.Process(fleet.pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_completion_that_arrives_after_cancel_leaves_no_row_and_no_file(env: Env) -> None:
+    with connect(env.db_url) as conn:
+        work = Workload(conn, env.storage_dir)
+        [cid] = work.submit(1, style="late")
+        env.start_fleet(STAYLER_FAILPOINTS="stall=late:3")
+        # The worker stores its result, then stalls before recording it: cancel in that window.
+        wait_for(lambda: list(env.storage_dir.glob(f"results/{cid}/a1.jpg")), 30, "the result file", env)
+        assert conn.execute("SELECT cancel_conversion(%s)", (cid,)).fetchone() == ("cancelled",)
+        wait_for(lambda: "completion fenced out" in env.logs(), 15, "the fenced-out completion", env)
+        assert work.statuses([cid]) == {cid: "cancelled"}
+        assert conn.execute("SELECT count(*) FROM images WHERE type = 'result'").fetchone() == (0,)
+        assert list(env.storage_dir.glob("results/**/*.jpg")) == []

@@ -104,8 +104,10 @@ def test_local_storage_round_trip_and_atomic_writes(tmp_path: Path) -> None:
 
 
 def test_failpoints_parse_and_refuse_unknown_actions() -> None:
-    fp = Failpoints.parse("kill=poison, sleep=slow:0.01")
+    fp = Failpoints.parse("kill=poison, sleep=slow:0.01, stall=late:0.01")
     assert fp.active and fp.kill_styles == {"poison"} and fp.sleep_styles == (("slow", 0.01),)
+    assert fp.stall_styles == (("late", 0.01),)
+    fp.stall("late")
     fp.hit("slow")  # sleeps 10 ms, does not kill
     fp.hit(None)
     assert not Failpoints.parse("").active
