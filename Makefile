@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint test-slow bench clean
+.PHONY: install demo test lint test-slow chaos bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ test: lint
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
+
+# The chaos suite alone: 2,000 conversions under kills, a PostgreSQL restart and a Redis flush.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.runner
+
+# Every benchmark at the documented sizes (docs/benchmarks.md); ARGS="--smoke" for a quick check.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/stayler bench all $(ARGS)
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .pytest_cache

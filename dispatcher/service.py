@@ -6,7 +6,9 @@ Loop of the leader:
 - every ``sweep_interval_s``, and when the earliest backoff ends, do the same: this re-dispatches
   jobs whose messages Redis lost (restart, FLUSHALL);
 - every ``rescue_interval_s``, put back the jobs of workers whose heartbeats stopped, and delete
-  whatever files their lost attempts may have written.
+  whatever files their lost attempts may have written; then remove the result folders of
+  conversions that ended failed or cancelled since the last round (a lost attempt may have left
+  files there that no completion will ever clean up).
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dramatiq
 import psycopg
 
+from dispatcher.gauges import QueueGauges
 from dispatcher.messages import send_claim_messages, waiting_messages
 from dispatcher.planner import messages_to_send
 from schema.queries import Q
 from stayler.settings import Settings
-from storage import Storage, attempt_keys
+from storage import Storage, attempt_keys, result_prefix
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class DispatcherConfig:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
     standby_interval_s: float = 2.0
+    cleanup_lookback_s: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatcherConfig:
@@ -85,6 +89,9 @@ class Dispatcher:
         self.storage = storage
         self.stats = DispatcherStats()
         self._next_run_after: float | None = None
+        self._cleaned_until: datetime | None = None
+        #: Set by the worker process when metrics are on: the leader refreshes the fleet's queue gauges.
+        self.gauges: QueueGauges | None = None
 
     # -- one round of each duty (usable without leadership, e.g. from tests or the CLI) ---------
 
@@ -124,6 +131,32 @@ class Dispatcher:
                 callback(new_status)
         return len(rows)
 
+    def clean_once(self, conn: psycopg.Connection) -> int:
+        """Delete result files under conversions that ended failed or cancelled since the last round.
+
+        A completed conversion's worker deletes the files of its earlier attempts; this covers the
+        conversions that never complete, whose lost attempts may have written (part of) a result.
+        Returns how many files were removed.
+        """
+        if self.storage is None:
+            return 0
+        row = conn.execute(Q.clock_now).fetchone()
+        assert row is not None
+        until: datetime = row[0]
+        since = self._cleaned_until or until - timedelta(seconds=self.config.cleanup_lookback_s)
+        removed = 0
+        for (conversion_id,) in conn.execute(Q.jobs_ended_without_result_between,
+                                             {"since": since, "until": until}).fetchall():
+            try:
+                removed += self.storage.delete_prefix(result_prefix(conversion_id))
+            except Exception:  # a cleanup failure must not stop the leader
+                log.exception("could not clean a finished conversion's result folder",
+                              extra={"conversion_id": str(conversion_id)})
+        self._cleaned_until = until
+        if removed:
+            log.info("removed files of attempts that never completed", extra={"files": removed})
+        return removed
+
     def _delete_attempt_files(self, conversion_id: uuid.UUID, attempt: int) -> None:
         if self.storage is None:
             return
@@ -149,7 +182,11 @@ class Dispatcher:
                         continue
                     self.stats.is_leader = True
                     log.info("dispatcher elected leader")
-                    self._lead(conn, stop)
+                    try:
+                        self._lead(conn, stop)
+                    finally:
+                        if self.gauges is not None:
+                            self.gauges.lost_leadership()
             except psycopg.Error as exc:
                 self.stats.is_leader = False
                 log.warning("dispatcher lost its database connection; retrying",
@@ -173,7 +210,10 @@ class Dispatcher:
             if now >= next_rescue:
                 if self.rescue_once(conn):
                     next_sweep = now  # rescued jobs are queued again: dispatch them
+                self.clean_once(conn)
                 next_rescue = now + self.config.rescue_interval_s
+            if self.gauges is not None and self.gauges.due(now):
+                self._refresh_gauges(conn)
             due = next_sweep <= now or (self._next_run_after is not None and self._next_run_after <= now)
             if due:
                 self.dispatch_once(conn)
@@ -187,6 +227,17 @@ class Dispatcher:
                 for _ in conn.notifies(timeout=0.0):
                     pass
                 self.dispatch_once(conn)
+
+    def _refresh_gauges(self, conn: psycopg.Connection) -> None:
+        assert self.gauges is not None
+        try:
+            self.gauges.refresh(conn)
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error:
+            # A failing gauge query must not stop dispatching; it retries at the next interval.
+            log.exception("could not refresh the queue gauges")
+            self.gauges.skip()
 
 
 def _monotonic_at(when: datetime) -> float:

@@ -136,3 +136,41 @@ INSERT INTO users (email, display_name) VALUES (%(email)s, %(display_name)s) RET
 
 -- name: vendor_create
 INSERT INTO vendors (name) VALUES (%(name)s) RETURNING id;
+
+-- name: queue_stats
+-- The fleet's queue gauges, computed by the elected dispatcher every queue_stats_interval_s. Each
+-- part reads a partial index whose size is the queued / processing / recently failed jobs, never
+-- the finished history (cheap with 1,000,000 rows in the table). Priorities fold into three bands
+-- (low < 0 = normal < high) so the label set stays bounded.
+SELECT now() AS as_of,
+       (SELECT coalesce(jsonb_object_agg(band, n), '{}'::jsonb) FROM (
+            SELECT CASE WHEN priority > 0 THEN 'high' WHEN priority < 0 THEN 'low' ELSE 'normal' END AS band,
+                   count(*) AS n
+              FROM conversion_jobs WHERE status = 'queued' GROUP BY 1) AS q) AS queued_by_priority,
+       (SELECT count(*) FROM conversion_jobs WHERE status = 'queued' AND run_after <= now()) AS available,
+       (SELECT coalesce(extract(epoch FROM now() - min(run_after)), 0)::float8
+          FROM conversion_jobs WHERE status = 'queued' AND run_after <= now()) AS oldest_available_age_s,
+       (SELECT count(*) FROM conversion_jobs WHERE status = 'processing') AS processing,
+       (SELECT coalesce(jsonb_object_agg(error_type, n), '{}'::jsonb) FROM (
+            SELECT coalesce(error_type, 'unknown') AS error_type, count(*) AS n
+              FROM conversion_jobs WHERE status = 'failed' AND completed_at > now() - interval '1 hour'
+             GROUP BY 1) AS f) AS failed_last_hour,
+       (SELECT count(*) FROM workers
+         WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => %(alive_within_s)s)
+       ) AS workers_alive;
+
+-- name: jobs_cancelled_between
+-- Jobs cancelled in (since, until], by conversion type: the leader turns these into a counter.
+SELECT c.conversion_type, count(*)
+  FROM conversion_jobs j JOIN conversions c ON c.id = j.conversion_id
+ WHERE j.status = 'cancelled' AND j.completed_at > %(since)s AND j.completed_at <= %(until)s
+ GROUP BY 1;
+
+-- name: jobs_ended_without_result_between
+-- Conversions whose job ended failed or cancelled in (since, until]: any result file a lost attempt
+-- left under results/<conversion>/ must go (served by idx_conversion_jobs_failed_cancelled).
+SELECT conversion_id FROM conversion_jobs
+ WHERE status IN ('failed', 'cancelled') AND completed_at > %(since)s AND completed_at <= %(until)s;
+
+-- name: clock_now
+SELECT now();

@@ -187,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register_model_commands(sub)
+    try:
+        from bench.cli import register as register_bench_commands
+    except ImportError:  # pragma: no cover - bench package absent (not installed)
+        pass
+    else:
+        register_bench_commands(sub)
     return parser
 
 

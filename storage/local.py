@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import os
 import tempfile
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from storage.base import StorageError, StoredObject
 from storage.keys import validate_key
+
+_POOL_LOCK = threading.Lock()
+
+
+def _fsync_quietly(fd: int) -> OSError | None:
+    """fsync ``fd``; the error instead of raising it (one failed file must not fail the others)."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        return exc
+    return None
 
 
 class LocalStorage:
@@ -33,7 +49,8 @@ class LocalStorage:
         tmp_name: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            # Named after the key, so deleting the key also removes a partial write a crash left.
+            fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -48,20 +65,90 @@ class LocalStorage:
                     Path(tmp_name).unlink()
         return StoredObject(key=key, url=self.url_for(key), size=len(data))
 
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[StoredObject | StorageError]:
+        """Write several objects, each exactly as durable and atomic as :meth:`put`, with concurrent fsyncs.
+
+        Every temporary file is written first, then all are fsync'd at once from a small thread pool
+        (the filesystem's journal commits them together instead of one commit per file, which made
+        sequential fsyncs most of a batch's wall time), then each is renamed into place. A file is
+        renamed only after its own data is on disk, as with :meth:`put`. Results are in item order;
+        an item that failed is its ``StorageError`` (the others are unaffected).
+        """
+        if len(items) < 2:
+            return [self._put_or_error(key, data) for key, data in items]
+        staged: list[tuple[str, Path, str, int, int] | StorageError] = []
+        for key, data in items:
+            tmp_name: str | None = None
+            fd = -1
+            try:
+                path = self.path_for(key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                staged.append((key, path, tmp_name, fd, len(data)))
+            except (OSError, StorageError) as exc:
+                if fd >= 0:
+                    os.close(fd)
+                if tmp_name is not None:
+                    with contextlib.suppress(OSError):
+                        Path(tmp_name).unlink()
+                staged.append(exc if isinstance(exc, StorageError) else
+                              StorageError(f"could not write {key}: {exc.strerror or exc}"))
+        synced = list(self._fsync_pool().map(_fsync_quietly, [s[3] for s in staged if not isinstance(s, Exception)]))
+        results: list[StoredObject | StorageError] = []
+        errors = iter(synced)
+        for entry in staged:
+            if isinstance(entry, StorageError):
+                results.append(entry)
+                continue
+            key, path, tmp_name, fd, size = entry
+            error = next(errors)
+            try:
+                os.close(fd)
+                if error is not None:
+                    raise error
+                Path(tmp_name).replace(path)
+                results.append(StoredObject(key=key, url=self.url_for(key), size=size))
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    Path(tmp_name).unlink()
+                results.append(StorageError(f"could not write {key}: {exc.strerror or exc}"))
+        return results
+
+    def _put_or_error(self, key: str, data: bytes) -> StoredObject | StorageError:
+        try:
+            return self.put(key, data)
+        except StorageError as exc:
+            return exc
+
+    def _fsync_pool(self) -> ThreadPoolExecutor:
+        pool = self.__dict__.get("_pool")
+        if pool is None:
+            with _POOL_LOCK:
+                pool = self.__dict__.setdefault("_pool", ThreadPoolExecutor(8, thread_name_prefix="storage-fsync"))
+        return pool
+
     def get(self, key: str) -> bytes:
         """Read a whole object."""
         path = self.path_for(key)
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise
+            # Name the key, not the host path: the message reaches error_message and the logs.
+            raise FileNotFoundError(errno.ENOENT, "no such object", key) from None
         except OSError as exc:
             raise StorageError(f"could not read {key}: {exc.strerror or exc}") from exc
 
     def delete(self, key: str) -> None:
-        """Remove one object if it exists."""
+        """Remove one object if it exists, and any partial write of it a killed writer left behind."""
+        path = self.path_for(key)
         with contextlib.suppress(FileNotFoundError):
-            self.path_for(key).unlink()
+            path.unlink()
+        if path.parent.is_dir():
+            for partial in path.parent.glob(f".tmp-{glob.escape(path.name)}.*"):
+                partial.unlink(missing_ok=True)
 
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object under a folder-like prefix such as ``results/<id>/``."""

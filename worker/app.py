@@ -15,6 +15,7 @@ import psycopg
 from dispatcher.broker import make_broker
 from dispatcher.messages import ACTOR_NAME, claim_message
 from stayler.settings import get_settings
+from worker import metrics
 from worker.claims import claim_jobs
 from worker.inflight import HeldClaim
 from worker.lifecycle import WorkerLifecycle, current_context
@@ -27,7 +28,7 @@ if not _settings.redis_url:
     raise RuntimeError("REDIS_URL is not set: start workers with `stayler worker`, or set REDIS_URL")
 
 broker = make_broker(_settings.redis_url, idle_poll_ms=_settings.idle_poll_ms,
-                     extra_middleware=[WorkerLifecycle(get_settings)])
+                     extra_middleware=[WorkerLifecycle(get_settings), metrics.MetricsMiddleware(_settings)])
 dramatiq.set_broker(broker)
 
 
@@ -41,6 +42,7 @@ def process_conversions() -> None:
     try:
         with ctx.pool.connection(timeout=10) as conn:
             claims = claim_jobs(conn, ctx.worker_id, settings.claim_batch_size)
+        metrics.record_claim(claims)
     except (psycopg.OperationalError, TimeoutError) as exc:
         # The database is down: drop this message (the sweep re-dispatches once it is back).
         log.warning("could not claim jobs; database unavailable", extra={"error": str(exc).strip()})
@@ -51,7 +53,10 @@ def process_conversions() -> None:
     claimed_at = time.monotonic()
     for claim in claims:
         ctx.inflight.add(HeldClaim(claim.job_id, claim.attempt, claimed_at))
+    metrics.set_in_flight(len(ctx.inflight))
     if len(claims) == settings.claim_batch_size:
         # A full batch suggests more work: keep another worker thread busy without the dispatcher.
         ctx.broker.enqueue(claim_message(settings.queue_name))
-    BatchProcessor(ctx).process(claims, claimed_at)
+    report = BatchProcessor(ctx).process(claims, claimed_at)
+    metrics.set_in_flight(len(ctx.inflight))
+    metrics.record_batch(claims, report)

@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool
 from dispatcher.service import Dispatcher, DispatcherConfig, start_in_thread
 from stayler.settings import Settings
 from storage import LocalStorage, Storage
+from worker import metrics
 from worker.failpoints import Failpoints
 from worker.heartbeat import Heartbeat
 from worker.inflight import InFlight
@@ -82,6 +83,10 @@ class ProcessContext:
         heartbeat = Heartbeat(settings.database_url, worker_id, inflight,
                               interval_s=settings.heartbeat_interval_s, job_timeout_s=settings.job_timeout_s)
         dispatcher = Dispatcher(settings.database_url, broker, DispatcherConfig.from_settings(settings), storage)
+        dispatcher.gauges = metrics.queue_gauges(settings)
+        dispatcher.stats.on_rescue.append(metrics.record_rescue)
+        metrics.record_boot(model=runner.model_name, version=runner.model_version, providers=runner.providers,
+                            threads=settings.worker_threads)
         ctx = cls(settings=settings, database_url=settings.database_url, broker=broker, worker_id=worker_id,
                   pool=pool, storage=storage, runner=runner, inflight=inflight, heartbeat=heartbeat,
                   dispatcher=dispatcher, failpoints=Failpoints.parse(settings.failpoints))

@@ -14,6 +14,7 @@ import time
 import psycopg
 
 from schema.queries import Q
+from worker import metrics
 from worker.inflight import InFlight
 
 log = logging.getLogger(__name__)
@@ -81,3 +82,4 @@ class Heartbeat:
         # A claim finalised between the snapshot and the UPDATE is gone from the registry already.
         self.inflight.mark_lost(lost)
         self.last_beat = time.time()
+        metrics.record_heartbeat(self.last_beat)

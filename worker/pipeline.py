@@ -13,15 +13,19 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from imaging.encode import make_thumbnail
 from stayler.logs import bound
-from storage import StoredObject, result_key
+from storage import StoredObject, attempt_keys, result_key
 from worker.claims import Claim, Completion, complete_jobs, fail_job
 from worker.context import ProcessContext
 from worker.errors import Failure, classify
+
+if TYPE_CHECKING:
+    from models.runner import TryOnResult
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,8 @@ class BatchReport:
     retried: list[uuid.UUID] = field(default_factory=list)
     dropped: list[uuid.UUID] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    error_types: dict[uuid.UUID, str] = field(default_factory=dict)
+    item_stage_seconds: list[dict[str, float]] = field(default_factory=list)
 
 
 def _elapsed_ms(claimed_at: float) -> int:
@@ -86,20 +92,26 @@ class BatchProcessor:
         t0 = time.perf_counter()
         written: dict[uuid.UUID, list[str]] = {}
         completions: list[Completion] = []
+        staged: list[tuple[Claim, TryOnResult, list[tuple[str, bytes]]]] = []
         for claim, outcome in zip(live, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 failures[claim.job_id] = classify(outcome)
                 continue
             for stage, seconds in vars(outcome.timings).items():
                 report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + seconds
+            report.item_stage_seconds.append(dict(vars(outcome.timings)))
             if self._lost(claim, report):
                 continue
             try:
-                result, thumb = self._store(claim, outcome.image, outcome.mime_type, written)
+                staged.append((claim, outcome, self._stage(claim, outcome.image, outcome.mime_type)))
             except Exception as exc:
-                self._delete(written.pop(claim.job_id, []))
                 failures[claim.job_id] = classify(exc, context="storing the result")
+        # One storage call for the batch: its fsyncs run concurrently (see LocalStorage.put_many).
+        for claim, outcome, stored in self._store_staged(staged, written):
+            if isinstance(stored, Exception):
+                failures[claim.job_id] = classify(stored, context="storing the result")
                 continue
+            result, thumb = stored
             completions.append(Completion(
                 claim=claim, file_path=result.key, file_name=result.key.rsplit("/", 1)[-1],
                 original_url=result.url, thumbnail_url=thumb.url, file_size=result.size,
@@ -109,6 +121,8 @@ class BatchProcessor:
         report.stage_seconds["store"] = time.perf_counter() - t0
 
         # 4. finalise: one fenced transaction for all completions, then each failure
+        for completion in completions:
+            self.ctx.failpoints.stall(completion.claim.style_name)
         t0 = time.perf_counter()
         if completions:
             self._complete(completions, written, report)
@@ -139,6 +153,45 @@ class BatchProcessor:
         thumb = self.ctx.storage.put(thumb_key, thumbnail_of(image, self.settings.thumbnail_size))
         return result, thumb
 
+    def _stage(self, claim: Claim, image: bytes, mime_type: str) -> list[tuple[str, bytes]]:
+        """The (key, bytes) pairs this attempt stores: the result and its thumbnail."""
+        return [(result_key(claim.conversion_id, claim.attempt, mime_type), image),
+                (result_key(claim.conversion_id, claim.attempt, mime_type, thumbnail=True),
+                 thumbnail_of(image, self.settings.thumbnail_size))]
+
+    def _store_staged(self, staged: Sequence[tuple[Claim, TryOnResult, list[tuple[str, bytes]]]],
+                      written: dict[uuid.UUID, list[str]]
+                      ) -> list[tuple[Claim, TryOnResult, tuple[StoredObject, StoredObject] | Exception]]:
+        """Write every staged file in one storage call; per claim its (result, thumbnail) or the error
+        (a claim with any failed file has the files it did write deleted, as before)."""
+        items = [item for _, _, files in staged for item in files]
+        for claim, _, files in staged:
+            written.setdefault(claim.job_id, []).extend(key for key, _ in files)
+        put_many = getattr(self.ctx.storage, "put_many", None)
+        stored: list[StoredObject | Exception] = []
+        if put_many is not None:
+            stored = list(put_many(items))
+        else:  # a backend without batched writes
+            for key, data in items:
+                try:
+                    stored.append(self.ctx.storage.put(key, data))
+                except Exception as exc:
+                    stored.append(exc)
+        out: list[tuple[Claim, TryOnResult, tuple[StoredObject, StoredObject] | Exception]] = []
+        position = 0
+        for claim, outcome, files in staged:
+            mine = stored[position:position + len(files)]
+            position += len(files)
+            error = next((r for r in mine if isinstance(r, Exception)), None)
+            if error is not None:
+                self._delete(written.pop(claim.job_id, []))
+                out.append((claim, outcome, error))
+            else:
+                result, thumb = mine
+                assert isinstance(result, StoredObject) and isinstance(thumb, StoredObject)
+                out.append((claim, outcome, (result, thumb)))
+        return out
+
     def _delete(self, keys: Sequence[str]) -> None:
         for key in keys:
             try:
@@ -167,10 +220,14 @@ class BatchProcessor:
                     log.info("completion fenced out (claim no longer held); result discarded")
                 else:
                     report.completed.append(claim.job_id)
+                    # Earlier attempts of this conversion lost their claim (released at a sibling's
+                    # crash, fenced out) and may have died mid-store: their files must not outlive them.
+                    self._delete([k for a in range(1, claim.attempt) for k in attempt_keys(claim.conversion_id, a)])
                     log.info("conversion completed", extra={"processing_time_ms": completion.processing_time_ms,
                                                             "attempt": claim.attempt})
 
     def _fail(self, claim: Claim, failure: Failure, claimed_at: float | None, report: BatchReport) -> None:
+        report.error_types[claim.job_id] = failure.error_type
         with bound(job_id=str(claim.job_id), conversion_id=str(claim.conversion_id)):
             try:
                 with self.ctx.pool.connection() as conn:

@@ -41,6 +41,7 @@ FAST = {
     "STAYLER_MODEL": "null",
     "STAYLER_MODEL_THREADS": "1",
     "STAYLER_LOG_LEVEL": "INFO",
+    "STAYLER_METRICS_PORT": "0",  # fleets of concurrent tests must not share port 9191; tests/ops turns it on
 }
 
 
@@ -60,7 +61,8 @@ class Env:
         env = dict(os.environ)
         env.update(FAST)
         env.update({"DATABASE_URL": self.db_url, "REDIS_URL": self.redis_url, "STAYLER_QUEUE_NAME": self.queue_name,
-                    "STAYLER_STORAGE_DIR": str(self.storage_dir), "STAYLER_STATE_DIR": str(self.log_dir)})
+                    "STAYLER_STORAGE_DIR": str(self.storage_dir), "STAYLER_STATE_DIR": str(self.log_dir),
+                    "STAYLER_METRICS_DIR": str(self.log_dir / f"prometheus-{len(self.fleets)}")})
         env.update({k: str(v) for k, v in overrides.items()})
         return env
 

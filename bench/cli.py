@@ -1,0 +1,51 @@
+"""``stayler bench all|queue|inference|latency|scale|memory|enqueue|model [--smoke] [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stayler.settings import Settings
+
+NAMES = ("queue", "inference", "latency", "scale", "memory", "enqueue")
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``bench`` command group; each subcommand sets ``handler`` (or ``func`` for ``model``)."""
+    bench = subparsers.add_parser(
+        "bench", help="benchmarks side by side in one run (docs/benchmarks.md)",
+        description="Run benchmarks on the configured (or embedded) PostgreSQL and Redis, each in a fresh "
+                    "database and its own queue; write <out>/<timestamp>/results.md and chart.png and print "
+                    "the table. --smoke uses tiny sizes (seconds; numbers not meaningful).")
+    sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    helps = {
+        "all": "every benchmark below, in order",
+        "queue": "null-model conversions/s (1-2 processes, claim batch 1/16) beside pgqueuer's no-op drain",
+        "inference": "images/s through the system with the shipped model vs a bare onnxruntime loop",
+        "latency": "enqueue-to-completed p50/p95/p99 at a fixed arrival rate (open loop)",
+        "scale": "claim time with a small and a large queue (plus finished jobs)",
+        "memory": "worker RSS at steady state and after N conversions",
+        "enqueue": "conversions created per second, one at a time and in bulk",
+    }
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--smoke", action="store_true", help="tiny sizes: checks it runs, numbers meaningless")
+        p.add_argument("--out", type=Path, default=Path("bench-results"),
+                       help="results folder (default: %(default)s); a <timestamp>/ folder is created in it")
+        p.set_defaults(handler=cmd_bench, bench_names=NAMES if name == "all" else (name,))
+    from models.bench import add_bench_arguments, bench_model_main
+
+    model = sub.add_parser("model", help="the model bench (same as `stayler bench-model`)",
+                           description="Runner throughput against a bare onnxruntime loop (models/bench.py).")
+    add_bench_arguments(model)
+    model.set_defaults(func=bench_model_main)
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the selected benchmarks and write the results."""
+    from bench.runner import run
+
+    command = "stayler bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "stayler bench all"
+    run(args.bench_names, smoke=args.smoke, out_dir=args.out, settings=settings, command=command)
+    return 0

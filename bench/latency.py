@@ -1,0 +1,68 @@
+"""3. Latency: enqueue-to-completed p50/p95/p99 at a fixed arrival rate below capacity (open loop).
+
+An open-loop generator submits one conversion through the Python producer at each scheduled
+instant ``t0 + i / rate``, whether or not earlier ones finished (a late submit is sent at once and
+the lag is reported, so slow service cannot hide latency: no coordinated omission). Latency is
+``completed_at − created_at`` of each job, both stamped by PostgreSQL. The shipped model, one worker
+process with 2 threads, claim batch 1. "Model time" is the bare end-to-end loop's time per image
+for the same photo in a spawned process (see the inference benchmark); target: p50 ≤ it + 20 ms.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+from bench.common import Row, Services, Sizes, Workload, fleet, percentile, wait_terminal
+from bench.inference import MODEL, bare_loop
+
+NAME = "latency"
+
+
+def run(svc: Services, sizes: Sizes) -> list[Row]:
+    """Warm the fleet up, then submit at ``latency_rate_per_s`` for ``latency_seconds``."""
+    from imaging.samples import make_garment, make_person, to_bytes
+    from models.runner import available_cores
+
+    threads = available_cores()
+    work = svc.work_dir / "latency"
+    pair = (to_bytes(make_person(*sizes.person_size, seed=5).image), to_bytes(make_garment(seed=3)))
+    model_ms = bare_loop([pair], max(10, int(sizes.latency_rate_per_s * 2)), threads)["ms_e2e"]
+    with svc.fresh_database("lat") as url, psycopg.connect(url, autocommit=True) as conn:
+        load = Workload(conn, work / "storage", sizes.person_size)
+        with fleet(url, svc.redis_url, svc.queue_name("lat"), work, processes=1, threads=2, STAYLER_MODEL=MODEL,
+                   STAYLER_MODEL_THREADS=str(threads), STAYLER_CLAIM_BATCH_SIZE="1") as flt:
+            warm = 3
+            for _ in range(warm):
+                load.submit_one()
+            wait_terminal(conn, warm, 120, flt, interval_s=0.05)
+            time.sleep(0.5)
+            conn.execute("DELETE FROM conversion_metrics")  # keep only measured jobs' rows below
+            conn.execute("UPDATE conversion_jobs SET error_message = 'warm-up'")
+            total = max(1, int(sizes.latency_rate_per_s * sizes.latency_seconds))
+            interval = 1.0 / sizes.latency_rate_per_s
+            lags = []
+            t0 = time.perf_counter()
+            for i in range(total):
+                due = t0 + i * interval
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                lags.append(max(0.0, time.perf_counter() - due))
+                load.submit_one()
+            wait_terminal(conn, warm + total, 120 + total, flt, interval_s=0.05)
+        rows = conn.execute(
+            "SELECT extract(epoch FROM completed_at - created_at) * 1000, status FROM conversion_jobs "
+            "WHERE error_message IS DISTINCT FROM 'warm-up'").fetchall()
+    lat = [float(r[0]) for r in rows if r[1] == "completed"]
+    p50, p95, p99 = (percentile(lat, q) for q in (0.5, 0.95, 0.99))
+    note = (f"{len(lat)} conversions at {sizes.latency_rate_per_s:g}/s open loop; "
+            f"max submit lag {1000 * max(lags, default=0):.1f} ms")
+    return [
+        Row(NAME, "model time (bare end-to-end loop, per image)", model_ms, "ms"),
+        Row(NAME, "enqueue → completed p50", p50, "ms", ratio=p50 - model_ms, ratio_of="ms over model time",
+            target="≤ model time + 20 ms (idle system)", met=p50 <= model_ms + 20, note=note),
+        Row(NAME, "enqueue → completed p95", p95, "ms"),
+        Row(NAME, "enqueue → completed p99", p99, "ms"),
+    ]

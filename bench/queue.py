@@ -1,0 +1,112 @@
+"""1. Queue overhead: conversions/s with the do-nothing model and all bookkeeping, beside pgqueuer.
+
+For each (worker processes, claim batch size) a fresh database gets ``queue_jobs`` conversions
+pre-queued through ``create_conversion()``; then a fleet starts and drains them. The rate is
+completed conversions / (last ``completed_at`` − first ``started_at``), read from the database, so
+process start-up is not counted. Each conversion does everything a real one does except the model's
+arithmetic: claim (job, conversion, 'convert' usage row), read both input files, decode, the null
+ONNX model, render, encode the result, write result and thumbnail files (fsync'd, atomic), one
+fenced ``jobs_complete`` per batch (result image row, conversion, job, metrics row).
+
+In the same run and on the same server, pgqueuer (an optional ``bench`` dependency) drains
+``pgqueuer_jobs`` no-op jobs in its own fresh database, one process, at each of its batch sizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+
+from bench.common import Row, Services, Sizes, Workload, drain_rate, fleet, wait_terminal
+
+NAME = "queue"
+
+
+def run_project(svc: Services, sizes: Sizes, processes: int, batch: int) -> float:
+    """Conversions/s of the project's fleet for one configuration."""
+    label = f"q{processes}x{batch}"
+    work = svc.work_dir / label
+    with svc.fresh_database(label) as url, psycopg.connect(url, autocommit=True) as conn:
+        load = Workload(conn, work / "storage", sizes.null_person_size)
+        load.create_many(sizes.queue_jobs)
+        conn.execute("VACUUM ANALYZE")
+        total = sizes.queue_jobs
+        timeout = max(120.0, total / 50)
+        with fleet(url, svc.redis_url, svc.queue_name(label), work, processes=processes,
+                   STAYLER_MODEL="null", STAYLER_MODEL_THREADS="1", STAYLER_CLAIM_BATCH_SIZE=str(batch)) as flt:
+            wait_terminal(conn, total, timeout, flt)
+        done, seconds, other = drain_rate(conn)
+        if other:
+            raise RuntimeError(f"{other} conversions did not complete in {label}")
+        return done / seconds if seconds > 0 else float("nan")
+
+
+async def _pgqueuer_drain(url: str, jobs: int, batch: int) -> float:
+    import psycopg as pg
+    from pgqueuer import QueueManager
+    from pgqueuer.db import PsycopgDriver
+    from pgqueuer.models import Job
+    from pgqueuer.queries import Queries
+    from pgqueuer.types import QueueExecutionMode
+
+    async with await pg.AsyncConnection.connect(url, autocommit=True) as setup:
+        queries = Queries(PsycopgDriver(setup))
+        await queries.install()
+        step = 5000
+        for start in range(0, jobs, step):
+            n = min(step, jobs - start)
+            await queries.enqueue(["noop"] * n, [None] * n, [0] * n)
+    async with await pg.AsyncConnection.connect(url, autocommit=True) as conn:
+        qm = QueueManager(Queries(PsycopgDriver(conn)))
+
+        @qm.entrypoint("noop")
+        async def noop(job: Job) -> None:
+            return None
+
+        t0 = time.perf_counter()
+        await qm.run(batch_size=batch, mode=QueueExecutionMode.drain)
+        return jobs / (time.perf_counter() - t0)
+
+
+def run_pgqueuer(svc: Services, sizes: Sizes, batch: int) -> float | None:
+    """No-op jobs/s drained by pgqueuer at ``batch``; None when pgqueuer is not installed."""
+    try:
+        import pgqueuer  # noqa: F401
+    except ImportError:
+        return None
+    with svc.fresh_database(f"pgq{batch}") as url:
+        return asyncio.run(_pgqueuer_drain(url, sizes.pgqueuer_jobs, batch))
+
+
+def run(svc: Services, sizes: Sizes) -> list[Row]:
+    """Every configuration of the project, then pgqueuer; ratios to pgqueuer's best rate."""
+    rows: list[Row] = []
+    ours: dict[tuple[int, int], list[float]] = {}
+    theirs: dict[int, list[float]] = {}
+    for _ in range(sizes.repeats):  # interleave repeats so drift hits every configuration alike
+        for batch in sizes.pgqueuer_batches:
+            rate = run_pgqueuer(svc, sizes, batch)
+            if rate is not None:
+                theirs.setdefault(batch, []).append(rate)
+        for processes in sizes.queue_processes:
+            for batch in sizes.queue_batches:
+                ours.setdefault((processes, batch), []).append(run_project(svc, sizes, processes, batch))
+    best_peer = max((max(v) for v in theirs.values()), default=None)
+    for batch in sizes.pgqueuer_batches:
+        rates = theirs.get(batch)
+        rows.append(Row(NAME, f"pgqueuer, no-op, batch {batch}, 1 process", max(rates) if rates else None,
+                        "jobs/s", note=_spread(rates) if rates else "pgqueuer not installed (pip install .[bench])"))
+    for (processes, batch), rates in ours.items():
+        best = max(rates)
+        ratio = best / best_peer if best_peer else None
+        rows.append(Row(NAME, f"stayler, null model, {processes} proc × 2 thr, claim batch {batch}", best,
+                        "conv/s", ratio=ratio, ratio_of="pgqueuer best", target="≥ 1.0× pgqueuer best",
+                        met=None if ratio is None else ratio >= 1.0,
+                        note=f"{sizes.queue_jobs} pre-queued; " + _spread(rates)))
+    return rows
+
+
+def _spread(values: list[float]) -> str:
+    return f"runs: {', '.join(f'{v:,.0f}' for v in values)}" if len(values) > 1 else ""
