@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -230,9 +229,3 @@ def parse_when(value: str) -> datetime:
         return datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO date or time: {value!r}") from None
-
-
-def fail(message: str) -> int:
-    """Print an error for a person and return the exit code."""
-    print(f"stayler: error: {message}", file=sys.stderr)
-    return 2
