@@ -12,7 +12,8 @@ def _panels(rows: Sequence[Row]) -> dict[str, list[Row]]:
     panels: dict[str, list[Row]] = {}
     for r in rows:
         if r.value is not None and r.value == r.value:
-            panels.setdefault(f"{r.benchmark} ({r.unit})", []).append(r)
+            unit = "per second" if r.unit.endswith("/s") and r.benchmark == "queue" else r.unit
+            panels.setdefault(f"{r.benchmark} ({unit})", []).append(r)
     return panels
 
 
@@ -41,7 +42,8 @@ def draw_chart(rows: Sequence[Row], path: Path) -> None:
         ax.set_title(title, fontsize=10, loc="left")
         ax.tick_params(axis="x", labelsize=8)
         for bar, value in zip(bars, values, strict=True):
-            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:,.3g}", va="center", fontsize=7)
+            label = f" {value:,.0f}" if value >= 100 else f" {value:.3g}"
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=7)
     if not panels:
         axes[0, 0].text(0.5, 0.5, "no results", ha="center")
     fig.suptitle("stayler bench (blue: target met, red: missed, grey: reference)", fontsize=10)

@@ -48,7 +48,7 @@ class Sizes:
     enqueue_bulk: int = 20_000
     person_size: tuple[int, int] = (384, 512)
     null_person_size: tuple[int, int] = (64, 64)
-    repeats: int = 1
+    repeats: int = 2
 
 
 FULL = Sizes()
@@ -56,7 +56,7 @@ SMOKE = Sizes(
     queue_jobs=150, queue_processes=(1, 2), queue_batches=(1, 16), pgqueuer_jobs=300, pgqueuer_batches=(10, 100),
     inference_images=8, inference_batch=4, latency_rate_per_s=10.0, latency_seconds=1.5,
     scale_small=500, scale_large=2_000, scale_claims=20, memory_conversions=100, enqueue_single=50,
-    enqueue_bulk=200, person_size=(96, 128),
+    enqueue_bulk=200, person_size=(96, 128), repeats=1,
 )
 
 

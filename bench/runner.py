@@ -74,6 +74,7 @@ def write_results(rows: Sequence[Row], out_dir: Path, command: str, started: flo
         f"- machine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{_versions()}",
         "",
+        "",
     ]
     (folder / "results.md").write_text("\n".join(head) + table(rows) + "\n")
     draw_chart(rows, folder / "chart.png")

@@ -77,25 +77,29 @@ class LocalStorage:
         if len(items) < 2:
             return [self._put_or_error(key, data) for key, data in items]
         staged: list[tuple[str, Path, str, int, int] | StorageError] = []
+        folders: set[Path] = set()  # a result and its thumbnail share a folder: create it once
         for key, data in items:
             tmp_name: str | None = None
             fd = -1
             try:
                 path = self.path_for(key)
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.parent not in folders:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    folders.add(path.parent)
                 fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
                 staged.append((key, path, tmp_name, fd, len(data)))
-            except (OSError, StorageError) as exc:
+            except (OSError, ValueError, StorageError) as exc:  # ValueError: an invalid key
                 if fd >= 0:
                     os.close(fd)
                 if tmp_name is not None:
                     with contextlib.suppress(OSError):
                         Path(tmp_name).unlink()
-                staged.append(exc if isinstance(exc, StorageError) else
-                              StorageError(f"could not write {key}: {exc.strerror or exc}"))
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                error = exc if isinstance(exc, StorageError) else StorageError(f"could not write {key}: {reason}")
+                staged.append(error)
         synced = list(self._fsync_pool().map(_fsync_quietly, [s[3] for s in staged if not isinstance(s, Exception)]))
         results: list[StoredObject | StorageError] = []
         errors = iter(synced)
@@ -104,13 +108,14 @@ class LocalStorage:
                 results.append(entry)
                 continue
             key, path, tmp_name, fd, size = entry
-            error = next(errors)
+            sync_error = next(errors)
             try:
                 os.close(fd)
-                if error is not None:
-                    raise error
+                if sync_error is not None:
+                    raise sync_error
                 Path(tmp_name).replace(path)
-                results.append(StoredObject(key=key, url=self.url_for(key), size=size))
+                url = f"file://{path}" if self.url_prefix == "file://" else self.url_for(key)
+                results.append(StoredObject(key=key, url=url, size=size))
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     Path(tmp_name).unlink()
@@ -124,10 +129,12 @@ class LocalStorage:
             return exc
 
     def _fsync_pool(self) -> ThreadPoolExecutor:
-        pool = self.__dict__.get("_pool")
+        pool: ThreadPoolExecutor | None = self.__dict__.get("_pool")
         if pool is None:
             with _POOL_LOCK:
-                pool = self.__dict__.setdefault("_pool", ThreadPoolExecutor(8, thread_name_prefix="storage-fsync"))
+                pool = self.__dict__.get("_pool")
+                if pool is None:
+                    pool = self.__dict__["_pool"] = ThreadPoolExecutor(8, thread_name_prefix="storage-fsync")
         return pool
 
     def get(self, key: str) -> bytes:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 EXPECTED = {
     "queue": 2 + 4,      # pgqueuer at 2 batch sizes, the project at 2 process counts × 2 batch sizes
     "inference": 4,
-    "latency": 4,
+    "latency": 6,
     "scale": 2,
     "memory": 3,
     "enqueue": 2,
