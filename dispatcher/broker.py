@@ -19,7 +19,7 @@ class StaylerRedisBroker(RedisBroker):
     ``dramatiq`` command alike.
     """
 
-    def __init__(self, *, idle_poll_ms: int = 50, **kwargs: Any) -> None:
+    def __init__(self, *, idle_poll_ms: int = 10, **kwargs: Any) -> None:
         """Create the broker; ``kwargs`` go to ``RedisBroker``."""
         self.idle_poll_ms = idle_poll_ms
         super().__init__(**kwargs)
@@ -33,7 +33,7 @@ class StaylerRedisBroker(RedisBroker):
         return int(self.client.llen(f"{self.namespace}:{queue_name}"))
 
 
-def make_broker(redis_url: str, *, idle_poll_ms: int = 50, extra_middleware: list[Middleware] | None = None
+def make_broker(redis_url: str, *, idle_poll_ms: int = 10, extra_middleware: list[Middleware] | None = None
                 ) -> StaylerRedisBroker:
     """A broker whose retries are off and without time or age limits: PostgreSQL owns those (DESIGN 5)."""
     middleware: list[Middleware] = [ShutdownNotifications(), Callbacks(), Pipelines(), Retries(max_retries=0)]

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from imaging.decode import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
-from imaging.encode import ENCODE_MIME, encode_image, normalise_format
+from imaging.encode import ENCODE_MIME, encode_image, make_thumbnail, normalise_format
 from models.contract import ModelContractError, ModelManifest, TensorInfo, check_graph, default_opset, load_manifest
 from models.pipeline import Placement, prepare_inputs, render_result
 from models.registry import resolve_model
@@ -82,6 +82,7 @@ class TryOnResult:
     timings: StageTimings
     key: Any = None
     batch_size: int = 1
+    thumbnail: bytes | None = None
 
 
 @dataclass
@@ -143,6 +144,7 @@ class TryOnRunner:
         max_bytes: int | None = None,
         processes: int = 1,
         io_threads: int = 1,
+        thumbnail_size: int | None = None,
     ) -> None:
         """Load ``model`` (a path or a name under ``models/artefacts``) and check it against its manifest.
 
@@ -151,12 +153,15 @@ class TryOnRunner:
         ``allow_spinning``. Providers not installed are skipped with a warning; CPU is the fallback.
         ``io_threads`` > 1 decodes and encodes the items of one ``run_batch`` call in parallel
         (Pillow releases the GIL); useful when the model's threads leave cores idle meanwhile.
+        With ``thumbnail_size``, each result also carries a JPEG thumbnail made from the rendered
+        image (cheaper than decoding the encoded result again).
         Raises ``ModelContractError`` when the model does not load or does not match its manifest.
         """
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.path = resolve_model(model)
         self.max_batch = max_batch
+        self.thumbnail_size = thumbnail_size
         self.output_format = normalise_format(output_format)
         self.quality = quality
         self.max_pixels = max_pixels
@@ -291,6 +296,7 @@ class TryOnRunner:
         image = render_result(item.person, item.placement, output.result, output.alpha, self._manifest.output)
         t1 = time.perf_counter()
         data = encode_image(image, self.output_format, self.quality)
+        thumbnail = make_thumbnail(image, self.thumbnail_size) if self.thumbnail_size else None
         t2 = time.perf_counter()
         item.timings.postprocess = t1 - t0
         item.timings.encode = t2 - t1
@@ -304,6 +310,7 @@ class TryOnRunner:
             timings=item.timings,
             key=item.key,
             batch_size=output.batch_size,
+            thumbnail=thumbnail,
         )
 
     # ----------------------------------------------------------------- whole jobs

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=5.0, gt=0, description="Bound on re-dispatch after Redis loses messages.")
     job_timeout_s: float = Field(default=300.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, ge=0)
-    idle_poll_ms: int = Field(default=50, ge=1, description="Longest idle wait of a worker's Redis consumer.")
+    idle_poll_ms: int = Field(default=10, ge=1, description="Longest idle wait of a worker's Redis consumer.")
     failpoints: str = Field(default="", description="Fault injection for tests only (worker/failpoints.py).")
 
     # --- observability --------------------------------------------------------------

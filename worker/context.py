@@ -44,7 +44,7 @@ def make_runner(settings: Settings) -> TryOnRunner:
         settings.model, intra_op_threads=settings.intra_op_threads, providers=settings.providers,
         allow_spinning=settings.model_allow_spinning, max_batch=settings.claim_batch_size,
         output_format=settings.result_format, quality=settings.result_quality,
-        max_pixels=settings.max_image_pixels,
+        max_pixels=settings.max_image_pixels, thumbnail_size=settings.thumbnail_size,
     )
 
 

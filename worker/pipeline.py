@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import psycopg
 from PIL import Image
 
 from imaging.encode import make_thumbnail
@@ -41,6 +42,11 @@ class BatchReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     error_types: dict[uuid.UUID, str] = field(default_factory=dict)
     item_stage_seconds: list[dict[str, float]] = field(default_factory=list)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _elapsed_ms(claimed_at: float) -> int:
@@ -103,7 +109,7 @@ class BatchProcessor:
             if self._lost(claim, report):
                 continue
             try:
-                staged.append((claim, outcome, self._stage(claim, outcome.image, outcome.mime_type)))
+                staged.append((claim, outcome, self._stage(claim, outcome)))
             except Exception as exc:
                 failures[claim.job_id] = classify(exc, context="storing the result")
         # One storage call for the batch: its fsyncs run concurrently (see LocalStorage.put_many).
@@ -142,22 +148,11 @@ class BatchProcessor:
             return True
         return False
 
-    def _store(self, claim: Claim, image: bytes, mime_type: str, written: dict[uuid.UUID, list[str]]
-               ) -> tuple[StoredObject, StoredObject]:
-        keys = written.setdefault(claim.job_id, [])
-        key = result_key(claim.conversion_id, claim.attempt, mime_type)
-        keys.append(key)
-        result = self.ctx.storage.put(key, image)
-        thumb_key = result_key(claim.conversion_id, claim.attempt, mime_type, thumbnail=True)
-        keys.append(thumb_key)
-        thumb = self.ctx.storage.put(thumb_key, thumbnail_of(image, self.settings.thumbnail_size))
-        return result, thumb
-
-    def _stage(self, claim: Claim, image: bytes, mime_type: str) -> list[tuple[str, bytes]]:
+    def _stage(self, claim: Claim, outcome: TryOnResult) -> list[tuple[str, bytes]]:
         """The (key, bytes) pairs this attempt stores: the result and its thumbnail."""
-        return [(result_key(claim.conversion_id, claim.attempt, mime_type), image),
-                (result_key(claim.conversion_id, claim.attempt, mime_type, thumbnail=True),
-                 thumbnail_of(image, self.settings.thumbnail_size))]
+        thumbnail = outcome.thumbnail or thumbnail_of(outcome.image, self.settings.thumbnail_size)
+        return [(result_key(claim.conversion_id, claim.attempt, outcome.mime_type), outcome.image),
+                (result_key(claim.conversion_id, claim.attempt, outcome.mime_type, thumbnail=True), thumbnail)]
 
     def _store_staged(self, staged: Sequence[tuple[Claim, TryOnResult, list[tuple[str, bytes]]]],
                       written: dict[uuid.UUID, list[str]]
@@ -236,9 +231,13 @@ class BatchProcessor:
                         backoff_max_s=self.settings.backoff_max_s,
                         processing_time_ms=_elapsed_ms(claimed_at) if claimed_at is not None else None,
                         ai_model_version=self.ctx.runner.model_version)
+            except (psycopg.OperationalError, TimeoutError) as exc:
+                # The database is away. The claim stays 'processing'; the heartbeat stops when we drop
+                # it, and the rescuer takes it back after rescue_after_s, counting the attempt.
+                log.warning("database unavailable: could not record a failure; leaving the job to the rescuer",
+                            extra={"error": _first_line(exc), "error_type": failure.error_type})
+                return
             except Exception:
-                # The claim stays 'processing'; the heartbeat stops when we drop it, and the rescuer
-                # takes it back after rescue_after_s, counting the attempt.
                 log.exception("could not record a failure; leaving the job to the rescuer")
                 return
             if status == "queued":

@@ -218,3 +218,20 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
                      "--person-size", "192x256", "--garment-size", "128x128"]) == 0
     text = capsys.readouterr().out
     assert "bare onnxruntime, batch 1" in text and "runner, batch 2" in text
+
+
+def test_results_carry_a_thumbnail_made_from_the_rendered_image() -> None:
+    import io
+
+    from PIL import Image
+
+    from imaging.samples import sample_pair
+    from models.runner import TryOnRunner
+
+    person, cloth = sample_pair(1)
+    result = TryOnRunner("null", thumbnail_size=32, intra_op_threads=1).run_one(person, cloth)
+    assert result.thumbnail is not None
+    thumb = Image.open(io.BytesIO(result.thumbnail))
+    assert thumb.format == "JPEG" and max(thumb.size) == 32
+    assert thumb.size[0] / thumb.size[1] == pytest.approx(result.width / result.height, rel=0.05)
+    assert TryOnRunner("null", intra_op_threads=1).run_one(person, cloth).thumbnail is None
