@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 import dramatiq
+
+log = logging.getLogger(__name__)
 
 ACTOR_NAME = "process_conversions"
 
@@ -33,3 +36,17 @@ def waiting_messages(broker: dramatiq.Broker, queue_name: str) -> int:
     queues = getattr(broker, "queues", {})
     queue = queues.get(queue_name)
     return int(queue.qsize()) if queue is not None and hasattr(queue, "qsize") else 0
+
+
+def send_follow_up(broker: dramatiq.Broker, queue_name: str) -> bool:
+    """After a full batch, ask for another: keeps the fleet busy without waiting for the dispatcher.
+
+    Best effort: with Redis away the message is lost (and the batch in hand is still processed); the
+    dispatcher's sweep sends it again. Returns whether it was sent.
+    """
+    try:
+        broker.enqueue(claim_message(queue_name))
+    except Exception as exc:
+        log.warning("could not enqueue a follow-up claim message; the sweep will", extra={"error": str(exc)})
+        return False
+    return True

@@ -13,7 +13,7 @@ import dramatiq
 import psycopg
 
 from dispatcher.broker import make_broker
-from dispatcher.messages import ACTOR_NAME, claim_message
+from dispatcher.messages import ACTOR_NAME, send_follow_up
 from stayler.settings import get_settings
 from worker import metrics
 from worker.claims import claim_jobs
@@ -54,9 +54,20 @@ def process_conversions() -> None:
     for claim in claims:
         ctx.inflight.add(HeldClaim(claim.job_id, claim.attempt, claimed_at))
     metrics.set_in_flight(len(ctx.inflight))
-    if len(claims) == settings.claim_batch_size:
-        # A full batch suggests more work: keep another worker thread busy without the dispatcher.
-        ctx.broker.enqueue(claim_message(settings.queue_name))
-    report = BatchProcessor(ctx).process(claims, claimed_at)
-    metrics.set_in_flight(len(ctx.inflight))
+    try:
+        if len(claims) == settings.claim_batch_size:
+            send_follow_up(ctx.broker, settings.queue_name)
+        report = BatchProcessor(ctx).process(claims, claimed_at)
+    except BaseException:
+        # Something escaped the batch (a bug, or the process is being torn down). Stop renewing these
+        # claims: the rescuer takes them back as counted attempts, so a job that triggers the same
+        # failure every time still ends after max_retries instead of being held forever.
+        log.exception("a batch failed unexpectedly; leaving its jobs to the rescuer",
+                      extra={"job_ids": [str(c.job_id) for c in claims]})
+        for claim in claims:
+            ctx.inflight.remove(claim.job_id)
+        raise
+    finally:
+        metrics.set_in_flight(len(ctx.inflight))
     metrics.record_batch(claims, report)
+

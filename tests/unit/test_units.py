@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from dispatcher.broker import StaylerRedisBroker
-from dispatcher.messages import ACTOR_NAME, claim_message, send_claim_messages, waiting_messages
+from dispatcher.messages import ACTOR_NAME, claim_message, send_claim_messages, send_follow_up, waiting_messages
 from dispatcher.planner import messages_to_send
 from schema.queries import Q, load
 from stayler import logs
@@ -160,3 +160,21 @@ def test_named_queries_load_once_and_refuse_duplicates(tmp_path: Path) -> None:
         load(dup)
     for name in Q.names():
         assert "%(" in getattr(Q, name) or "%s" not in getattr(Q, name)  # named, bound parameters only
+
+
+def test_a_follow_up_message_lost_to_a_redis_outage_does_not_abort_the_batch(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Regression: the actor enqueued its follow-up before processing the batch; with Redis down the
+    # enqueue raised and the claimed jobs were held (and heartbeated) until the job timeout.
+    import redis
+
+    class DownBroker(StaylerRedisBroker):
+        def enqueue(self, message: object, *, delay: int | None = None) -> object:  # type: ignore[override]
+            raise redis.ConnectionError("Connection refused")
+
+    broker = DownBroker(client=fakeredis.FakeRedis(), namespace="t")
+    with caplog.at_level(logging.WARNING):
+        assert send_follow_up(broker, "q") is False
+    assert "the sweep will" in caplog.text
+    ok = StaylerRedisBroker(client=fakeredis.FakeRedis(), namespace="t")
+    assert send_follow_up(ok, "q") is True and waiting_messages(ok, "q") == 1
