@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stayler.settings import Settings
+from core.settings import Settings
 
 NAMES = ("queue", "inference", "latency", "scale", "memory", "enqueue")
 

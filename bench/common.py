@@ -21,8 +21,8 @@ from typing import Any
 import psutil
 import psycopg
 
+from core.settings import Settings
 from stayler.fleet import stop_workers, worker_command
-from stayler.settings import Settings
 
 TERMINAL = ("completed", "failed", "cancelled")
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.common import FULL, SMOKE, Row, Services, Sizes, services
-from stayler.settings import Settings
+from core.settings import Settings
 
 BenchFn = Callable[[Services, Sizes], list[Row]]
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import psycopg
 
+from core.settings import Settings
 from imaging import ImageError, decode_image, make_thumbnail
 from producer.errors import ProducerError, database_errors
 from schema.queries import Q
-from stayler.settings import Settings
 from storage import Storage, input_key, thumbnail_key
 
 OWNER_TYPES = ("user", "vendor")

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stayler import logs
-from stayler.settings import Settings, get_settings
+from core import logs
+from core.settings import Settings, get_settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.settings import Settings
 from producer import cancel, register_image, status, submit
 from producer.accounts import create_user, create_vendor
 from producer.batch import Owner, rows_from_csv, rows_from_folder, submit_batch
@@ -24,7 +25,6 @@ from producer.conversions import conversion_stats, image_stats
 from producer.errors import ProducerError
 from producer.images import ImageLimits
 from stayler.services import database, redis_server
-from stayler.settings import Settings
 from storage import LocalStorage
 
 console = Console()
@@ -211,8 +211,8 @@ def cmd_dispatcher(args: argparse.Namespace, settings: Settings) -> int:
     """stayler dispatcher"""
     import signal
 
-    from dispatcher.broker import make_broker
-    from dispatcher.service import Dispatcher, DispatcherConfig
+    from broker.redis import make_broker
+    from leader.service import Dispatcher, DispatcherConfig
 
     with database(settings) as db_url, redis_server(settings) as redis_url:
         broker = make_broker(redis_url)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.settings import Settings
 from imaging.samples import make_garment, make_person, to_bytes
 from producer import register_image, status, submit
 from producer.accounts import create_user, create_vendor
@@ -20,7 +21,6 @@ from producer.images import ImageLimits
 from schema.migrate import apply_migrations
 from stayler.fleet import running_workers
 from stayler.services import database, redis_server
-from stayler.settings import Settings
 from storage import LocalStorage
 
 TERMINAL = {"completed", "failed", "cancelled"}

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from stayler.settings import Settings
+from core.settings import Settings
 
 
 def worker_command(settings: Settings, *, processes: int | None = None, threads: int | None = None) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from stayler.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import time
 import dramatiq
 import psycopg
 
-from dispatcher.broker import make_broker
-from dispatcher.messages import ACTOR_NAME, send_follow_up
-from stayler.settings import get_settings
+from broker.messages import ACTOR_NAME, send_follow_up
+from broker.redis import make_broker
+from core.settings import get_settings
 from worker import metrics
 from worker.claims import claim_jobs
 from worker.inflight import HeldClaim

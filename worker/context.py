@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import dramatiq
 from psycopg_pool import ConnectionPool
 
-from dispatcher.service import Dispatcher, DispatcherConfig, start_in_thread
-from stayler.settings import Settings
+from core.settings import Settings
+from leader.service import Dispatcher, DispatcherConfig, start_in_thread
 from storage import LocalStorage, Storage
 from worker import metrics
 from worker.failpoints import Failpoints

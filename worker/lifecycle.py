@@ -15,8 +15,8 @@ from collections.abc import Callable
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from stayler import logs
-from stayler.settings import Settings
+from core import logs
+from core.settings import Settings
 from worker.claims import release_jobs
 from worker.context import ProcessContext
 

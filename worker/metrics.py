@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
-from dispatcher.gauges import FLEET_METRICS, TIMESTAMP_METRIC, QueueGauges
-from stayler.settings import Settings, get_settings
+from core.settings import Settings, get_settings
+from leader.gauges import FLEET_METRICS, TIMESTAMP_METRIC, QueueGauges
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

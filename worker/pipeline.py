@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import psycopg
 from PIL import Image
 
+from core.logs import bound
 from imaging.encode import make_thumbnail
-from stayler.logs import bound
 from storage import StoredObject, attempt_keys, result_key
 from worker.claims import Claim, Completion, complete_jobs, fail_job
 from worker.context import ProcessContext

@@ -12,7 +12,7 @@ import pytest
 
 from bench import runner
 from bench.common import SMOKE
-from stayler.settings import Settings
+from core.settings import Settings
 
 pytestmark = pytest.mark.e2e
 

@@ -18,12 +18,12 @@ from typing import Any
 import psutil
 import psycopg
 
+from core.settings import Settings
 from imaging.samples import make_garment, make_person, to_bytes
 from producer import register_image, submit
 from producer.accounts import create_user
 from producer.images import ImageLimits
 from stayler.fleet import worker_command
-from stayler.settings import Settings
 from storage import LocalStorage
 
 TERMINAL = ("completed", "failed", "cancelled")

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 import redis
 
-from dispatcher.broker import NAMESPACE, make_broker
-from dispatcher.messages import send_claim_messages
+from broker.messages import send_claim_messages
+from broker.redis import NAMESPACE, make_broker
 from models.contract import load_manifest
 from models.registry import resolve_model
 from tests.e2e.harness import Env, Workload, connect, wait_for
@@ -103,7 +103,7 @@ def test_duplicate_and_stray_messages_change_nothing(env: Env) -> None:
 
 
 def test_jobs_whose_messages_redis_lost_are_dispatched_again(env: Env) -> None:
-    from dispatcher.service import Dispatcher, DispatcherConfig
+    from leader.service import Dispatcher, DispatcherConfig
 
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)

@@ -173,7 +173,7 @@ def test_batch_from_a_folder_and_a_csv_reports_refused_rows(
 
 def test_cli_round_trip(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                         capsys: pytest.CaptureFixture[str]) -> None:
-    from stayler.settings import get_settings
+    from core.settings import get_settings
 
     monkeypatch.setenv("DATABASE_URL", db_url)
     monkeypatch.setenv("STAYLER_STORAGE_DIR", str(tmp_path / "storage"))

@@ -8,9 +8,9 @@ from pathlib import Path
 import fakeredis
 import psycopg
 
-from dispatcher.broker import StaylerRedisBroker
-from dispatcher.messages import waiting_messages
-from dispatcher.service import Dispatcher, DispatcherConfig
+from broker.messages import waiting_messages
+from broker.redis import StaylerRedisBroker
+from leader.service import Dispatcher, DispatcherConfig
 from storage import LocalStorage, result_key
 from tests.factories import make_conversion
 from worker.claims import claim_jobs, fail_job

@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from core.settings import get_settings
 from producer import ProducerError, cancel, submit
 from stayler.cli import main
-from stayler.settings import get_settings
 from tests.factories import make_image, make_user, make_vendor
 
 

@@ -13,10 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from core.settings import get_settings
 from producer import ProducerError, submit
 from schema.migrate import apply_migrations
 from stayler.cli import main
-from stayler.settings import get_settings
 from tests.e2e.harness import Env, Workload, wait_for
 from tests.reliability.servers import ThrowawayPostgres, ThrowawayRedis, free_port, throwaway_postgres, throwaway_redis
 

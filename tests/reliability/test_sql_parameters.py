@@ -9,12 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from core.settings import get_settings
 from imaging.samples import make_garment, make_person, to_bytes
 from producer import ProducerError, register_image, submit
 from producer.accounts import create_user
 from producer.images import ImageLimits
 from stayler.cli import main
-from stayler.settings import get_settings
 from storage import LocalStorage
 
 LIMITS = ImageLimits(max_bytes=5_000_000, max_pixels=40_000_000, thumbnail_size=32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stayler.settings import Settings
+from core.settings import Settings
 from worker.errors import ERROR_TYPES
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")

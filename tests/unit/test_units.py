@@ -11,12 +11,12 @@ import fakeredis
 import psycopg
 import pytest
 
-from dispatcher.broker import StaylerRedisBroker
-from dispatcher.messages import ACTOR_NAME, claim_message, send_claim_messages, send_follow_up, waiting_messages
-from dispatcher.planner import messages_to_send
+from broker.messages import ACTOR_NAME, claim_message, send_claim_messages, send_follow_up, waiting_messages
+from broker.redis import StaylerRedisBroker
+from core import logs
+from core.settings import Settings
+from leader.planner import messages_to_send
 from schema.queries import Q, load
-from stayler import logs
-from stayler.settings import Settings
 from storage import InvalidKeyError, LocalStorage, StorageError, attempt_keys, result_key, validate_key
 from worker.errors import ERROR_TYPES, classify
 from worker.failpoints import Failpoints

@@ -24,11 +24,11 @@ from datetime import UTC, datetime, timedelta
 import dramatiq
 import psycopg
 
-from dispatcher.gauges import QueueGauges
-from dispatcher.messages import send_claim_messages, waiting_messages
-from dispatcher.planner import messages_to_send
+from broker.messages import send_claim_messages, waiting_messages
+from core.settings import Settings
+from leader.gauges import QueueGauges
+from leader.planner import messages_to_send
 from schema.queries import Q
-from stayler.settings import Settings
 from storage import Storage, attempt_keys, result_prefix
 
 log = logging.getLogger(__name__)

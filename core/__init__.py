@@ -1,0 +1,1 @@
+"""The foundation every layer may use: one settings object and structured logging."""
