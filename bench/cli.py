@@ -34,10 +34,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.add_argument("--out", type=Path, default=Path("bench-results"),
                        help="results folder (default: %(default)s); a <timestamp>/ folder is created in it")
         p.set_defaults(handler=cmd_bench, bench_names=NAMES if name == "all" else (name,))
-    from models.bench import add_bench_arguments, bench_model_main
+    from modelkit.bench import add_bench_arguments, bench_model_main
 
     model = sub.add_parser("model", help="the model bench (same as `stayler bench-model`)",
-                           description="Runner throughput against a bare onnxruntime loop (models/bench.py).")
+                           description="Runner throughput against a bare onnxruntime loop (modelkit/bench.py).")
     add_bench_arguments(model)
     model.set_defaults(func=bench_model_main)
 

@@ -24,7 +24,7 @@ PAIRS = 16
 
 def images(sizes: Sizes, count: int = PAIRS) -> list[tuple[bytes, bytes]]:
     """The (person JPEG, garment JPEG) pairs both sides use."""
-    from models.bench import make_images
+    from modelkit.bench import make_images
 
     return make_images(min(count, PAIRS), sizes.person_size, (384, 384))
 
@@ -47,7 +47,7 @@ def _bare_loop(pairs: list[tuple[bytes, bytes]], count: int, threads: int, model
         tensors, placement = prepare_inputs(manifest, person, cloth)
         out = session.run(names, {k: v[None] for k, v in tensors.items()})
         alpha = out[1][0] if len(out) > 1 else None
-        encode_image(render_result(person, placement, out[0][0], alpha, manifest.output), "jpeg", 90)
+        encode_image(render_result(person, placement, out[0][0], alpha, manifest.image_output), "jpeg", 90)
 
     for p, c in pairs[:2]:
         one(p, c)  # warm-up

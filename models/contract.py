@@ -19,8 +19,19 @@ from typing import Any
 
 MANIFEST_KEY = "stayler.manifest"
 SIDECAR_SUFFIX = ".manifest.json"
-ROLES = ("person", "cloth", "cloth_mask")
+IMAGE_ROLES = ("person", "cloth", "cloth_mask")
+# Inputs a person stage produces for the try-on stage behind it (see models/stages.py).
+PERSON_ROLES = ("person_mask", "person_parse", "pose_keypoints")
+ROLES = IMAGE_ROLES + PERSON_ROLES
+# What a person stage provides: the PERSON_ROLES plus a per-image score that a person was found.
+PROVIDED_ROLES = (*PERSON_ROLES, "person_score")
+KINDS = ("tryon", "person")
 RESIZE_MODES = ("letterbox", "stretch")
+PADDING_MODES = ("edge", "zero")
+LAYOUTS = ("NCHW", "NKC")
+# Keypoint sets by name: how many points, in which order. ``blazepose-33`` is MediaPipe's pose topology
+# (0 nose, 11/12 left/right shoulder, 13/14 elbows, 15/16 wrists, 17-22 hands, 23/24 hips, ...).
+KEYPOINT_FORMATS = {"blazepose-33": 33}
 _DTYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "uint8": "tensor(uint8)"}
 
 
@@ -33,11 +44,14 @@ class ModelContractError(Exception):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One image input: NCHW, fixed height × width.
+    """One input: an image (NCHW, fixed height × width) or a keypoint set (NKC).
 
     A pixel p in 0..255 becomes ``((p / 255) * (hi - lo) + lo - mean[c]) / std[c]`` where
-    ``value_range = (lo, hi)``. ``role`` says which runner data feeds it (person, cloth or
-    cloth_mask); it defaults to the input's name.
+    ``value_range = (lo, hi)``. ``role`` says which runner data feeds it (person, cloth, cloth_mask,
+    or a person stage's person_mask, person_parse, pose_keypoints); it defaults to the input's name.
+    Person-stage roles arrive as produced (masks and parse maps in [0, 1] on the person input's
+    canvas; keypoints N×K×3 as x, y in [0, 1] of that canvas and a visibility in [0, 1]); mean, std
+    and value_range do not apply to them. ``keypoints`` names the keypoint set (``blazepose-33``).
     """
 
     name: str
@@ -50,11 +64,18 @@ class InputSpec:
     mean: tuple[float, ...] = (0.0, 0.0, 0.0)
     std: tuple[float, ...] = (1.0, 1.0, 1.0)
     role: str = ""
+    keypoints: str = ""
 
     @property
     def effective_role(self) -> str:
         """The role, defaulting to the input's name."""
         return self.role or self.name
+
+    def tensor_shape(self) -> tuple[int, ...]:
+        """The per-item shape the graph must declare: (C, H, W), or (K, 3) for keypoints."""
+        if self.layout == "NKC":
+            return (KEYPOINT_FORMATS.get(self.keypoints, 0), 3)
+        return (self.channels, self.height, self.width)
 
 
 @dataclass(frozen=True)
@@ -73,17 +94,30 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class ModelManifest:
-    """Everything the runner needs to know to feed a model and read its output."""
+    """Everything the runner needs to know to feed a model and read its output.
+
+    ``kind`` is ``tryon`` (the default: an image ``output``) or ``person`` (a person stage: one person
+    input, and ``provides`` maps each role it produces — person_mask, pose_keypoints, person_parse,
+    person_score — to its output name; ``keypoints`` names its keypoint set). ``padding`` is how
+    a letterboxed image fills the canvas: ``edge`` replication or ``zero``. A person stage's
+    ``person_score`` below ``min_person_score`` means "no person in this photo" (``no_person``).
+    """
 
     name: str
     version: str
     inputs: tuple[InputSpec, ...]
-    output: OutputSpec
+    output: OutputSpec | None
     dynamic_batch: bool
     opset: int
     resize: str = "letterbox"
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "tryon"
+    provides: Mapping[str, str] = field(default_factory=dict)
+    keypoints: str = ""
+    padding: str = "edge"
+    parse_classes: int = 0
+    min_person_score: float = 0.5
 
     def input_for(self, role: str) -> InputSpec | None:
         """Return the input fed with ``role`` data, or ``None`` when the model has no such input."""
@@ -99,10 +133,23 @@ class ModelManifest:
         assert spec is not None  # validated by from_dict
         return spec
 
+    @property
+    def image_output(self) -> OutputSpec:
+        """The image output of a try-on model (a person stage has none)."""
+        if self.output is None:
+            raise ModelContractError(f"model {self.name} ({self.kind} stage) has no image output")
+        return self.output
+
+    @property
+    def needs(self) -> tuple[InputSpec, ...]:
+        """The inputs a person stage must provide (person_mask, person_parse, pose_keypoints)."""
+        return tuple(s for s in self.inputs if s.effective_role in PERSON_ROLES)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, the inverse of :meth:`from_dict`."""
         data = asdict(self)
         data["extra"] = dict(self.extra)
+        data["provides"] = dict(self.provides)
         return data
 
     def to_json(self) -> str:
@@ -116,8 +163,8 @@ class ModelManifest:
             inputs = tuple(
                 InputSpec(
                     name=str(i["name"]),
-                    height=int(i["height"]),
-                    width=int(i["width"]),
+                    height=int(i["height"]) if i.get("layout") != "NKC" else int(i.get("height", 0)),
+                    width=int(i["width"]) if i.get("layout") != "NKC" else int(i.get("width", 0)),
                     channels=int(i.get("channels", 3)),
                     dtype=str(i.get("dtype", "float32")),
                     layout=str(i.get("layout", "NCHW")),
@@ -125,15 +172,17 @@ class ModelManifest:
                     mean=tuple(float(v) for v in i.get("mean", (0.0,) * int(i.get("channels", 3)))),
                     std=tuple(float(v) for v in i.get("std", (1.0,) * int(i.get("channels", 3)))),
                     role=str(i.get("role", "")),
+                    keypoints=str(i.get("keypoints", "")),
                 )
                 for i in data["inputs"]
             )
-            out = data["output"]
+            kind = str(data.get("kind", "tryon"))
+            out = data["output"] if kind == "tryon" else data.get("output")
             manifest = cls(
                 name=str(data["name"]),
                 version=str(data["version"]),
                 inputs=inputs,
-                output=OutputSpec(
+                output=None if out is None else OutputSpec(
                     name=str(out["name"]),
                     value_range=_pair(out.get("value_range", (0.0, 1.0))),
                     channels=int(out.get("channels", 3)),
@@ -144,6 +193,12 @@ class ModelManifest:
                 resize=str(data.get("resize", "letterbox")),
                 description=str(data.get("description", "")),
                 extra=dict(data.get("extra", {})),
+                kind=kind,
+                provides={str(k): str(v) for k, v in dict(data.get("provides", {})).items()},
+                keypoints=str(data.get("keypoints", "")),
+                padding=str(data.get("padding", "edge")),
+                parse_classes=int(data.get("parse_classes", 0)),
+                min_person_score=float(data.get("min_person_score", 0.5)),
             )
         except KeyError as exc:
             raise ModelContractError(f"manifest is missing the field {exc.args[0]!r}") from exc
@@ -167,29 +222,84 @@ class ModelManifest:
             raise ModelContractError(f"manifest feeds one role to two inputs: {roles}")
         if "person" not in roles:
             raise ModelContractError("manifest has no person input")
+        if self.kind not in KINDS:
+            raise ModelContractError(f"manifest kind {self.kind!r} is not one of {KINDS}")
         for spec in self.inputs:
-            if spec.layout != "NCHW":
-                raise ModelContractError(f"input {spec.name!r}: layout {spec.layout!r} is not supported (NCHW only)")
-            if spec.dtype not in _DTYPES:
-                raise ModelContractError(f"input {spec.name!r}: dtype {spec.dtype!r} is not one of {sorted(_DTYPES)}")
-            if spec.height < 1 or spec.width < 1:
-                raise ModelContractError(f"input {spec.name!r}: size {spec.height}x{spec.width} is not positive")
-            want_channels = 1 if spec.effective_role == "cloth_mask" else 3
-            if spec.channels != want_channels:
-                raise ModelContractError(
-                    f"input {spec.name!r}: role {spec.effective_role} needs {want_channels} channel(s), "
-                    f"manifest says {spec.channels}"
-                )
-            if len(spec.mean) != spec.channels or len(spec.std) != spec.channels or 0.0 in spec.std:
-                raise ModelContractError(f"input {spec.name!r}: mean/std must have one non-zero value per channel")
-        if self.output.channels != 3:
+            self._validate_input(spec)
+        if self.kind == "person":
+            self._validate_person_stage()
+        elif self.image_output.channels != 3:
             raise ModelContractError(
-                f"output {self.output.name!r} must have 3 channels, manifest says {self.output.channels}"
+                f"output {self.image_output.name!r} must have 3 channels, manifest says {self.image_output.channels}"
             )
         if self.resize not in RESIZE_MODES:
             raise ModelContractError(f"resize {self.resize!r} is not one of {RESIZE_MODES}")
+        if self.padding not in PADDING_MODES:
+            raise ModelContractError(f"padding {self.padding!r} is not one of {PADDING_MODES}")
         if self.opset < 7:
             raise ModelContractError(f"opset {self.opset} is too old")
+
+
+    def _validate_input(self, spec: InputSpec) -> None:
+        role = spec.effective_role
+        want_layout = "NKC" if role == "pose_keypoints" else "NCHW"
+        if spec.layout not in LAYOUTS or spec.layout != want_layout:
+            raise ModelContractError(
+                f"input {spec.name!r}: layout {spec.layout!r} is not supported for role {role} ({want_layout} only)"
+            )
+        if spec.dtype not in _DTYPES:
+            raise ModelContractError(f"input {spec.name!r}: dtype {spec.dtype!r} is not one of {sorted(_DTYPES)}")
+        if role == "pose_keypoints":
+            if spec.keypoints not in KEYPOINT_FORMATS:
+                raise ModelContractError(f"input {spec.name!r}: keypoint set {spec.keypoints!r} is unknown; "
+                                         f"known: {', '.join(KEYPOINT_FORMATS)}")
+            return
+        if spec.height < 1 or spec.width < 1:
+            raise ModelContractError(f"input {spec.name!r}: size {spec.height}x{spec.width} is not positive")
+        if role in ("cloth_mask", "person_mask"):
+            want_channels = 1
+        elif role == "person_parse":
+            want_channels = max(1, self.parse_classes)
+        else:
+            want_channels = 3
+        if spec.channels != want_channels:
+            raise ModelContractError(
+                f"input {spec.name!r}: role {role} needs {want_channels} channel(s), manifest says {spec.channels}"
+            )
+        if role in PERSON_ROLES:
+            person = self.input_for("person")
+            if person is not None and (spec.height, spec.width) != (person.height, person.width):
+                raise ModelContractError(
+                    f"input {spec.name!r}: role {role} must have the person input's size "
+                    f"{person.height}x{person.width}, manifest says {spec.height}x{spec.width}"
+                )
+        if len(spec.mean) != spec.channels or len(spec.std) != spec.channels or 0.0 in spec.std:
+            raise ModelContractError(f"input {spec.name!r}: mean/std must have one non-zero value per channel")
+
+    def _validate_person_stage(self) -> None:
+        if [s.effective_role for s in self.inputs] != ["person"]:
+            raise ModelContractError(f"person stage {self.name} must have exactly one input, the person photo")
+        unknown = sorted(set(self.provides) - set(PROVIDED_ROLES))
+        if unknown:
+            raise ModelContractError(f"person stage {self.name} provides unknown roles {unknown}; "
+                                     f"known: {', '.join(PROVIDED_ROLES)}")
+        if "person_score" not in self.provides:
+            raise ModelContractError(f"person stage {self.name} must provide person_score (is there a person?)")
+        if "pose_keypoints" in self.provides and self.keypoints not in KEYPOINT_FORMATS:
+            raise ModelContractError(f"person stage {self.name}: keypoint set {self.keypoints!r} is unknown; "
+                                     f"known: {', '.join(KEYPOINT_FORMATS)}")
+        if "person_parse" in self.provides and self.parse_classes < 1:
+            raise ModelContractError(f"person stage {self.name} provides person_parse but no parse_classes")
+
+    def provided_shape(self, role: str) -> tuple[int, ...]:
+        """Per-item shape of a person stage's output for ``role``."""
+        person = self.person_input
+        if role == "pose_keypoints":
+            return (KEYPOINT_FORMATS.get(self.keypoints, 0), 3)
+        if role == "person_score":
+            return (1,)
+        channels = self.parse_classes if role == "person_parse" else 1
+        return (channels, person.height, person.width)
 
 
 def _pair(value: Any) -> tuple[float, float]:
@@ -270,9 +380,10 @@ def check_graph(
 ) -> None:
     """Refuse a graph that does not match ``manifest``; the error names every mismatch found.
 
-    Checks: missing and extra inputs, rank, dtype, channels, height and width of each input; the
-    output(s) by name, rank, channels and size; a static batch axis when ``max_batch > 1`` or when
-    the manifest declares a dynamic one; the manifest's opset against the graph's.
+    Checks: missing and extra inputs, rank, dtype and per-item shape of each input (C×H×W, or K×3
+    for keypoints); the output(s) by name, rank and shape (a try-on model's image and alpha, or
+    each role a person stage provides); a static batch axis when ``max_batch > 1`` or when the
+    manifest declares a dynamic one; the manifest's opset against the graph's.
     """
     problems: list[str] = []
     graph_inputs = {t.name: t for t in inputs}
@@ -284,23 +395,26 @@ def check_graph(
     for name in sorted(wanted.keys() & graph_inputs.keys()):
         spec, info = wanted[name], graph_inputs[name]
         problems.extend(_check_tensor(
-            f"input {name!r}", info, _DTYPES[spec.dtype], (spec.channels, spec.height, spec.width), manifest, max_batch
+            f"input {name!r}", info, _DTYPES[spec.dtype], spec.tensor_shape(), manifest, max_batch
         ))
 
     person = manifest.person_input
     graph_outputs = {t.name: t for t in outputs}
-    expected_outputs = [(manifest.output.name, manifest.output.channels)]
-    if manifest.output.alpha is not None:
-        expected_outputs.append((manifest.output.alpha, 1))
-    for name, channels in expected_outputs:
-        out = graph_outputs.get(name)
-        if out is None:
+    expected_outputs: list[tuple[str, tuple[int, ...]]] = []
+    if manifest.kind == "person":
+        expected_outputs = [(name, manifest.provided_shape(role)) for role, name in sorted(manifest.provides.items())]
+    else:
+        out = manifest.image_output
+        expected_outputs.append((out.name, (out.channels, person.height, person.width)))
+        if out.alpha is not None:
+            expected_outputs.append((out.alpha, (1, person.height, person.width)))
+    for name, shape in expected_outputs:
+        got = graph_outputs.get(name)
+        if got is None:
             problems.append(f"output {name!r} is in the manifest but missing from the graph "
                             f"(graph outputs: {sorted(graph_outputs)})")
             continue
-        problems.extend(_check_tensor(
-            f"output {name!r}", out, "tensor(float)", (channels, person.height, person.width), manifest, max_batch
-        ))
+        problems.extend(_check_tensor(f"output {name!r}", got, "tensor(float)", shape, manifest, max_batch))
     if model_opset is not None and model_opset != manifest.opset:
         problems.append(f"opset: the manifest says {manifest.opset} but the graph imports opset {model_opset}")
     if problems:
@@ -308,18 +422,23 @@ def check_graph(
                                  + "; ".join(problems))
 
 
+_AXIS_LABELS = {3: ("channels", "height", "width"), 2: ("keypoints", "values per keypoint"), 1: ("values",)}
+
+
 def _check_tensor(
     what: str,
     info: TensorInfo,
     dtype: str,
-    chw: tuple[int, int, int],
+    item_shape: tuple[int, ...],
     manifest: ModelManifest,
     max_batch: int,
 ) -> Iterable[str]:
     if info.dtype != dtype:
         yield f"{what} has dtype {info.dtype}, the manifest says {dtype}"
-    if len(info.shape) != 4:
-        yield f"{what} has rank {len(info.shape)} (shape {list(info.shape)}), the contract needs rank 4 (NCHW)"
+    rank = len(item_shape) + 1
+    if len(info.shape) != rank:
+        layout = "NCHW" if rank == 4 else "NKC" if rank == 3 else "N×1"
+        yield f"{what} has rank {len(info.shape)} (shape {list(info.shape)}), the contract needs rank {rank} ({layout})"
         return
     batch = info.shape[0]
     static_batch = isinstance(batch, int)
@@ -327,7 +446,8 @@ def _check_tensor(
         yield f"{what} has a static batch axis of {batch} but the manifest declares a dynamic one"
     if max_batch > 1 and (static_batch or not manifest.dynamic_batch):
         yield f"{what} has a static batch axis ({batch}) but batching is configured (max_batch={max_batch})"
-    for axis, label, want in zip((1, 2, 3), ("channels", "height", "width"), chw, strict=True):
+    labels = _AXIS_LABELS.get(len(item_shape), tuple(f"axis {i}" for i in range(1, rank)))
+    for axis, label, want in zip(range(1, rank), labels, item_shape, strict=True):
         got = info.shape[axis]
         if got != want:
             yield f"{what} has {label} {got}, the manifest says {want}"

@@ -59,12 +59,19 @@ def _pad(arr: npt.NDArray[np.uint8], pl: Placement, mode: str) -> U8:
     return np.pad(arr, pads, mode="constant", constant_values=0)
 
 
-def resize_to_canvas(rgb: U8, pl: Placement) -> U8:
-    """Resize an RGB ``uint8`` image into its placement and pad the canvas by edge replication."""
+def resize_to_canvas(rgb: U8, pl: Placement, padding: str = "edge") -> U8:
+    """Resize an RGB ``uint8`` image into its placement and pad the canvas (edge replication or zeros)."""
     img = Image.fromarray(rgb, "RGB")
     if (pl.width, pl.height) != img.size:
         img = img.resize((pl.width, pl.height), Image.Resampling.BILINEAR, reducing_gap=_REDUCING_GAP)
-    return _pad(np.asarray(img), pl, "edge")
+    return _pad(np.asarray(img), pl, "edge" if padding == "edge" else "zero")
+
+
+def prepare_person_stage(manifest: ModelManifest, person: DecodedImage) -> tuple[F32, Placement]:
+    """A person stage's one input (CHW) and where the photo sits on its canvas."""
+    spec = manifest.person_input
+    placement = place(person.width, person.height, spec.width, spec.height, manifest.resize)
+    return normalise(resize_to_canvas(person.rgb, placement, manifest.padding), spec), placement
 
 
 def resize_mask_to_canvas(alpha: U8, pl: Placement) -> U8:
@@ -99,12 +106,13 @@ def prepare_inputs(
     """Build the per-item CHW tensors for every manifest input, and the person's placement.
 
     ``cloth_mask`` is the garment's alpha when it has one, else all ones, which tells the model to
-    find the garment against its background itself.
+    find the garment against its background itself. Inputs a person stage provides are added later
+    (``models.stages.to_tryon_canvas``).
     """
     tensors: dict[str, F32] = {}
     pspec = manifest.person_input
     placement = place(person.width, person.height, pspec.width, pspec.height, manifest.resize)
-    tensors[pspec.name] = normalise(resize_to_canvas(person.rgb, placement), pspec)
+    tensors[pspec.name] = normalise(resize_to_canvas(person.rgb, placement, manifest.padding), pspec)
     cspec = manifest.input_for("cloth")
     mspec = manifest.input_for("cloth_mask")
     if cspec is not None:

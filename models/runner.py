@@ -25,8 +25,9 @@ import numpy.typing as npt
 from imaging.decode import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from imaging.encode import ENCODE_MIME, encode_image, make_thumbnail, normalise_format
 from models.contract import ModelContractError, ModelManifest, TensorInfo, check_graph, default_opset, load_manifest
-from models.pipeline import Placement, prepare_inputs, render_result
-from models.registry import resolve_model
+from models.pipeline import Placement, prepare_inputs, prepare_person_stage, render_result
+from models.registry import STAGE_SEPARATOR, resolve_pipeline
+from models.stages import NoPersonError, PersonOutputs, check_pipeline, to_tryon_canvas
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -55,18 +56,23 @@ class TryOnJob:
 
 @dataclass
 class StageTimings:
-    """Seconds spent per stage for one item; ``inference`` is the whole batch call it was part of."""
+    """Seconds spent per stage for one item.
+
+    ``inference`` is the whole try-on call the item was part of; ``person`` the whole person-stage
+    call plus moving its outputs onto the try-on canvas (0 without a person stage).
+    """
 
     decode: float = 0.0
     preprocess: float = 0.0
     inference: float = 0.0
     postprocess: float = 0.0
     encode: float = 0.0
+    person: float = 0.0
 
     @property
     def total(self) -> float:
         """Sum of the stages."""
-        return self.decode + self.preprocess + self.inference + self.postprocess + self.encode
+        return self.decode + self.preprocess + self.person + self.inference + self.postprocess + self.encode
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,9 @@ class PreparedJob:
     tensors: dict[str, npt.NDArray[np.float32]]
     timings: StageTimings = field(default_factory=StageTimings)
     key: Any = None
+    person_input: npt.NDArray[np.float32] | None = None
+    person_placement: Placement | None = None
+    person_outputs: PersonOutputs | None = None
 
 
 @dataclass(frozen=True)
@@ -159,7 +168,8 @@ class TryOnRunner:
         """
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.path = resolve_model(model)
+        self.paths = resolve_pipeline(model)
+        self.path = self.paths[-1]
         self.max_batch = max_batch
         self.thumbnail_size = thumbnail_size
         self.output_format = normalise_format(output_format)
@@ -170,33 +180,48 @@ class TryOnRunner:
         self.inter_op_threads = inter_op_threads
         self.allow_spinning = allow_spinning
         self.pid = os.getpid()
-        self._session = self._create_session(tuple(providers))
-        meta = self._session.get_modelmeta().custom_metadata_map
-        self._manifest = load_manifest(self.path, dict(meta))
-        check_graph(
-            self._manifest,
-            [TensorInfo(i.name, i.type, tuple(i.shape)) for i in self._session.get_inputs()],
-            [TensorInfo(o.name, o.type, tuple(o.shape)) for o in self._session.get_outputs()],
-            model_opset=self._graph_opset,
-            max_batch=max_batch,
+        if len(self.paths) > 2:
+            raise ModelContractError(f"a pipeline has at most two stages (person + try-on), got {len(self.paths)}")
+        stages = [self._load_stage(path, tuple(providers)) for path in self.paths]
+        self._session, self._manifest = stages[-1]
+        self._person: tuple[onnxruntime.InferenceSession, ModelManifest] | None = (
+            stages[0] if len(stages) > 1 else None
         )
-        out = self._manifest.output
+        check_pipeline(None if self._person is None else self._person[1], self._manifest)
+        out = self._manifest.image_output
         self._output_names = [out.name] + ([out.alpha] if out.alpha else [])
-        cloth_specs = [s for s in self._manifest.inputs if s.effective_role != "person"]
+        cloth_specs = [s for s in self._manifest.inputs if s.effective_role in ("cloth", "cloth_mask")]
         self._cloth_side = max((max(s.height, s.width) for s in cloth_specs), default=None)
         self.io_threads = max(1, io_threads)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
-    def _create_session(self, providers: tuple[str, ...]) -> onnxruntime.InferenceSession:
+    def _load_stage(
+        self, path: Path, providers: tuple[str, ...]
+    ) -> tuple[onnxruntime.InferenceSession, ModelManifest]:
+        """Open one stage's session and check it against its manifest."""
+        session, opset = self._create_session(path, providers)
+        manifest = load_manifest(path, dict(session.get_modelmeta().custom_metadata_map))
+        check_graph(
+            manifest,
+            [TensorInfo(i.name, i.type, tuple(i.shape)) for i in session.get_inputs()],
+            [TensorInfo(o.name, o.type, tuple(o.shape)) for o in session.get_outputs()],
+            model_opset=opset,
+            max_batch=self.max_batch,
+        )
+        return session, manifest
+
+    def _create_session(
+        self, path: Path, providers: tuple[str, ...]
+    ) -> tuple[onnxruntime.InferenceSession, int | None]:
         import onnx
         import onnxruntime as ort
 
         try:
-            proto = onnx.load(str(self.path), load_external_data=False)
+            proto = onnx.load(str(path), load_external_data=False)
         except Exception as exc:
-            raise ModelContractError(f"model file {self.path.name} is not a readable ONNX model: {exc}") from exc
-        self._graph_opset = default_opset(proto)
+            raise ModelContractError(f"model file {path.name} is not a readable ONNX model: {exc}") from exc
+        opset = default_opset(proto)
         del proto
 
         opts = ort.SessionOptions()
@@ -216,15 +241,15 @@ class TryOnRunner:
             chosen.append("CPUExecutionProvider")
         try:
             with _SESSION_LOCK:
-                return ort.InferenceSession(str(self.path), sess_options=opts, providers=chosen)
+                return ort.InferenceSession(str(path), sess_options=opts, providers=chosen), opset
         except Exception as exc:  # onnxruntime raises its own pybind exception types
-            text = str(exc)
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if "opset" in text.lower():
                 raise ModelContractError(
-                    f"model {self.path.name} imports opset {self._graph_opset}, which onnxruntime "
+                    f"model {path.name} imports opset {opset}, which onnxruntime "
                     f"{ort.__version__} cannot run: {text}"
                 ) from exc
-            raise ModelContractError(f"onnxruntime {ort.__version__} cannot load {self.path.name}: {text}") from exc
+            raise ModelContractError(f"onnxruntime {ort.__version__} cannot load {path.name}: {text}") from exc
 
     # ----------------------------------------------------------------- properties
     @property
@@ -233,14 +258,23 @@ class TryOnRunner:
         return self._manifest
 
     @property
+    def person_manifest(self) -> ModelManifest | None:
+        """The person stage's manifest, or ``None`` for a single-stage model."""
+        return None if self._person is None else self._person[1]
+
+    @property
     def model_version(self) -> str:
-        """The manifest version: the value of ``conversion_metrics.ai_model_version``."""
-        return self._manifest.version
+        """The value of ``conversion_metrics.ai_model_version``: the stages' versions joined by ``+``."""
+        if self._person is None:
+            return self._manifest.version
+        return f"{self._person[1].version}{STAGE_SEPARATOR}{self._manifest.version}"
 
     @property
     def model_name(self) -> str:
-        """The manifest name."""
-        return self._manifest.name
+        """The stages' manifest names joined by ``+`` (``person-mediapipe+tryon-fit``)."""
+        if self._person is None:
+            return self._manifest.name
+        return f"{self._person[1].name}{STAGE_SEPARATOR}{self._manifest.name}"
 
     @property
     def providers(self) -> list[str]:
@@ -265,18 +299,77 @@ class TryOnRunner:
         cloth = self.decode(job.cloth, self._cloth_side)
         t1 = time.perf_counter()
         tensors, placement = prepare_inputs(self._manifest, person, cloth)
+        person_input = person_placement = None
+        if self._person is not None:
+            person_input, person_placement = prepare_person_stage(self._person[1], person)
         t2 = time.perf_counter()
-        return PreparedJob(person, placement, tensors, StageTimings(decode=t1 - t0, preprocess=t2 - t1), job.key)
+        return PreparedJob(person, placement, tensors, StageTimings(decode=t1 - t0, preprocess=t2 - t1), job.key,
+                           person_input, person_placement)
 
-    def infer(self, items: Sequence[PreparedJob]) -> list[ModelOutput]:
-        """Run the model on ``items`` in calls of at most ``max_batch``; outputs in item order.
+    def find_people(self, items: Sequence[PreparedJob]) -> None:
+        """Run the person stage on ``items`` (calls of at most ``max_batch``) and feed its outputs to the
+        try-on inputs. Sets ``person_outputs`` on each item. Raises ``InferenceError`` when it fails."""
+        if self._person is None or not items:
+            return
+        session, manifest = self._person
+        roles = sorted(manifest.provides)
+        names = [manifest.provides[r] for r in roles]
+        step = self.max_batch if manifest.dynamic_batch else 1
+        for start in range(0, len(items), step):
+            chunk = items[start:start + step]
+            t0 = time.perf_counter()
+            try:
+                feeds = {manifest.person_input.name: np.stack([it.person_input for it in chunk])}  # type: ignore[misc]
+                results = dict(zip(roles, session.run(names, feeds), strict=True))
+            except Exception as exc:
+                raise InferenceError(f"person stage {manifest.name} failed on a batch of {len(chunk)}: {exc}") from exc
+            for i, item in enumerate(chunk):
+                assert item.person_placement is not None
+                outputs = PersonOutputs(
+                    score=float(results["person_score"][i].reshape(-1)[0]),
+                    placement=item.person_placement,
+                    mask=results["person_mask"][i] if "person_mask" in results else None,
+                    parse=results["person_parse"][i] if "person_parse" in results else None,
+                    keypoints=results["pose_keypoints"][i] if "pose_keypoints" in results else None,
+                )
+                item.person_outputs = outputs
+                if outputs.score >= manifest.min_person_score:
+                    item.tensors.update(to_tryon_canvas(outputs, self._manifest.needs, item.placement))
+            seconds = time.perf_counter() - t0
+            for item in chunk:
+                item.timings.person = seconds
+
+    def analyse_person(self, person: bytes) -> PersonOutputs:
+        """The person stage's view of one photo (mask, keypoints, score); for tools and tests."""
+        if self._person is None:
+            raise ModelContractError(f"model {self.model_name} has no person stage")
+        item = self.prepare(TryOnJob(person, person))
+        self.find_people([item])
+        assert item.person_outputs is not None
+        return item.person_outputs
+
+    def _no_person(self, item: PreparedJob) -> NoPersonError | None:
+        out = item.person_outputs
+        if self._person is None or out is None or out.score >= self._person[1].min_person_score:
+            return None
+        return NoPersonError(f"no person found in the photo (person score {out.score:.2f} < "
+                             f"{self._person[1].min_person_score:.2f}, model {self._person[1].name})")
+
+    def infer(self, items: Sequence[PreparedJob]) -> list[ModelOutput | Exception]:
+        """Run the person stage (if any) and the try-on model on ``items`` in calls of at most
+        ``max_batch``; outputs in item order. An item whose photo shows no person gets a
+        ``NoPersonError`` in its place and is left out of the try-on call.
 
         Raises ``InferenceError`` when onnxruntime fails.
         """
-        outputs: list[ModelOutput] = []
+        self.find_people(items)
+        outputs: list[ModelOutput | Exception] = []
+        missing = [self._no_person(item) for item in items]
+        ready = [item for item, err in zip(items, missing, strict=True) if err is None]
         step = self.max_batch if self._manifest.dynamic_batch else 1
-        for start in range(0, len(items), step):
-            chunk = items[start:start + step]
+        done: list[ModelOutput] = []
+        for start in range(0, len(ready), step):
+            chunk = ready[start:start + step]
             feeds = {name: np.stack([it.tensors[name] for it in chunk]) for name in chunk[0].tensors}
             t0 = time.perf_counter()
             try:
@@ -287,13 +380,16 @@ class TryOnRunner:
             alpha = results[1] if len(results) > 1 else None
             for i, item in enumerate(chunk):
                 item.timings.inference = seconds
-                outputs.append(ModelOutput(results[0][i], None if alpha is None else alpha[i], seconds, len(chunk)))
+                done.append(ModelOutput(results[0][i], None if alpha is None else alpha[i], seconds, len(chunk)))
+        found = iter(done)
+        for err in missing:
+            outputs.append(err if err is not None else next(found))
         return outputs
 
     def render(self, item: PreparedJob, output: ModelOutput) -> TryOnResult:
         """Post-process one item back to the person's original size and encode it."""
         t0 = time.perf_counter()
-        image = render_result(item.person, item.placement, output.result, output.alpha, self._manifest.output)
+        image = render_result(item.person, item.placement, output.result, output.alpha, self._manifest.image_output)
         t1 = time.perf_counter()
         data = encode_image(image, self.output_format, self.quality)
         thumbnail = make_thumbnail(image, self.thumbnail_size) if self.thumbnail_size else None
@@ -333,7 +429,8 @@ class TryOnRunner:
         """Run ``jobs`` through one model call per ``max_batch`` items; results in job order.
 
         Each entry is a ``TryOnResult`` or the exception that failed that item alone (an
-        ``ImageError`` for bad input). An ``InferenceError`` fails the items of its model call.
+        ``ImageError`` for bad input, a ``NoPersonError`` when the person stage finds nobody). An
+        ``InferenceError`` fails the items of its model call.
         """
         prepared: list[PreparedJob | Exception] = self._map(self.prepare, jobs)
         results: list[TryOnResult | Exception] = [
@@ -349,10 +446,10 @@ class TryOnRunner:
                 for i, _ in chunk:
                     results[i] = exc
                 continue
-            pairs = [(item, out) for (_, item), out in zip(chunk, outs, strict=True)]
-            rendered = self._map(lambda pair: self.render(*pair), pairs)
-            for (i, _), res in zip(chunk, rendered, strict=True):
-                results[i] = res
+            pairs = [(item, out) for (_, item), out in zip(chunk, outs, strict=True) if not isinstance(out, Exception)]
+            rendered = iter(self._map(lambda pair: self.render(*pair), pairs))
+            for (i, _), out in zip(chunk, outs, strict=True):
+                results[i] = out if isinstance(out, Exception) else next(rendered)
         return results
 
     def close(self) -> None:
@@ -379,7 +476,7 @@ def shared_runner(model: str | Path | None = None, **kwargs: Any) -> TryOnRunner
     Threads of a worker share it. A runner inherited through ``fork`` is never reused: the child
     builds its own session.
     """
-    key = (os.getpid(), str(resolve_model(model)), tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    key = (os.getpid(), tuple(map(str, resolve_pipeline(model))), tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
     with _SHARED_LOCK:
         runner = _SHARED.get(key)
         if runner is None:

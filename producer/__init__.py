@@ -7,5 +7,6 @@ Python API, the CLI and a service calling plain SQL obey the same rules.
 from producer.conversions import cancel, status, submit
 from producer.errors import ProducerError
 from producer.images import ImageRecord, register_image
+from producer.wait import wait
 
-__all__ = ["ImageRecord", "ProducerError", "cancel", "register_image", "status", "submit"]
+__all__ = ["ImageRecord", "ProducerError", "cancel", "register_image", "status", "submit", "wait"]

@@ -38,15 +38,25 @@ def submit(conn: psycopg.Connection, *, user_image_id: uuid.UUID, cloth_image_id
 
 def cancel(conn: psycopg.Connection, conversion_id: uuid.UUID, *, user_id: uuid.UUID | None = None,
            vendor_id: uuid.UUID | None = None) -> str:
-    """Cancel a conversion; returns its status afterwards. With an owner given, only the owner may."""
+    """Cancel a conversion as its owner; returns its status afterwards.
+
+    Exactly one of ``user_id`` / ``vendor_id`` is required; ``cancel_conversion()`` refuses anyone but
+    the owner (``not_owner``). Operators use :func:`operator_cancel`.
+    """
+    if (user_id is None) == (vendor_id is None):
+        raise ProducerError("owner_required", "cancelling needs exactly one of a user id or a vendor id")
     with database_errors("cancelling the conversion"):
-        owner = conn.execute(Q.conversion_owner_get, {"conversion_id": conversion_id}).fetchone()
-        if owner is None:
-            raise ProducerError("conversion_not_found", f"no conversion {conversion_id}")
-        _, owner_user, owner_vendor, _ = owner
-        if (user_id is not None and owner_user != user_id) or (vendor_id is not None and owner_vendor != vendor_id):
-            raise ProducerError("not_owner", f"conversion {conversion_id} belongs to someone else")
-        row = conn.execute(Q.conversion_cancel, {"conversion_id": conversion_id}).fetchone()
+        row = conn.execute(Q.conversion_cancel, {"conversion_id": conversion_id, "user_id": user_id,
+                                                 "vendor_id": vendor_id}).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def operator_cancel(conn: psycopg.Connection, conversion_id: uuid.UUID, *, operator: str, reason: str) -> str:
+    """Cancel anyone's conversion as an operator; the action is written to ``operator_actions``."""
+    with database_errors("cancelling the conversion"):
+        row = conn.execute(Q.conversion_cancel_operator, {"conversion_id": conversion_id, "operator": operator,
+                                                          "reason": reason}).fetchone()
     assert row is not None
     return str(row[0])
 
@@ -84,7 +94,7 @@ class ConversionStatus:
 def status(conn: psycopg.Connection, conversion_ids: Sequence[uuid.UUID]) -> list[ConversionStatus]:
     """The status of each conversion found (unknown ids are left out)."""
     with database_errors("reading the status"), conn.cursor(row_factory=class_row(ConversionStatus)) as cur:
-        rows = cur.execute(Q.conversion_get, {"ids": list(conversion_ids)}).fetchall()
+        rows = cur.execute(Q.conversion_get_many, {"ids": list(conversion_ids)}).fetchall()
     order = {cid: i for i, cid in enumerate(conversion_ids)}
     return sorted(rows, key=lambda r: order.get(r.id, 0))
 
@@ -94,7 +104,7 @@ def conversion_stats(conn: psycopg.Connection, *, user_id: uuid.UUID | None = No
                      date_to: datetime | None = None) -> dict[str, Any]:
     """``get_conversion_stats()`` as a dict."""
     with database_errors("reading conversion stats"), conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(Q.conversion_stats, {"user_id": user_id, "vendor_id": vendor_id,
+        row = cur.execute(Q.conversion_stats_get, {"user_id": user_id, "vendor_id": vendor_id,
                                                "date_from": date_from, "date_to": date_to}).fetchone()
     return dict(row or {})
 
@@ -103,6 +113,6 @@ def image_stats(conn: psycopg.Connection, *, owner_id: uuid.UUID | None = None, 
                 image_type: str | None = None) -> dict[str, Any]:
     """``get_image_stats()`` as a dict."""
     with database_errors("reading image stats"), conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(Q.image_stats, {"owner_id": owner_id, "owner_type": owner_type,
+        row = cur.execute(Q.image_stats_get, {"owner_id": owner_id, "owner_type": owner_type,
                                           "image_type": image_type}).fetchone()
     return dict(row or {})

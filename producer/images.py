@@ -63,10 +63,12 @@ def register_image(conn: psycopg.Connection, storage: Storage, data: bytes, *, o
                    album_id: uuid.UUID | None = None, is_public: bool = False,
                    is_free: bool = True, tags: Sequence[str] = (), metadata: Mapping[str, Any] | None = None
                    ) -> ImageRecord:
-    """Validate and store an image, then write its ``images`` row and an ``upload`` usage row.
+    """Validate and store an image, then register it with ``register_image()`` (its row and ``upload`` usage).
 
     The format is decided from the content (JPEG, PNG or WebP), the whole image is decoded before
-    anything is stored, and a failure to write the rows deletes the stored files again.
+    anything is stored, and a failure to write the rows deletes the stored files again. The key is
+    the one ``register_image()`` derives from the id (``storage.keys.input_key``), so this API and a
+    plain-SQL producer register images the same way.
     """
     if owner_type not in OWNER_TYPES:
         raise ProducerError("invalid_argument", f"owner_type must be one of {OWNER_TYPES}, not {owner_type!r}")
@@ -85,21 +87,15 @@ def register_image(conn: psycopg.Connection, storage: Storage, data: bytes, *, o
     thumb_key = thumbnail_key(image_id)
     stored = storage.put(key, data)
     thumb = storage.put(thumb_key, make_thumbnail(decoded.to_pil(), limits.thumbnail_size))
-    user_id = owner_id if owner_type == "user" else None
-    vendor_id = owner_id if owner_type == "vendor" else None
     try:
         with database_errors("registering the image"), conn.transaction():
-            conn.execute(Q.image_insert, {
-                "id": image_id, "owner_id": owner_id, "owner_type": owner_type, "album_id": album_id,
+            conn.execute(Q.image_register, {
+                "image_id": image_id, "owner_id": owner_id, "owner_type": owner_type, "album_id": album_id,
                 "file_path": key, "file_name": display_name(file_name, key.rsplit("/", 1)[-1]),
                 "original_url": stored.url, "thumbnail_url": thumb.url, "file_size": len(data),
                 "mime_type": decoded.mime_type, "width": decoded.width, "height": decoded.height,
                 "type": image_type, "is_public": is_public, "is_free": is_free, "tags": list(tags),
                 "metadata": json.dumps(dict(metadata or {})),
-            })
-            conn.execute(Q.image_usage_record, {
-                "image_id": image_id, "user_id": user_id, "vendor_id": vendor_id, "action": "upload",
-                "conversion_id": None, "metadata": json.dumps({"mime_type": decoded.mime_type}),
             })
     except BaseException:
         storage.delete(key)

@@ -104,6 +104,34 @@ class ResultImageRequired(SchemaRuleError):  # noqa: N818 (names agreed with the
     name = "result_image_required"
 
 
+class IdempotencyKeyMismatch(SchemaRuleError):  # noqa: N818 (names agreed with the callers)
+    """An idempotency key already used by this owner for a request with another payload (HTTP 422)."""
+
+    code = "SA023"
+    name = "idempotency_key_mismatch"
+
+
+class NotOwner(SchemaRuleError):  # noqa: N818 (names agreed with the callers)
+    """The caller is not the owner of the conversion (cancel)."""
+
+    code = "SA024"
+    name = "not_owner"
+
+
+class AttemptNotHeld(SchemaRuleError):  # noqa: N818 (names agreed with the callers)
+    """A processing conversion completed or requeued without its current attempt."""
+
+    code = "SA025"
+    name = "attempt_not_held"
+
+
+class InvalidStorageKey(SchemaRuleError):  # noqa: N818 (names agreed with the callers)
+    """An image's storage key the system did not issue for that row, or one in another owner's space."""
+
+    code = "SA026"
+    name = "invalid_storage_key"
+
+
 #: Every refusal class by its SQLSTATE.
 BY_SQLSTATE: dict[str, type[SchemaRuleError]] = {
     cls.code: cls
@@ -119,6 +147,10 @@ BY_SQLSTATE: dict[str, type[SchemaRuleError]] = {
         ConversionNotFound,
         InvalidStatusTransition,
         ResultImageRequired,
+        IdempotencyKeyMismatch,
+        NotOwner,
+        AttemptNotHeld,
+        InvalidStorageKey,
     )
 }
 

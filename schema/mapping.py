@@ -117,6 +117,7 @@ class Conversion(Base):
     updated_at: Mapped[datetime] = mapped_column(_TSTZ, server_default=_NOW)
     # Addition (0020): caller's idempotency key, unique per owner.
     idempotency_key: Mapped[str | None] = mapped_column(Text)
+    request_hash: Mapped[str | None] = mapped_column(Text)  # 0100: conversion_request_hash() of the request
 
 
 class ImageUsageHistory(Base):
@@ -161,6 +162,10 @@ class ConversionJob(Base):
     attempt: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     heartbeat_at: Mapped[datetime | None] = mapped_column(_TSTZ)
     error_type: Mapped[str | None] = mapped_column(Text)
+    # Additions (0060): ready/scheduled split, suspect jobs, claim token.
+    scheduled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    suspect: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(_UUID)
 
 
 class ConversionMetric(Base):
@@ -199,6 +204,22 @@ class Worker(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(_TSTZ)
 
 
+class OperatorAction(Base):
+    """``operator_actions`` (0100): audit trail of operator actions on other people's conversions."""
+
+    __tablename__ = "operator_actions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(_TSTZ, server_default=_NOW)
+    operator: Mapped[str] = mapped_column(Text)
+    db_user: Mapped[str] = mapped_column(Text, server_default=text("SESSION_USER"))
+    action: Mapped[str] = mapped_column(Text)
+    conversion_id: Mapped[uuid.UUID] = mapped_column(_UUID)
+    reason: Mapped[str] = mapped_column(Text)
+    status_before: Mapped[str | None] = mapped_column(Text)
+    status_after: Mapped[str | None] = mapped_column(Text)
+
+
 #: Every mapped class, in dependency order.
 ALL_MODELS: tuple[type[Base], ...] = (
     User,
@@ -210,4 +231,5 @@ ALL_MODELS: tuple[type[Base], ...] = (
     ConversionJob,
     ConversionMetric,
     Worker,
+    OperatorAction,
 )

@@ -59,6 +59,7 @@ PRODUCT_TABLES: tuple[str, ...] = (
     "conversion_jobs",
     "conversion_metrics",
     "workers",
+    "operator_actions",
 )
 
 

@@ -1,6 +1,6 @@
 """The named SQL statements of ``queries.sql``, loaded once.
 
-Callers write ``conn.execute(Q.job_claim_many, {...})``: the SQL lives in one file, parameters are
+Callers write ``conn.execute(Q.job_claim_batch, {...})``: the SQL lives in one file, parameters are
 always bound, and a typo in a name fails at import time rather than at run time.
 """
 
@@ -27,7 +27,7 @@ def load(path: Path = QUERIES_FILE) -> dict[str, str]:
 
 
 class _Queries:
-    """Attribute access to the named queries (``Q.job_claim_many``)."""
+    """Attribute access to the named queries (``Q.job_claim_batch``)."""
 
     def __init__(self, queries: dict[str, str]) -> None:
         self._queries = queries

@@ -1,22 +1,32 @@
 -- Every statement the producer, dispatcher and worker run, as named blocks. Names are entity +
 -- verb. Parameters are bound (%(name)s), never formatted in. schema/queries.py loads this file.
 
--- name: job_claim_many
--- Claim up to %(limit)s available jobs in one short transaction (DESIGN invariant 2): pick with
--- SKIP LOCKED in a materialised CTE, mark them processing under a new attempt, move their
--- conversions to processing, write a 'convert' usage row, and return what the worker needs.
+-- name: job_claim_batch
+-- Claim up to %(limit)s ready jobs in one short transaction: pick from the ready index with SKIP
+-- LOCKED in a materialised CTE (only jobs whose conversion can still run), mark them processing
+-- under a new attempt and the caller's claim token, move their conversions to processing, write
+-- the 'convert' usage row on a conversion's first attempt (usage counts conversions, not
+-- attempts), and return what the worker needs. A suspect job (lost with a worker before) is
+-- claimed alone: when the head of the queue is suspect the batch is that job; otherwise suspects
+-- are left for a later claim.
 WITH picked AS MATERIALIZED (
-    SELECT id FROM conversion_jobs
-     WHERE status = 'queued' AND run_after <= now()
-     ORDER BY priority DESC, created_at
+    SELECT j.id, j.suspect, j.priority, j.created_at FROM conversion_jobs j
+     WHERE j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
+       AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
+     ORDER BY j.priority DESC, j.created_at
      LIMIT %(limit)s
-       FOR UPDATE SKIP LOCKED
+       FOR UPDATE OF j SKIP LOCKED
+), head AS (
+    SELECT id, suspect FROM picked ORDER BY priority DESC, created_at LIMIT 1
+), chosen AS (
+    SELECT p.id FROM picked p, head h
+     WHERE (h.suspect AND p.id = h.id) OR (NOT h.suspect AND NOT p.suspect)
 ), claimed AS (
     UPDATE conversion_jobs j
        SET status = 'processing', worker_id = %(worker_id)s, started_at = now(), heartbeat_at = now(),
-           attempt = j.attempt + 1
-      FROM picked
-     WHERE j.id = picked.id
+           attempt = j.attempt + 1, claim_token = %(claim_token)s
+      FROM chosen
+     WHERE j.id = chosen.id
     RETURNING j.id, j.conversion_id, j.attempt, j.retry_count, j.max_retries, j.priority, j.created_at
 ), conv AS (
     UPDATE conversions c SET status = 'processing'
@@ -25,7 +35,9 @@ WITH picked AS MATERIALIZED (
     RETURNING c.id, c.user_id, c.vendor_id, c.user_image_id, c.cloth_image_id, c.conversion_type, c.style_name
 ), usage AS (
     INSERT INTO image_usage_history (image_id, user_id, vendor_id, conversion_id, action)
-    SELECT conv.user_image_id, conv.user_id, conv.vendor_id, conv.id, 'convert' FROM conv
+    SELECT conv.user_image_id, conv.user_id, conv.vendor_id, conv.id, 'convert'
+      FROM conv JOIN claimed ON claimed.conversion_id = conv.id
+     WHERE claimed.attempt = 1
 )
 SELECT claimed.id AS job_id, claimed.conversion_id, claimed.attempt, claimed.retry_count, claimed.max_retries,
        claimed.created_at AS enqueued_at, conv.conversion_type, conv.style_name,
@@ -37,38 +49,57 @@ SELECT claimed.id AS job_id, claimed.conversion_id, claimed.attempt, claimed.ret
   JOIN images ci ON ci.id = conv.cloth_image_id
  ORDER BY claimed.priority DESC, claimed.created_at;
 
--- name: jobs_complete
--- Fenced completion of a batch (see jobs_complete() in 0030_queue_operations.sql).
+-- name: job_complete_batch
+-- Fenced completion of a batch (jobs_complete(): the latest definition is listed in schema/README.md).
 SELECT job_id, result_image_id FROM jobs_complete(%(items)s::jsonb);
+
+-- name: job_outcome_batch
+-- After an ambiguous commit (the connection dropped during a completion): what the database holds
+-- for these jobs, so files are deleted only when their attempt did not complete.
+SELECT j.id AS job_id, j.status, j.attempt, r.file_path AS result_key
+  FROM conversion_jobs j
+  JOIN conversions c ON c.id = j.conversion_id
+  LEFT JOIN images r ON r.id = c.result_image_id
+ WHERE j.id = ANY(%(job_ids)s::uuid[]);
 
 -- name: job_fail
 SELECT job_fail(%(job_id)s, %(attempt)s, %(error_type)s, %(error_message)s, %(transient)s,
                 %(backoff_base_s)s, %(backoff_max_s)s, %(processing_time_ms)s, %(ai_model_version)s);
 
--- name: jobs_rescue
-SELECT job_id, conversion_id, attempt, new_status
+-- name: job_rescue_stale
+SELECT job_id, conversion_id, attempt, new_status, error
   FROM jobs_rescue(%(stale_after_s)s, %(backoff_base_s)s, %(backoff_max_s)s, %(limit)s);
 
--- name: jobs_release
+-- name: job_end_orphaned
+SELECT job_id, conversion_id, new_status FROM jobs_end_orphaned(%(limit)s);
+
+-- name: job_promote_scheduled
+SELECT jobs_promote_scheduled(%(limit)s);
+
+-- name: job_release_batch
 SELECT job_id FROM jobs_release(%(job_ids)s::uuid[], %(attempts)s::int[]);
 
--- name: job_heartbeat_many
--- Renew the lease of the claims this process holds; a claim missing from the result was
--- cancelled or rescued, and its work must stop before the result is written.
-UPDATE conversion_jobs j SET heartbeat_at = now()
-  FROM unnest(%(job_ids)s::uuid[], %(attempts)s::int[]) AS held(id, attempt)
- WHERE j.id = held.id AND j.attempt = held.attempt AND j.status = 'processing'
-RETURNING j.id;
+-- name: job_release_claim
+-- Hand back whatever a claim took whose reply never arrived (connection dropped mid-claim).
+SELECT job_id FROM jobs_release_claim(%(claim_token)s);
 
--- name: jobs_count_available
+-- name: job_renew_batch
+-- Renew the lease of the claims this process holds (jobs locked in id order); a claim missing
+-- from the result was cancelled or rescued, and its work must stop before the result is written.
+SELECT job_id FROM jobs_heartbeat(%(job_ids)s::uuid[], %(attempts)s::int[]);
+
+-- name: job_count_ready
 -- How many jobs a worker could claim now, counted no further than %(cap)s (cheap at any size).
 SELECT count(*) FROM (
-    SELECT 1 FROM conversion_jobs WHERE status = 'queued' AND run_after <= now() LIMIT %(cap)s
-) AS available;
+    SELECT 1 FROM conversion_jobs
+     WHERE status = 'queued' AND NOT scheduled AND run_after <= now()
+     LIMIT %(cap)s
+) AS ready;
 
--- name: jobs_next_run_after
--- When the next job waiting for its backoff becomes available.
-SELECT min(run_after) FROM conversion_jobs WHERE status = 'queued' AND run_after > now();
+-- name: job_next_scheduled_in
+-- Seconds (by the database's clock) until the next scheduled job becomes due; NULL when none.
+SELECT GREATEST(0, date_part('epoch', min(run_after) - now()))::float8
+  FROM conversion_jobs WHERE status = 'queued' AND scheduled;
 
 -- name: worker_register
 INSERT INTO workers (id, hostname, pid, concurrency, model_name, model_version)
@@ -77,24 +108,50 @@ ON CONFLICT (id) DO UPDATE
    SET heartbeat_at = now(), stopped_at = NULL, model_name = EXCLUDED.model_name,
        model_version = EXCLUDED.model_version;
 
--- name: worker_heartbeat
+-- name: worker_renew
 UPDATE workers SET heartbeat_at = now() WHERE id = %(id)s;
 
 -- name: worker_stop
 UPDATE workers SET stopped_at = now(), heartbeat_at = now() WHERE id = %(id)s;
 
--- name: image_insert
-INSERT INTO images (id, owner_id, owner_type, album_id, file_path, file_name, original_url, thumbnail_url,
-                    file_size, mime_type, width, height, type, is_public, is_free, tags, metadata)
-VALUES (%(id)s, %(owner_id)s, %(owner_type)s, %(album_id)s, %(file_path)s, %(file_name)s, %(original_url)s,
-        %(thumbnail_url)s, %(file_size)s, %(mime_type)s, %(width)s, %(height)s, %(type)s, %(is_public)s,
-        %(is_free)s, %(tags)s, %(metadata)s::jsonb)
-RETURNING id;
+-- name: worker_mark_stopped
+-- Workers whose heartbeat stopped (SIGKILL, lost host) show as stopped.
+SELECT workers_mark_stopped(%(stale_after_s)s);
 
--- name: image_usage_record
-SELECT record_image_usage(image_id := %(image_id)s, user_id := %(user_id)s, vendor_id := %(vendor_id)s,
-                          action := %(action)s, conversion_id := %(conversion_id)s,
-                          metadata := %(metadata)s::jsonb);
+-- name: leader_lease_acquire
+SELECT acquired, epoch, holder, expires_in_s, terminated_pid
+  FROM leader_lease_acquire(%(name)s, %(holder)s, %(ttl_s)s, %(backend_pid)s);
+
+-- name: leader_lease_renew
+SELECT leader_lease_renew(%(name)s, %(holder)s, %(epoch)s, %(ttl_s)s);
+
+-- name: leader_lease_release
+SELECT leader_lease_release(%(name)s, %(holder)s, %(epoch)s);
+
+-- name: leader_lease_get
+SELECT name, holder, epoch, backend_pid, acquired_at, renewed_at, expires_at,
+       date_part('epoch', expires_at - now())::float8 AS expires_in_s
+  FROM leader_lease WHERE name = %(name)s;
+
+-- name: storage_cleanup_list
+-- Pending cleanup markers, oldest first, with their conversion's status (NULL: deleted).
+SELECT m.conversion_id, m.attempt, c.status AS conversion_status
+  FROM storage_cleanup m LEFT JOIN conversions c ON c.id = m.conversion_id
+ ORDER BY m.created_at
+ LIMIT %(limit)s;
+
+-- name: storage_cleanup_done
+DELETE FROM storage_cleanup WHERE conversion_id = %(conversion_id)s AND attempt = %(attempt)s;
+
+-- name: image_register
+-- An uploaded person or garment image under the key the system issues for its id (0100: register_image()
+-- refuses any other key with SA026 and writes the upload usage row).
+SELECT register_image(image_id := %(image_id)s, owner_id := %(owner_id)s, owner_type := %(owner_type)s,
+                      type := %(type)s, mime_type := %(mime_type)s, file_size := %(file_size)s,
+                      file_path := %(file_path)s, file_name := %(file_name)s, original_url := %(original_url)s,
+                      thumbnail_url := %(thumbnail_url)s, width := %(width)s, height := %(height)s,
+                      album_id := %(album_id)s, is_public := %(is_public)s, is_free := %(is_free)s,
+                      tags := %(tags)s, metadata := %(metadata)s::jsonb);
 
 -- name: conversion_create
 SELECT create_conversion(user_id := %(user_id)s, vendor_id := %(vendor_id)s,
@@ -104,10 +161,16 @@ SELECT create_conversion(user_id := %(user_id)s, vendor_id := %(vendor_id)s,
                          metadata := %(metadata)s::jsonb, idempotency_key := %(idempotency_key)s);
 
 -- name: conversion_cancel
-SELECT cancel_conversion(%(conversion_id)s);
+-- The owner's cancel: SA024 not_owner for anyone else (0100).
+SELECT cancel_conversion(conversion_id := %(conversion_id)s, user_id := %(user_id)s, vendor_id := %(vendor_id)s);
 
--- name: conversion_get
--- A conversion with its job's attempts and last error, for `stayler status`.
+-- name: conversion_cancel_operator
+-- The operator's cancel, written to operator_actions (0100).
+SELECT operator_cancel_conversion(conversion_id := %(conversion_id)s, operator := %(operator)s,
+                                  reason := %(reason)s);
+
+-- name: conversion_get_many
+-- Conversions with their job's attempts and last error, for `stayler status`.
 SELECT c.id, c.status, c.user_id, c.vendor_id, c.conversion_type, c.style_name, c.error_message,
        c.processing_time_ms, c.result_image_id, c.created_at, c.updated_at,
        j.id AS job_id, j.status AS job_status, j.attempt, j.retry_count, j.max_retries, j.error_type,
@@ -120,16 +183,29 @@ SELECT c.id, c.status, c.user_id, c.vendor_id, c.conversion_type, c.style_name, 
   LEFT JOIN images r ON r.id = c.result_image_id
  WHERE c.id = ANY(%(ids)s::uuid[]);
 
--- name: conversion_owner_get
-SELECT id, user_id, vendor_id, status FROM conversions WHERE id = %(conversion_id)s;
-
--- name: conversion_stats
+-- name: conversion_stats_get
 SELECT * FROM get_conversion_stats(p_user_id := %(user_id)s, p_vendor_id := %(vendor_id)s,
                                    p_date_from := %(date_from)s, p_date_to := %(date_to)s);
 
--- name: image_stats
+-- name: image_stats_get
 SELECT * FROM get_image_stats(p_owner_id := %(owner_id)s, p_owner_type := %(owner_type)s,
                               p_image_type := %(image_type)s);
+
+-- name: retention_prune_jobs
+-- Up to %(batch_size)s finished jobs completed more than %(older_than_s)s seconds ago (0110).
+SELECT prune_finished_jobs(make_interval(secs => %(older_than_s)s), %(batch_size)s);
+
+-- name: retention_prune_workers
+SELECT prune_stopped_workers(make_interval(secs => %(older_than_s)s), %(batch_size)s);
+
+-- name: retention_prune_usage_history
+SELECT prune_image_usage_history(make_interval(secs => %(older_than_s)s), %(batch_size)s);
+
+-- name: retention_prune_metrics
+SELECT prune_conversion_metrics(make_interval(secs => %(older_than_s)s), %(batch_size)s);
+
+-- name: retention_prune_operator_actions
+SELECT prune_operator_actions(make_interval(secs => %(older_than_s)s), %(batch_size)s);
 
 -- name: user_create
 INSERT INTO users (email, display_name) VALUES (%(email)s, %(display_name)s) RETURNING id;
@@ -147,9 +223,10 @@ SELECT now() AS as_of,
             SELECT CASE WHEN priority > 0 THEN 'high' WHEN priority < 0 THEN 'low' ELSE 'normal' END AS band,
                    count(*) AS n
               FROM conversion_jobs WHERE status = 'queued' GROUP BY 1) AS q) AS queued_by_priority,
-       (SELECT count(*) FROM conversion_jobs WHERE status = 'queued' AND run_after <= now()) AS available,
+       (SELECT count(*) FROM conversion_jobs WHERE status = 'queued' AND NOT scheduled) AS available,
+       (SELECT count(*) FROM conversion_jobs WHERE status = 'queued' AND scheduled) AS scheduled,
        (SELECT coalesce(extract(epoch FROM now() - min(run_after)), 0)::float8
-          FROM conversion_jobs WHERE status = 'queued' AND run_after <= now()) AS oldest_available_age_s,
+          FROM conversion_jobs WHERE status = 'queued' AND NOT scheduled) AS oldest_available_age_s,
        (SELECT count(*) FROM conversion_jobs WHERE status = 'processing') AS processing,
        (SELECT coalesce(jsonb_object_agg(error_type, n), '{}'::jsonb) FROM (
             SELECT coalesce(error_type, 'unknown') AS error_type, count(*) AS n
@@ -159,18 +236,208 @@ SELECT now() AS as_of,
          WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => %(alive_within_s)s)
        ) AS workers_alive;
 
--- name: jobs_cancelled_between
+-- name: job_count_cancelled_between
 -- Jobs cancelled in (since, until], by conversion type: the leader turns these into a counter.
 SELECT c.conversion_type, count(*)
   FROM conversion_jobs j JOIN conversions c ON c.id = j.conversion_id
  WHERE j.status = 'cancelled' AND j.completed_at > %(since)s AND j.completed_at <= %(until)s
  GROUP BY 1;
 
--- name: jobs_ended_without_result_between
--- Conversions whose job ended failed or cancelled in (since, until]: any result file a lost attempt
--- left under results/<conversion>/ must go (served by idx_conversion_jobs_failed_cancelled).
-SELECT conversion_id FROM conversion_jobs
- WHERE status IN ('failed', 'cancelled') AND completed_at > %(since)s AND completed_at <= %(until)s;
-
 -- name: clock_now
 SELECT now();
+
+-- name: api_key_create
+-- The HTTP API's keys (api/keys.py): only the SHA-256 of a key is stored.
+INSERT INTO api_keys (key_hash, key_prefix, name, scope, user_id, vendor_id)
+VALUES (%(key_hash)s, %(key_prefix)s, %(name)s, %(scope)s, %(user_id)s, %(vendor_id)s)
+RETURNING id, created_at;
+
+-- name: api_key_authenticate
+-- The owner and scope of a live key; last_used_at is written at most once a minute per key.
+WITH k AS (
+    SELECT id, scope, user_id, vendor_id, last_used_at FROM api_keys
+     WHERE key_hash = %(key_hash)s AND revoked_at IS NULL
+), touched AS (
+    UPDATE api_keys a SET last_used_at = now()
+      FROM k
+     WHERE a.id = k.id AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute')
+)
+SELECT id, scope, user_id, vendor_id FROM k;
+
+-- name: api_key_list
+SELECT id, key_prefix, name, scope, user_id, vendor_id, created_at, last_used_at, revoked_at
+  FROM api_keys
+ WHERE (%(user_id)s::uuid IS NULL OR user_id = %(user_id)s::uuid)
+   AND (%(vendor_id)s::uuid IS NULL OR vendor_id = %(vendor_id)s::uuid)
+ ORDER BY created_at, id;
+
+-- name: api_key_revoke
+UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = %(id)s RETURNING id, revoked_at;
+
+-- name: api_conversion_get
+-- One conversion of one owner (another owner's reads as missing), with its latest job and result.
+SELECT c.id, c.status, c.user_id, c.vendor_id, c.user_image_id, c.cloth_image_id, c.conversion_type,
+       c.style_name, c.metadata, c.error_message, c.processing_time_ms, c.result_image_id, c.created_at,
+       c.updated_at, j.priority, j.attempt, j.retry_count, j.max_retries, j.error_type, j.started_at,
+       j.completed_at, r.file_path AS result_key, r.mime_type AS result_mime_type,
+       r.metadata ->> 'attempt' AS result_attempt
+  FROM conversions c
+  LEFT JOIN LATERAL (
+      SELECT * FROM conversion_jobs j WHERE j.conversion_id = c.id ORDER BY j.created_at DESC LIMIT 1
+  ) j ON true
+  LEFT JOIN images r ON r.id = c.result_image_id
+ WHERE c.id = %(id)s AND (c.user_id = %(user_id)s OR c.vendor_id = %(vendor_id)s);
+
+-- name: api_conversion_by_idempotency_key
+-- The conversion an owner created with a key, with what the request asked for (to compare payloads).
+SELECT c.id, c.user_image_id, c.cloth_image_id, c.conversion_type, c.style_name, c.metadata,
+       j.priority, j.max_retries
+  FROM conversions c
+  LEFT JOIN LATERAL (
+      SELECT priority, max_retries FROM conversion_jobs j WHERE j.conversion_id = c.id
+       ORDER BY j.created_at LIMIT 1
+  ) j ON true
+ WHERE COALESCE(c.user_id, c.vendor_id) = %(owner_id)s AND c.idempotency_key = %(idempotency_key)s;
+
+-- name: api_idempotency_lock
+-- Held until the creating transaction ends: a second request with the same key meanwhile gets 409.
+SELECT pg_try_advisory_xact_lock(%(lock_key)s);
+
+-- name: api_image_accessible
+-- Whether an owner may use an image (its own, or a public garment): decides 404 vs 422 on a wrong type.
+SELECT EXISTS (
+    SELECT 1 FROM images
+     WHERE id = %(id)s AND ((owner_id = %(owner_id)s AND owner_type = %(owner_type)s) OR (is_public AND type = 'cloth'))
+);
+
+-- name: conversion_list_user
+-- A user's conversions, newest first, keyset-paginated on (created_at, id).
+SELECT id FROM conversions
+ WHERE user_id = %(owner_id)s AND (%(status)s::text IS NULL OR status = %(status)s::text)
+   AND (%(after_created_at)s::timestamptz IS NULL
+        OR (created_at, id) < (%(after_created_at)s::timestamptz, %(after_id)s::uuid))
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s;
+
+-- name: conversion_list_vendor
+SELECT id FROM conversions
+ WHERE vendor_id = %(owner_id)s AND (%(status)s::text IS NULL OR status = %(status)s::text)
+   AND (%(after_created_at)s::timestamptz IS NULL
+        OR (created_at, id) < (%(after_created_at)s::timestamptz, %(after_id)s::uuid))
+ ORDER BY created_at DESC, id DESC
+ LIMIT %(limit)s;
+
+-- name: api_conversions_get_many
+-- Several conversions of one owner (a page of conversion_list_*), same columns as api_conversion_get.
+SELECT c.id, c.status, c.user_id, c.vendor_id, c.user_image_id, c.cloth_image_id, c.conversion_type,
+       c.style_name, c.metadata, c.error_message, c.processing_time_ms, c.result_image_id, c.created_at,
+       c.updated_at, j.priority, j.attempt, j.retry_count, j.max_retries, j.error_type, j.started_at,
+       j.completed_at, r.file_path AS result_key, r.mime_type AS result_mime_type,
+       r.metadata ->> 'attempt' AS result_attempt
+  FROM conversions c
+  LEFT JOIN LATERAL (
+      SELECT * FROM conversion_jobs j WHERE j.conversion_id = c.id ORDER BY j.created_at DESC LIMIT 1
+  ) j ON true
+  LEFT JOIN images r ON r.id = c.result_image_id
+ WHERE c.id = ANY(%(ids)s::uuid[]) AND (c.user_id = %(user_id)s OR c.vendor_id = %(vendor_id)s)
+ ORDER BY c.created_at DESC, c.id DESC;
+
+-- name: webhook_endpoint_create
+INSERT INTO webhook_endpoints (user_id, vendor_id, url, events, secret)
+VALUES (%(user_id)s, %(vendor_id)s, %(url)s, %(events)s, %(secret)s)
+RETURNING id, url, events, enabled, failing_since, disabled_at, disabled_reason, created_at;
+
+-- name: webhook_endpoint_list
+SELECT id, url, events, enabled, failing_since, disabled_at, disabled_reason, created_at
+  FROM webhook_endpoints
+ WHERE user_id = %(user_id)s OR vendor_id = %(vendor_id)s
+ ORDER BY created_at, id;
+
+-- name: webhook_endpoint_get
+SELECT id, url, events, enabled, failing_since, disabled_at, disabled_reason, created_at
+  FROM webhook_endpoints
+ WHERE id = %(id)s AND (user_id = %(user_id)s OR vendor_id = %(vendor_id)s);
+
+-- name: webhook_endpoint_delete
+DELETE FROM webhook_endpoints
+ WHERE id = %(id)s AND (user_id = %(user_id)s OR vendor_id = %(vendor_id)s)
+RETURNING id;
+
+-- name: webhook_delivery_list
+-- An endpoint's deliveries, newest first, each with its attempts.
+SELECT d.id, d.event_id, e.type, e.conversion_id, d.status, d.attempts, d.next_attempt_at, d.created_at,
+       d.finished_at,
+       COALESCE((SELECT jsonb_agg(jsonb_build_object(
+                     'attempt', a.attempt, 'attempted_at', a.attempted_at, 'status_code', a.status_code,
+                     'latency_ms', a.latency_ms, 'error', a.error) ORDER BY a.attempt)
+                   FROM webhook_attempts a WHERE a.delivery_id = d.id), '[]'::jsonb) AS attempt_log
+  FROM webhook_deliveries d
+  JOIN webhook_events e ON e.id = d.event_id
+ WHERE d.endpoint_id = %(endpoint_id)s
+ ORDER BY d.created_at DESC, d.id
+ LIMIT %(limit)s;
+
+-- name: webhook_delivery_claim
+-- Take up to %(limit)s due deliveries: the attempt is counted and next_attempt_at moved %(lease_s)s
+-- ahead before the POST, so a sender that dies mid-post leaves them due again (at least once).
+WITH due AS (
+    SELECT id FROM webhook_deliveries
+     WHERE status = 'pending' AND next_attempt_at <= now()
+     ORDER BY next_attempt_at
+     LIMIT %(limit)s
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+   SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => %(lease_s)s)
+  FROM due, webhook_endpoints e, webhook_events ev
+ WHERE d.id = due.id AND e.id = d.endpoint_id AND ev.id = d.event_id
+RETURNING d.id, d.attempts, d.created_at, e.id AS endpoint_id, e.url, e.secret, ev.id AS event_id, ev.type,
+          ev.conversion_id, ev.created_at AS event_created_at;
+
+-- name: webhook_attempt_record
+INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms, error)
+VALUES (%(delivery_id)s, %(attempt)s, %(status_code)s, %(latency_ms)s, %(error)s);
+
+-- name: webhook_delivery_delivered
+WITH d AS (
+    UPDATE webhook_deliveries SET status = 'delivered', finished_at = now()
+     WHERE id = %(delivery_id)s AND status = 'pending'
+    RETURNING endpoint_id
+)
+UPDATE webhook_endpoints SET failing_since = NULL
+ WHERE id = %(endpoint_id)s AND failing_since IS NOT NULL;
+
+-- name: webhook_endpoint_mark_failing
+-- An attempt failed: the endpoint is failing since its first failure after its last success; true
+-- when that is the whole retry period ago (the endpoint is then disabled).
+UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, now())
+ WHERE id = %(endpoint_id)s
+RETURNING failing_since <= now() - make_interval(secs => %(period_s)s) AS exhausted;
+
+-- name: webhook_endpoint_disable
+WITH e AS (
+    UPDATE webhook_endpoints SET enabled = false, disabled_at = now(), disabled_reason = %(reason)s
+     WHERE id = %(endpoint_id)s AND enabled
+    RETURNING id
+)
+UPDATE webhook_deliveries SET status = 'failed', finished_at = now()
+ WHERE endpoint_id = %(endpoint_id)s AND status = 'pending';
+
+-- name: webhook_delivery_retry
+-- Due again after %(delay_s)s, or failed for good once it is older than the retry period.
+UPDATE webhook_deliveries
+   SET status = CASE WHEN created_at <= now() - make_interval(secs => %(period_s)s) THEN 'failed' ELSE 'pending' END,
+       finished_at = CASE WHEN created_at <= now() - make_interval(secs => %(period_s)s) THEN now() END,
+       next_attempt_at = now() + make_interval(secs => %(delay_s)s)
+ WHERE id = %(delivery_id)s AND status = 'pending';
+
+-- name: conversion_list_statuses
+-- The status of each conversion found (producer.wait, api waiting).
+SELECT id, status FROM conversions WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: api_album_owned
+-- Whether an album belongs to an owner (an upload may only go into the uploader's own album).
+SELECT EXISTS (SELECT 1 FROM albums WHERE id = %(id)s AND owner_id = %(owner_id)s AND owner_type = %(owner_type)s);
+
+-- name: webhook_conversion_owner
+SELECT user_id, vendor_id FROM conversions WHERE id = %(conversion_id)s;

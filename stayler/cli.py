@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
             _lazy("stayler.commands", "cmd_cancel"))
     p.add_argument("id", type=_uuid, help="the conversion's id")
     _owner_args(p)
+    p.add_argument("--operator", metavar="NAME",
+                   help="cancel anyone's conversion as operator NAME (audited; needs --reason), instead of an owner")
+    p.add_argument("--reason", help="why an operator cancels (written to operator_actions)")
 
     p = add("stats", "conversion and image statistics (get_conversion_stats, get_image_stats)",
             _lazy("stayler.commands", "cmd_stats"))
@@ -172,6 +175,29 @@ def build_parser() -> argparse.ArgumentParser:
     add("dispatcher", "run the dispatcher/rescuer on its own (workers also run one on standby)",
         _lazy("stayler.commands", "cmd_dispatcher"))
 
+    # -- HTTP API (api/, docs/api.md) -----------------------------------------------------------
+    p = add("api", "serve the HTTP API (FastAPI on uvicorn)", _lazy("api.commands", "cmd_api"),
+            "Serve the HTTP API: images, conversions (with ?wait=), results, webhooks, stats; "
+            "/openapi.json and /docs describe it. Stateless: run as many as needed behind a load balancer.")
+    p.add_argument("--host", help="address to bind (default: STAYLER_API_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to bind (default: STAYLER_API_PORT, 8080)")
+    apikeys = sub.add_parser("apikeys", help="API keys of the HTTP API", description="Create, list, revoke API keys.")
+    apikeys_sub = apikeys.add_subparsers(dest="apikeys_command", metavar="APIKEYS_COMMAND", required=True)
+    p = add("create", "create a key and print it (once: only its hash is stored)",
+            _lazy("api.commands", "cmd_apikeys_create"), parent=apikeys_sub)
+    _owner_args(p, required=True)
+    p.add_argument("--scope", choices=["read", "producer", "operator"], default="producer",
+                   help="read: GET only; producer: + images, conversions, cancel; operator: + webhooks")
+    p.add_argument("--name", help="a label for lists")
+    p.add_argument("--json", action="store_true", help="print id, key and scope as JSON")
+    p = add("list", "list keys (never their secrets)", _lazy("api.commands", "cmd_apikeys_list"), parent=apikeys_sub)
+    _owner_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("revoke", "revoke a key at once", _lazy("api.commands", "cmd_apikeys_revoke"), parent=apikeys_sub)
+    p.add_argument("id", type=_uuid, help="the key's id (from create or list)")
+    add("webhooks", "run the webhook sender (delivers the outbox, retries, disables failing endpoints)",
+        _lazy("api.commands", "cmd_webhooks"))
+
     p = add("demo", "the main job: services, migrations, workers, sample conversions, summary",
             _lazy("stayler.demo", "run_demo"),
             "Start PostgreSQL and Redis (embedded unless DATABASE_URL/REDIS_URL are set), migrate, start "
@@ -182,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the conversions")
 
     try:
-        from models.cli import register as register_model_commands
-    except ImportError:  # pragma: no cover - models package absent
+        from modelkit.cli import register as register_model_commands
+    except ImportError:  # pragma: no cover - modelkit package absent
         pass
     else:
         register_model_commands(sub)
@@ -202,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     args = build_parser().parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
-    if handler is None:  # subcommands registered by models.cli take only their arguments
+    if handler is None:  # subcommands registered by modelkit.cli take only their arguments
         return int(args.func(args))
     try:
         return handler(args, settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,11 +22,11 @@ from core.settings import Settings
 from producer import cancel, register_image, status, submit
 from producer.accounts import create_user, create_vendor
 from producer.batch import Owner, rows_from_csv, rows_from_folder, submit_batch
-from producer.conversions import conversion_stats, image_stats
+from producer.conversions import conversion_stats, image_stats, operator_cancel
 from producer.errors import ProducerError
 from producer.images import ImageLimits
 from stayler.services import database, redis_server
-from storage import LocalStorage
+from storage import Storage, StorageError, from_settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -62,9 +63,9 @@ def parse_json_object(value: str) -> dict[str, Any]:
     return data
 
 
-def storage_for(settings: Settings) -> LocalStorage:
-    """The configured storage backend."""
-    return LocalStorage(settings.storage_root, settings.storage_url_prefix)
+def storage_for(settings: Settings) -> Storage:
+    """The configured storage backend (``STAYLER_STORAGE_URL``, else the folder under the state dir)."""
+    return from_settings(settings)
 
 
 def owner_of(args: argparse.Namespace) -> Owner:
@@ -168,8 +169,17 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     """stayler cancel"""
+    owner = args.user_id is not None or args.vendor_id is not None
+    if args.operator is None and not owner:
+        raise ProducerError("owner_required", "cancel needs the owner (--user-id or --vendor-id), "
+                                              "or --operator NAME --reason TEXT for the audited operator path")
+    if args.operator is not None and (owner or not args.reason):
+        raise ProducerError("invalid_argument", "--operator takes --reason and no owner")
     with connection(settings) as conn:
-        result = cancel(conn, args.id, user_id=args.user_id, vendor_id=args.vendor_id)
+        if args.operator is not None:
+            result = operator_cancel(conn, args.id, operator=args.operator, reason=args.reason)
+        else:
+            result = cancel(conn, args.id, user_id=args.user_id, vendor_id=args.vendor_id)
     print(result)
     return 0
 
@@ -204,6 +214,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         from schema.migrate import apply_migrations
 
         apply_migrations(db_url)
+        try:
+            storage_for(settings).check()
+        except StorageError as exc:
+            print(f"stayler worker: storage not usable: {exc}", file=sys.stderr)
+            return 2
         return run_workers_foreground(settings, db_url, redis_url, processes=args.processes, threads=args.threads)
 
 
@@ -212,14 +227,15 @@ def cmd_dispatcher(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from broker.redis import make_broker
-    from leader.service import Dispatcher, DispatcherConfig
+    from leader.fleet import build_leader, default_duties
 
     with database(settings) as db_url, redis_server(settings) as redis_url:
+        settings = settings.model_copy(update={"database_url": db_url, "redis_url": redis_url})
         broker = make_broker(redis_url)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        Dispatcher(db_url, broker, DispatcherConfig.from_settings(settings), storage_for(settings)).run(stop)
+        build_leader(settings, default_duties(settings, broker, storage_for(settings))).run(stop)
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 from rich.console import Console
@@ -21,12 +20,12 @@ from producer.images import ImageLimits
 from schema.migrate import apply_migrations
 from stayler.fleet import running_workers
 from stayler.services import database, redis_server
-from storage import LocalStorage
+from storage import Storage, from_settings
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
 
-def _register_samples(conn: psycopg.Connection, storage: LocalStorage, settings: Settings, count: int
+def _register_samples(conn: psycopg.Connection, storage: Storage, settings: Settings, count: int
                       ) -> list[tuple[uuid.UUID, uuid.UUID, uuid.UUID]]:
     """A user with ``count`` person photos; a vendor's public garment and the user's own garment."""
     limits = ImageLimits.from_settings(settings)
@@ -51,10 +50,10 @@ def _register_samples(conn: psycopg.Connection, storage: LocalStorage, settings:
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run sample conversions through a real worker fleet and print what happened."""
     console = Console()
-    storage = LocalStorage(settings.storage_root, settings.storage_url_prefix)
+    storage = from_settings(settings)
     with database(settings) as db_url, redis_server(settings) as redis_url:
         applied = apply_migrations(db_url)
-        console.print(f"database ready ({len(applied)} migration(s) applied now); storage at {storage.root}")
+        console.print(f"database ready ({len(applied)} migration(s) applied now); storage at {storage.describe()}")
         log_path = settings.state_dir / "logs" / "workers.log"
         with running_workers(settings, db_url, redis_url, processes=args.processes, log_path=log_path), \
                 psycopg.connect(db_url, autocommit=True) as conn:
@@ -65,7 +64,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
                           max_retries=settings.default_max_retries) for user, person, garment in pairs]
             rows = _wait(conn, ids, args.timeout, console)
             elapsed = time.monotonic() - started
-        _summary(console, rows, elapsed, storage.root)
+        _summary(console, rows, elapsed, storage.describe())
     done = sum(r.status == "completed" for r in rows)
     return 0 if done == len(ids) else 1
 
@@ -84,7 +83,7 @@ def _wait(conn: psycopg.Connection, ids: list[uuid.UUID], timeout: float, consol
             time.sleep(0.2)
 
 
-def _summary(console: Console, rows: list[ConversionStatus], elapsed: float, root: Path) -> None:
+def _summary(console: Console, rows: list[ConversionStatus], elapsed: float, where: str) -> None:
     table = Table(title=f"{len(rows)} conversions in {elapsed:.1f} s")
     for col in ("conversion", "status", "attempts", "time ms", "result"):
         table.add_column(col)
@@ -92,4 +91,4 @@ def _summary(console: Console, rows: list[ConversionStatus], elapsed: float, roo
         table.add_row(str(r.id)[:8], r.status, str(r.attempt or 0), str(r.processing_time_ms or ""),
                       r.result_key or (r.job_error_message or ""))
     console.print(table)
-    console.print(f"result images (and thumbnails) are under {root / 'results'}")
+    console.print(f"result images (and thumbnails) are under {where.rstrip('/')}/results/")

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,8 @@ def worker_environment(settings: Settings, database_url: str, redis_url: str, **
     env.update({"DATABASE_URL": database_url, "REDIS_URL": redis_url, "STAYLER_STATE_DIR": str(settings.state_dir)})
     if settings.storage_dir is not None:
         env["STAYLER_STORAGE_DIR"] = str(settings.storage_dir)
+    if settings.storage_url:
+        env["STAYLER_STORAGE_URL"] = settings.storage_url
     env.update(overrides)
     return env
 
@@ -72,6 +75,17 @@ def stop_workers(proc: subprocess.Popen[bytes], timeout_s: float) -> int:
 #: A fleet that ran this long had booted fine: its death resets the restart back-off (the chaos suite
 #: kills a worker every few seconds; a 60 s rule let the back-off climb to 30 s and starve the host).
 HEALTHY_RUN_S = 10.0
+#: Longest wait before restarting a fleet that keeps dying at boot.
+MAX_RESTART_DELAY_S = 5.0
+
+
+def preflight(settings: Settings, database_url: str, redis_url: str) -> tuple[int, str]:
+    """Run ``worker.preflight`` in a child process (the supervisor never imports onnxruntime)."""
+    done = subprocess.run([sys.executable, "-m", "worker.preflight"], capture_output=True, text=True,
+                          env=worker_environment(settings, database_url, redis_url), check=False)
+    lines = done.stderr.strip().splitlines()
+    named = [line for line in lines if line.startswith("stayler worker:")]
+    return done.returncode, (named or lines or [""])[-1]
 
 
 def run_workers_foreground(settings: Settings, database_url: str, redis_url: str, *, processes: int | None,
@@ -79,32 +93,41 @@ def run_workers_foreground(settings: Settings, database_url: str, redis_url: str
     """Supervise the fleet until SIGINT/SIGTERM (forwarded as SIGTERM).
 
     Dramatiq's master shuts every worker down when one dies (a SIGKILL, an OOM kill, a native
-    crash); the supervisor then starts the fleet again, with back-off, so a bare host keeps
-    working. The dead worker's jobs come back through the rescuer.
+    crash); the supervisor then starts the fleet again, with a short back-off, so a bare host keeps
+    working. The dead worker's jobs come back through the rescuer. A stop signal that arrives while
+    the supervisor waits to restart ends it at once: no new fleet starts. A fleet that could never
+    work (a model that fails its contract, unusable storage) is refused before it starts.
     """
-    stopping = False
+    code, problem = preflight(settings, database_url, redis_url)
+    if code != 0:
+        print(problem or "stayler worker: the worker could not start", file=sys.stderr, flush=True)
+        return code
+    stopping = threading.Event()
     proc: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    restarts, delay = 0, 1.0
-    while True:
+    restarts, delay = 0, 0.5
+    while not stopping.is_set():
         started = time.monotonic()
         proc = subprocess.Popen(worker_command(settings, processes=processes, threads=threads),
                                 env=worker_environment(settings, database_url, redis_url))
+        if stopping.is_set():  # the signal arrived while the fleet was being started
+            proc.send_signal(signal.SIGTERM)
         code = proc.wait()
-        if stopping or (max_restarts is not None and restarts >= max_restarts):
+        if stopping.is_set() or (max_restarts is not None and restarts >= max_restarts):
             return code
         if time.monotonic() - started > HEALTHY_RUN_S:
-            delay = 1.0  # it had booted and worked: a crash, not a crash loop; restart promptly
+            delay = 0.5  # it had booted and worked: a crash, not a crash loop; restart promptly
         restarts += 1
-        print(f"stayler worker: the fleet exited unexpectedly (code {code}); restarting in {delay:.0f} s",
+        print(f"stayler worker: the fleet exited unexpectedly (code {code}); restarting in {delay:.1f} s",
               file=sys.stderr, flush=True)
-        time.sleep(delay)
-        delay = min(delay * 2, 30.0)
+        if stopping.wait(delay):
+            break
+        delay = min(delay * 2, MAX_RESTART_DELAY_S)
+    return 0

@@ -1,6 +1,7 @@
-"""Where image bytes live: a backend interface, the local folder backend, and key rules."""
+"""Where image bytes live: a backend interface, the folder and S3 backends, the factory, and key rules."""
 
 from storage.base import Storage, StorageError, StoredObject
+from storage.factory import from_settings, from_url
 from storage.keys import (
     InvalidKeyError,
     attempt_keys,
@@ -19,6 +20,8 @@ __all__ = [
     "StorageError",
     "StoredObject",
     "attempt_keys",
+    "from_settings",
+    "from_url",
     "input_key",
     "result_key",
     "result_prefix",

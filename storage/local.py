@@ -8,6 +8,7 @@ import glob
 import os
 import tempfile
 import threading
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -176,3 +177,27 @@ class LocalStorage:
         if self.url_prefix == "file://":
             return f"file://{self.path_for(key)}"
         return f"{self.url_prefix.rstrip('/')}/{key}"
+
+    def presigned_url(self, key: str, ttl_s: int) -> str | None:
+        """None: a folder has no time-limited URLs (the API serves such files itself)."""
+        return None
+
+    def describe(self) -> str:
+        """The folder as a ``file://`` URL."""
+        return f"file://{self.root}"
+
+    def check(self) -> None:
+        """The folder exists and a probe object can be written, read back and removed."""
+        if not self.root.is_dir():
+            raise StorageError(f"storage folder {self.root} does not exist")
+        probe = f"check/{uuid.uuid4().hex}"
+        try:
+            self.put(probe, b"ok")
+            if self.get(probe) != b"ok":
+                raise StorageError(f"storage folder {self.root} returned other bytes than written")
+        except (StorageError, OSError) as exc:
+            raise StorageError(f"storage folder {self.root} is not usable: {exc}") from exc
+        finally:
+            with contextlib.suppress(OSError, StorageError):
+                self.delete(probe)
+                self.path_for(probe).parent.rmdir()

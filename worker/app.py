@@ -10,16 +10,14 @@ import logging
 import time
 
 import dramatiq
-import psycopg
 
 from broker.messages import ACTOR_NAME, send_follow_up
 from broker.redis import make_broker
 from core.settings import get_settings
 from worker import metrics
-from worker.claims import claim_jobs
 from worker.inflight import HeldClaim
+from worker.jobqueue import QueueUnavailable
 from worker.lifecycle import WorkerLifecycle, current_context
-from worker.pipeline import BatchProcessor
 
 log = logging.getLogger(__name__)
 
@@ -38,36 +36,31 @@ def process_conversions() -> None:
     ctx = current_context()
     if ctx.draining.is_set():
         return
-    settings = ctx.settings
+    batch_size = ctx.settings.claim_batch_size
     try:
-        with ctx.pool.connection(timeout=10) as conn:
-            claims = claim_jobs(conn, ctx.worker_id, settings.claim_batch_size)
-        metrics.record_claim(claims)
-    except (psycopg.OperationalError, TimeoutError) as exc:
-        # The database is down: drop this message (the sweep re-dispatches once it is back).
-        log.warning("could not claim jobs; database unavailable", extra={"error": str(exc).strip()})
+        claims = ctx.queue.claim(batch_size)
+    except QueueUnavailable as exc:
+        # The database is down: drop this message (the leader's sweep re-dispatches once it is back).
+        log.warning("could not claim jobs; database unavailable", extra={"error": str(exc)})
         time.sleep(1.0)
         return
+    metrics.record_claim(claims)
     if not claims:
         return
     claimed_at = time.monotonic()
     for claim in claims:
         ctx.inflight.add(HeldClaim(claim.job_id, claim.attempt, claimed_at))
     metrics.set_in_flight(len(ctx.inflight))
+    if len(claims) == batch_size:
+        send_follow_up(ctx.broker, ctx.settings.queue_name)
     try:
-        if len(claims) == settings.claim_batch_size:
-            send_follow_up(ctx.broker, settings.queue_name)
-        report = BatchProcessor(ctx).process(claims, claimed_at)
+        report = ctx.pipeline.process(claims, claimed_at)
     except BaseException:
-        # Something escaped the batch (a bug, or the process is being torn down). Stop renewing these
-        # claims: the rescuer takes them back as counted attempts, so a job that triggers the same
-        # failure every time still ends after max_retries instead of being held forever.
+        # Something escaped the batch (a bug, or the process is being torn down). The pipeline has
+        # dropped these claims from the registry, so the rescuer takes them back as lost attempts.
         log.exception("a batch failed unexpectedly; leaving its jobs to the rescuer",
                       extra={"job_ids": [str(c.job_id) for c in claims]})
-        for claim in claims:
-            ctx.inflight.remove(claim.job_id)
         raise
     finally:
         metrics.set_in_flight(len(ctx.inflight))
     metrics.record_batch(claims, report)
-

@@ -7,6 +7,8 @@
 | image_too_large     | no      | an input exceeds the byte or pixel limit                        |
 | input_missing       | no      | an input image's file is gone from storage                      |
 | model_contract      | no      | the configured model does not fit its manifest                  |
+| no_person           | no      | the person stage found no person in the person photo            |
+| conversion_ended    | no      | the job's conversion had already ended; the job never ran       |
 | inference           | yes     | the model run failed at run time                                |
 | storage             | yes     | reading or writing storage failed (disk full, unwritable, down) |
 | database            | yes     | PostgreSQL was unreachable or a statement failed transiently    |
@@ -30,6 +32,8 @@ ERROR_TYPES: dict[str, bool] = {
     "image_too_large": False,
     "input_missing": False,
     "model_contract": False,
+    "no_person": False,
+    "conversion_ended": False,
     "inference": True,
     "storage": True,
     "database": True,

@@ -1,8 +1,9 @@
-"""Lease renewal from a thread of its own, on a connection of its own.
+"""Lease renewal from a thread of its own, through the queue door.
 
-The model call releases the GIL and never holds this thread's connection, so a long inference
-cannot starve the heartbeat (a failure mode seen in peer queues: a job re-claimed while still
-running). A claim older than ``job_timeout_s`` is no longer renewed: the rescuer takes it back.
+The model call releases the GIL and never holds a connection, so a long inference cannot starve
+the heartbeat (a failure mode seen in peer queues: a job re-claimed while still running). A claim
+older than ``job_timeout_s`` is no longer renewed: the rescuer takes it back. Each beat also
+releases the jobs of claims whose replies were lost while the database was away.
 """
 
 from __future__ import annotations
@@ -10,29 +11,44 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-import psycopg
-
-from schema.queries import Q
-from worker import metrics
 from worker.inflight import InFlight
+from worker.jobqueue import QueueUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class RenewingDoor(Protocol):
+    """What the heartbeat asks of the queue door."""
+
+    def renew(self, held: Sequence[tuple[uuid.UUID, int]]) -> set[uuid.UUID]:
+        """Renew held claims; returns those still held."""
+        ...
+
+    def renew_worker(self) -> None:
+        """Mark the process alive."""
+        ...
+
+    def flush(self) -> int:
+        """Release claims whose replies were lost."""
+        ...
 
 
 class Heartbeat:
     """Renews this process's claims and its registry row every ``interval_s``."""
 
-    def __init__(self, database_url: str, worker_id: str, inflight: InFlight, *, interval_s: float,
-                 job_timeout_s: float) -> None:
+    def __init__(self, queue: RenewingDoor, inflight: InFlight, *, interval_s: float, job_timeout_s: float,
+                 on_beat: Callable[[float], None] | None = None) -> None:
         """Prepare the heartbeat; ``start`` runs it in a daemon thread."""
-        self.database_url = database_url
-        self.worker_id = worker_id
+        self.queue = queue
         self.inflight = inflight
         self.interval_s = interval_s
         self.job_timeout_s = job_timeout_s
+        self.on_beat = on_beat
         self.last_beat: float | None = None
-        self._conn: psycopg.Connection | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stayler-heartbeat", daemon=True)
 
@@ -41,21 +57,17 @@ class Heartbeat:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop beating and close the connection."""
+        """Stop beating."""
         self._stop.set()
-        self._thread.join(timeout=self.interval_s + 5)
-        if self._conn is not None:
-            self._conn.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval_s + 5)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
                 self.beat()
-            except psycopg.Error as exc:
-                log.warning("heartbeat failed; will retry", extra={"error": str(exc).strip()})
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
+            except QueueUnavailable as exc:
+                log.warning("heartbeat failed; will retry", extra={"error": str(exc)})
             except Exception:
                 log.exception("heartbeat failed; will retry")
 
@@ -69,17 +81,11 @@ class Heartbeat:
             log.warning("jobs exceeded the job timeout; leaving them to the rescuer",
                         extra={"job_ids": [str(j) for j in expired]})
             self.inflight.mark_lost(expired)
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.database_url, autocommit=True, connect_timeout=5)
-        renewed: set[object] = set()
-        if live:
-            rows = self._conn.execute(Q.job_heartbeat_many, {
-                "job_ids": [c.job_id for c in live], "attempts": [c.attempt for c in live],
-            }).fetchall()
-            renewed = {row[0] for row in rows}
-        self._conn.execute(Q.worker_heartbeat, {"id": self.worker_id})
-        lost = {c.job_id for c in live if c.job_id not in renewed}
-        # A claim finalised between the snapshot and the UPDATE is gone from the registry already.
-        self.inflight.mark_lost(lost)
+        renewed = self.queue.renew([(c.job_id, c.attempt) for c in live]) if live else set()
+        self.queue.renew_worker()
+        self.queue.flush()
+        # A claim finalised between the snapshot and the renewal is gone from the registry already.
+        self.inflight.mark_lost({c.job_id for c in live if c.job_id not in renewed})
         self.last_beat = time.time()
-        metrics.record_heartbeat(self.last_beat)
+        if self.on_beat is not None:
+            self.on_beat(self.last_beat)

@@ -1,7 +1,7 @@
 """Dramatiq middleware that ties the worker's resources to the process's life.
 
-- ``after_process_boot``: create the per-process context (pool, model session, heartbeat, standby
-  dispatcher) in the worker process, after the fork.
+- ``after_process_boot``: create the per-process context (queue door, model session, heartbeat,
+  standby leader) in the worker process, after the fork.
 - ``before_worker_shutdown``: stop claiming new work (SIGTERM).
 - ``after_worker_shutdown``: release claims still held after the grace period back to the queue,
   without penalty, so nothing is left 'processing'; mark the worker stopped.
@@ -17,8 +17,7 @@ from dramatiq.middleware import Middleware
 
 from core import logs
 from core.settings import Settings
-from worker.claims import release_jobs
-from worker.context import ProcessContext
+from worker.process import ProcessContext
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +58,6 @@ class WorkerLifecycle(Middleware):
         ctx = _CONTEXT
         if ctx is None:
             return
-        release_held(ctx)
+        ctx.release_held()
         ctx.shutdown()
         _CONTEXT = None
-
-
-def release_held(ctx: ProcessContext) -> None:
-    """Put every claim this process still holds back to 'queued' (graceful shutdown)."""
-    held = [(c.job_id, c.attempt) for c in ctx.inflight.snapshot()]
-    if not held:
-        return
-    for claim in ctx.inflight.snapshot():
-        claim.lost.set()  # the threads still running them must not write results
-    try:
-        with ctx.pool.connection(timeout=5) as conn:
-            released = release_jobs(conn, held)
-        log.warning("released unfinished jobs back to the queue", extra={"released": len(released)})
-    except Exception:
-        log.exception("could not release held jobs; the rescuer will take them back")

@@ -132,10 +132,11 @@ BEGIN
                     v_conversion.conversion_type = 'free',
                     jsonb_build_object('conversion_id', v_conversion.id, 'attempt', item.attempt))
             RETURNING id INTO v_image_id;
+            -- attempt: the claim's fence (update_conversion_status takes it from 0100 on).
             PERFORM update_conversion_status(
                 conversion_id := v_conversion.id, status := 'completed', result_image_id := v_image_id,
                 processing_time_ms := item.processing_time_ms, ai_model_version := item.ai_model_version,
-                output_file_size_bytes := item.file_size);
+                output_file_size_bytes := item.file_size, attempt := item.attempt);
             result_image_id := v_image_id;
         END IF;
         RETURN NEXT;

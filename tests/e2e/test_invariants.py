@@ -1,4 +1,4 @@
-"""DESIGN.md's invariants with real worker processes: kills, poison jobs, retries, cancel, SIGTERM."""
+"""The queue's invariants (docs/architecture.md) with real worker processes: kills, poison jobs, retries, cancel, SIGTERM."""
 
 from __future__ import annotations
 
@@ -49,12 +49,26 @@ def test_a_poison_job_that_kills_its_worker_every_time_ends_failed(env: Env) -> 
         env.start_supervised(STAYLER_FAILPOINTS="kill=poison", STAYLER_CLAIM_BATCH_SIZE="1")
         wait_for(lambda: work.all_terminal([poison, *healthy]), 60, "the poison job to end", env)
         job = work.job(poison)
+        # The first loss is free (the job becomes suspect and runs alone); each later one counts.
         assert (job["status"], job["error_type"], job["retry_count"], job["attempt"]) == (
-            "failed", "worker_lost", 1, 2), env.logs()
+            "failed", "worker_lost", 1, 3), env.logs()
         assert set(work.statuses(healthy).values()) == {"completed"}
         metrics = conn.execute("SELECT success, error_type FROM conversion_metrics WHERE conversion_id = %s",
                                (poison,)).fetchall()
         assert metrics == [(False, "worker_lost")]
+
+
+def test_a_poison_job_in_a_batch_charges_only_itself(env: Env) -> None:
+    with connect(env.db_url) as conn:
+        work = Workload(conn, env.storage_dir)
+        [poison] = work.submit(1, style="poison", max_retries=0, priority=5)
+        healthy = work.submit(5, max_retries=0)
+        env.start_supervised(STAYLER_FAILPOINTS="kill=poison", STAYLER_CLAIM_BATCH_SIZE="8")
+        wait_for(lambda: work.all_terminal([poison, *healthy]), 90, "the batch to end", env)
+        assert set(work.statuses(healthy).values()) == {"completed"}, env.logs()
+        assert all(work.job(c)["retry_count"] == 0 for c in healthy)
+        job = work.job(poison)
+        assert (job["status"], job["error_type"], job["retry_count"]) == ("failed", "worker_lost", 0)
 
 
 def test_a_job_that_always_fails_ends_failed_after_exactly_max_retries(env: Env) -> None:
@@ -100,11 +114,11 @@ def test_cancel_while_queued_and_while_running(env: Env) -> None:
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)
         [queued] = work.submit(1)
-        assert conn.execute("SELECT cancel_conversion(%s)", (queued,)).fetchone() == ("cancelled",)
+        assert conn.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (queued,)).fetchone() == ("cancelled",)
         [running] = work.submit(1, style="slow")
         env.start_fleet(STAYLER_FAILPOINTS="sleep=slow:3")
         wait_for(lambda: _processing_pid(work, running), 30, "the slow job to start", env)
-        assert conn.execute("SELECT cancel_conversion(%s)", (running,)).fetchone() == ("cancelled",)
+        assert conn.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (running,)).fetchone() == ("cancelled",)
         time.sleep(4.5)  # the worker wakes from its sleep, sees the lost claim and drops the attempt
         assert work.statuses([queued, running]) == {queued: "cancelled", running: "cancelled"}
         assert work.job(queued)["attempt"] == 0  # never claimed
@@ -144,7 +158,7 @@ def test_a_completion_that_arrives_after_cancel_leaves_no_row_and_no_file(env: E
         env.start_fleet(STAYLER_FAILPOINTS="stall=late:3")
         # The worker stores its result, then stalls before recording it: cancel in that window.
         wait_for(lambda: list(env.storage_dir.glob(f"results/{cid}/a1.jpg")), 30, "the result file", env)
-        assert conn.execute("SELECT cancel_conversion(%s)", (cid,)).fetchone() == ("cancelled",)
+        assert conn.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (cid,)).fetchone() == ("cancelled",)
         wait_for(lambda: "completion fenced out" in env.logs(), 15, "the fenced-out completion", env)
         assert work.statuses([cid]) == {cid: "cancelled"}
         assert conn.execute("SELECT count(*) FROM images WHERE type = 'result'").fetchone() == (0,)

@@ -103,15 +103,15 @@ def test_duplicate_and_stray_messages_change_nothing(env: Env) -> None:
 
 
 def test_jobs_whose_messages_redis_lost_are_dispatched_again(env: Env) -> None:
-    from leader.service import Dispatcher, DispatcherConfig
+    from leader.duties.dispatch import DispatchDuty
 
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)
         ids = work.submit(6)
-        # A dispatcher sends the messages, then Redis loses them all (restart without persistence).
-        dispatcher = Dispatcher(env.db_url, make_broker(env.redis_url), DispatcherConfig(queue_name=env.queue_name))
+        # A leader sends the messages, then Redis loses them all (restart without persistence).
+        dispatch = DispatchDuty(make_broker(env.redis_url), env.queue_name, batch_size=8, max_waiting=8, interval_s=1)
         with psycopg.connect(env.db_url, autocommit=True) as dconn:
-            assert dispatcher.dispatch_once(dconn) > 0
+            assert dispatch.run_once(dconn) > 0
         client = redis.Redis.from_url(env.redis_url)
         assert client.llen(f"{NAMESPACE}:{env.queue_name}") > 0
         client.delete(f"{NAMESPACE}:{env.queue_name}", f"{NAMESPACE}:{env.queue_name}.msgs")

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from models.build import build_null_model, image_manifest, model_bytes
+from modelkit.build import build_null_model, image_manifest, model_bytes
 from models.contract import (
     MANIFEST_KEY,
     InputSpec,

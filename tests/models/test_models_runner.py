@@ -13,7 +13,7 @@ import pytest
 from imaging import ImageError, UnsupportedFormatError, decode_image
 from imaging.samples import make_garment, make_person, to_bytes
 from models import build
-from models.cli import main as cli_main
+from modelkit.cli import main as cli_main
 from models.registry import ARTEFACTS
 from models.runner import TryOnJob, TryOnResult, TryOnRunner, default_intra_op_threads
 
@@ -188,7 +188,7 @@ def test_thread_settings_and_providers() -> None:
 def test_runner_import_does_not_load_onnxruntime() -> None:
     code = (
         "import sys, imaging, imaging.samples, models, models.contract, models.registry, models.pipeline, "
-        "models.runner, models.cli, models.bench\n"
+        "models.runner, modelkit.cli, modelkit.bench\n"
         "assert 'onnxruntime' not in sys.modules, 'onnxruntime imported'\n"
         "import imaging; assert 'onnx' not in sys.modules\n"
     )
@@ -200,7 +200,7 @@ def test_build_is_deterministic_and_matches_committed_artefacts() -> None:
         data = build.model_bytes(model)
         assert data == build.model_bytes(build.shipped_models()[stem])
         committed = (ARTEFACTS / f"{stem}.onnx").read_bytes()
-        assert data == committed, f"{stem}.onnx differs from a fresh build: run python -m models.build"
+        assert data == committed, f"{stem}.onnx differs from a fresh build: run python -m modelkit.build"
         assert len(data) < 1_000_000
         assert model.ir_version == build.IR_VERSION
         assert [(o.domain, o.version) for o in model.opset_import] == [("", build.OPSET)]

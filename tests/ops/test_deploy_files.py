@@ -87,7 +87,7 @@ def test_compose_stack_has_what_operators_expect() -> None:
         if source.startswith("./"):
             assert (ROOT / source).exists(), source
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    assert "USER 10001" in dockerfile and "models.build" in dockerfile and "-slim" in dockerfile
+    assert "USER 10001" in dockerfile and "modelkit.build" in dockerfile and "-slim" in dockerfile
 
 
 def test_kubernetes_manifests_validate_against_the_kubernetes_schemas() -> None:

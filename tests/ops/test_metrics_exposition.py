@@ -43,7 +43,7 @@ WRITER = textwrap.dedent("""
     m.claimed.labels("free").inc(3)
     if sys.argv[2] != "none":
         g = QueueGauges()
-        g.publish(QueueSnapshot(datetime.now(UTC), {"normal": int(sys.argv[2])}, int(sys.argv[2]), 1.5, 0, {}, 2))
+        g.publish(QueueSnapshot(datetime.now(UTC), {"normal": int(sys.argv[2])}, int(sys.argv[2]), 0, 1.5, 0, {}, 2))
         if len(sys.argv) > 3:
             g.timestamp.set(time.time() - float(sys.argv[3]))
 """)
@@ -100,7 +100,7 @@ def test_queue_snapshot_counts_from_the_database(db: psycopg.Connection) -> None
                (normal[0],))
     db.execute("UPDATE conversion_jobs SET created_at = now() - interval '2 minutes', "
                "run_after = now() - interval '90 seconds' WHERE conversion_id = %s", (high,))
-    db.execute("SELECT cancel_conversion(%s)", (normal[1],))
+    db.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (normal[1],))
     db.execute("INSERT INTO workers (id, hostname, pid) VALUES ('h:1:a', 'h', 1), ('h:2:b', 'h', 2)")
     db.execute("UPDATE workers SET heartbeat_at = now() - interval '1 hour' WHERE id = 'h:2:b'")
     snap = read_snapshot(db, alive_within_s=30, cancelled_since=start)

@@ -133,7 +133,7 @@ def test_prometheus_scrapes_the_fleet_and_every_dashboard_and_alert_query_has_da
         env.start_fleet(2, 2, **metrics_env(tmp_path, port))
         wait_for(lambda: api.query('up{job="stayler-workers"} == 1')[1], 30, "Prometheus to scrape the fleet", env)
         wait_for(lambda: api.query("stayler_queue_stats_timestamp_seconds")[1], 30, "the leader's queue gauges", env)
-        conn.execute("SELECT cancel_conversion(%s)", (parked,))
+        conn.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (parked,))
 
         ids = work.submit(6)
         ids += work.submit(2, priority=5)

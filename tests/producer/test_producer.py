@@ -131,8 +131,11 @@ def test_status_shows_attempts_and_last_error_and_cancel_checks_the_owner(
     assert err.value.code == "not_owner"
     assert cancel(db, cid, user_id=user) == "cancelled"
     with pytest.raises(ProducerError) as err:
-        cancel(db, uuid.uuid4())
+        cancel(db, uuid.uuid4(), user_id=user)
     assert err.value.code == "conversion_not_found"
+    with pytest.raises(ProducerError) as err:
+        cancel(db, cid)  # no owner: refused before any database call
+    assert err.value.code == "owner_required"
     stats = conversion_stats(db, user_id=user)
     assert stats["cancelled_count"] == 1 and stats["total_count"] == 1
     images = image_stats(db, owner_id=user, owner_type="user")

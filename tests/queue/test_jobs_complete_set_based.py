@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from tests.factories import make_conversion, make_user
-from worker.claims import Claim, Completion, claim_jobs, complete_jobs
+from tests.queue.ops import claim_jobs, complete_jobs
+from worker.jobs import Claim, Completion
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "schema" / "migrations"
 
@@ -24,7 +25,11 @@ def load_0030_as(conn: psycopg.Connection, name: str) -> None:
     text = (MIGRATIONS / "0030_queue_operations.sql").read_text()
     start = text.index("CREATE OR REPLACE FUNCTION jobs_complete(")
     end = text.index("$$;", text.index("AS $$", start) + 5) + 3
-    conn.execute(text[start:end].replace("FUNCTION jobs_complete(", f"FUNCTION {name}(", 1))
+    body = text[start:end].replace("FUNCTION jobs_complete(", f"FUNCTION {name}(", 1)
+    # Since 0100 a worker-held conversion completes only under the claim's attempt.
+    body = body.replace("output_file_size_bytes := item.file_size)",
+                        "output_file_size_bytes := item.file_size, attempt := item.attempt)")
+    conn.execute(body)
 
 
 def completion(claim: Claim, n: int) -> Completion:
@@ -73,8 +78,8 @@ def test_set_based_completion_matches_the_per_job_version(db: psycopg.Connection
     claims = claim_jobs(db, "w1", 8)
     assert len(claims) == 8
     # one of each half is cancelled while running: both versions must fence it out
-    db.execute("SELECT cancel_conversion(%s)", (claims[0].conversion_id,))
-    db.execute("SELECT cancel_conversion(%s)", (claims[4].conversion_id,))
+    db.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (claims[0].conversion_id,))
+    db.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (claims[4].conversion_id,))
     new = complete_jobs(db, [completion(c, i % 4) for i, c in enumerate(claims[:4])])
     old = old_complete(db, [completion(c, i % 4) for i, c in enumerate(claims[4:])])
     assert [new[c.job_id] is None for c in claims[:4]] == [True, False, False, False]

@@ -9,8 +9,9 @@ import psycopg
 import pytest
 
 from tests.factories import conversion, job_of, make_conversion
-from worker.claims import Claim, Completion, claim_jobs, complete_jobs, fail_job, release_jobs
+from tests.queue.ops import claim_jobs, complete_jobs, fail_job, release_jobs
 from worker.errors import Failure
+from worker.jobs import Claim, Completion
 
 TRANSIENT = Failure("storage", "disk full", True)
 PERMANENT = Failure("invalid_image", "person image does not decode", False)
@@ -103,7 +104,7 @@ def test_completion_is_fenced_and_happens_once(db: psycopg.Connection) -> None:
 def test_completion_after_cancel_writes_nothing(db: psycopg.Connection) -> None:
     conv = make_conversion(db)
     [claim] = claim_jobs(db, "w1", 1)
-    assert db.execute("SELECT cancel_conversion(%s)", (conv,)).fetchone() == ("cancelled",)
+    assert db.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (conv,)).fetchone() == ("cancelled",)
     assert complete_jobs(db, [completion(claim)])[claim.job_id] is None
     row = conversion(db, conv)
     assert row["status"] == "cancelled" and row["result_image_id"] is None
@@ -115,11 +116,11 @@ def test_completion_after_cancel_writes_nothing(db: psycopg.Connection) -> None:
 
 def test_cancel_while_queued_is_immediate(db: psycopg.Connection) -> None:
     conv = make_conversion(db)
-    assert db.execute("SELECT cancel_conversion(%s)", (conv,)).fetchone() == ("cancelled",)
+    assert db.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (conv,)).fetchone() == ("cancelled",)
     assert job_of(db, conv)["status"] == "cancelled"
     assert claim_jobs(db, "w1", 5) == []
     # Cancelling a finished conversion reports its status and changes nothing.
-    assert db.execute("SELECT cancel_conversion(%s)", (conv,)).fetchone() == ("cancelled",)
+    assert db.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (conv,)).fetchone() == ("cancelled",)
 
 
 def test_transient_failures_retry_with_backoff_then_fail_after_max_retries(db: psycopg.Connection) -> None:
@@ -159,16 +160,19 @@ def test_permanent_failure_fails_at_once(db: psycopg.Connection) -> None:
     assert (job["status"], job["retry_count"], job["error_type"]) == ("failed", 0, "invalid_image")
 
 
-def test_rescue_counts_an_attempt_and_fences_out_the_lost_worker(db: psycopg.Connection) -> None:
+def lose(db: psycopg.Connection) -> None:
+    db.execute("UPDATE conversion_jobs SET heartbeat_at = now() - interval '1 minute' WHERE status = 'processing'")
+
+
+def test_first_loss_is_free_and_fences_out_the_lost_worker(db: psycopg.Connection) -> None:
     conv = make_conversion(db, max_retries=1)
     [lost] = claim_jobs(db, "dead", 1)
-    db.execute("UPDATE conversion_jobs SET heartbeat_at = now() - interval '1 minute'")
+    lose(db)
     rescued = db.execute("SELECT * FROM jobs_rescue(30, 0.001, 0.001)").fetchall()
     assert [(r[0], r[2], r[3]) for r in rescued] == [(lost.job_id, 1, "queued")]
     job = job_of(db, conv)
-    assert (job["status"], job["retry_count"], job["error_type"], job["worker_id"]) == (
-        "queued", 1, "worker_lost", None)
-    make_available(db)
+    assert (job["status"], job["retry_count"], job["error_type"], job["worker_id"], job["suspect"]) == (
+        "queued", 0, "worker_lost", None, True)
     [again] = claim_jobs(db, "alive", 1)
     assert again.attempt == 2
     assert complete_jobs(db, [completion(lost)])[lost.job_id] is None  # the dead worker's late result
@@ -176,14 +180,17 @@ def test_rescue_counts_an_attempt_and_fences_out_the_lost_worker(db: psycopg.Con
     assert conversion(db, conv)["status"] == "completed"
 
 
-def test_rescue_past_max_retries_fails_the_job(db: psycopg.Connection) -> None:
-    conv = make_conversion(db, max_retries=0)
-    claim_jobs(db, "dead", 1)
-    db.execute("UPDATE conversion_jobs SET heartbeat_at = now() - interval '1 minute'")
-    rescued = db.execute("SELECT new_status FROM jobs_rescue(30)").fetchall()
-    assert rescued == [("failed",)]
+def test_a_suspect_job_lost_again_is_charged_then_fails_past_max_retries(db: psycopg.Connection) -> None:
+    conv = make_conversion(db, max_retries=1)
+    outcomes = []
+    for _ in range(3):
+        make_available(db)
+        claim_jobs(db, "dead", 1)
+        lose(db)
+        outcomes.append(db.execute("SELECT new_status FROM jobs_rescue(30, 0.001, 0.001)").fetchone())
+    assert outcomes == [("queued",), ("queued",), ("failed",)]
     job = job_of(db, conv)
-    assert (job["status"], job["error_type"]) == ("failed", "worker_lost")
+    assert (job["status"], job["retry_count"], job["error_type"]) == ("failed", 1, "worker_lost")
     assert conversion(db, conv)["status"] == "failed"
 
 
@@ -211,9 +218,9 @@ def test_heartbeat_renews_only_claims_still_held(db: psycopg.Connection) -> None
     make_conversion(db)
     conv2 = make_conversion(db)
     claims = claim_jobs(db, "w1", 2)
-    db.execute("SELECT cancel_conversion(%s)", (conv2,))
-    rows = db.execute(Q.job_heartbeat_many, {"job_ids": [c.job_id for c in claims],
-                                             "attempts": [c.attempt for c in claims]}).fetchall()
+    db.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (conv2,))
+    rows = db.execute(Q.job_renew_batch, {"job_ids": [c.job_id for c in claims],
+                                          "attempts": [c.attempt for c in claims]}).fetchall()
     held = {r[0] for r in rows}
     assert held == {c.job_id for c in claims if c.conversion_id != conv2}
 

@@ -7,16 +7,21 @@ another owner's conversion.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
 
 from core.settings import get_settings
 from producer import ProducerError, cancel, submit
+from schema.queries import Q
 from stayler.cli import main
 from tests.factories import make_image, make_user, make_vendor
 
@@ -169,3 +174,130 @@ def test_unknown_owner_and_unknown_image_are_refused_not_created(db: psycopg.Con
         submit(db, user_id=world.alice, vendor_id=world.shop, user_image_id=world.img["alice_person"],
                cloth_image_id=world.img["alice_garment"])
     assert info.value.code in ("owner_ambiguous", "owner_required")
+
+
+# ---------------------------------------------------------------------------
+# Database roles (0120): the access matrix, run as the roles themselves, not as a superuser
+# ---------------------------------------------------------------------------
+
+DENIED = "42501"  # insufficient_privilege
+
+
+@contextmanager
+def as_role(db_url: str, role: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection whose privileges are those of ``role`` (SET ROLE from the test login)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        yield conn
+
+
+def _denied(conn: psycopg.Connection, statement: str, params: Sequence[Any] = ()) -> None:
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(statement, params)
+    assert info.value.sqlstate == DENIED, info.value
+
+
+REGISTER = ("SELECT register_image(owner_id := %s, owner_type := 'user', type := %s, mime_type := 'image/jpeg', "
+            "file_size := 1000)")
+
+
+def test_producer_role_executes_producer_functions_and_nothing_else(db: psycopg.Connection, db_url: str,
+                                                                    world: World) -> None:
+    """Defect 7: a plain-SQL client could write any table directly; the rules protected nothing."""
+    with as_role(db_url, "stayler_producer") as producer:
+        person = producer.execute(REGISTER, (world.alice, "user")).fetchone()[0]  # type: ignore[index]
+        garment = producer.execute(REGISTER, (world.alice, "cloth")).fetchone()[0]  # type: ignore[index]
+        cid = producer.execute("SELECT create_conversion(user_id := %s, user_image_id := %s, cloth_image_id := %s)",
+                               (world.alice, person, garment)).fetchone()[0]  # type: ignore[index]
+        _denied(producer, "INSERT INTO images (owner_id, owner_type, file_path, file_name, original_url, file_size, "
+                          "mime_type, type) VALUES (%s, 'user', 'x', 'x', 'x', 1, 'image/jpeg', 'user')",
+                (world.bob,))
+        _denied(producer, "SELECT file_path FROM images")
+        _denied(producer, "SELECT * FROM conversions")
+        _denied(producer, "UPDATE conversion_jobs SET priority = 100")
+        _denied(producer, "SELECT update_conversion_status(%s, 'failed')", (cid,))
+        _denied(producer, "SELECT operator_cancel_conversion(%s, 'me', 'because')", (cid,))
+        _denied(producer, "SELECT prune_finished_jobs(interval '1 second', 10)")
+        _denied(producer, "SELECT * FROM get_conversion_stats()")
+        with pytest.raises(psycopg.Error) as info:
+            producer.execute("SELECT cancel_conversion(%s, user_id := %s)", (cid, world.bob))
+        assert info.value.sqlstate == "SA024"
+        assert producer.execute("SELECT cancel_conversion(%s, user_id := %s)", (cid, world.alice)
+                                ).fetchone() == ("cancelled",)
+
+
+def test_worker_role_runs_the_queue(db: psycopg.Connection, db_url: str, world: World) -> None:
+    """The worker's plain statements (claim, renew, registry) and the queue functions, as stayler_worker."""
+    cid = submit(db, user_id=world.alice, user_image_id=world.img["alice_person"],
+                 cloth_image_id=world.img["alice_garment"])
+    [claim_name] = [n for n in Q.names() if n.startswith("job_claim")]
+    claim_sql: LiteralString = getattr(Q, claim_name)
+    params = {"limit": 4, "worker_id": "w-roles", "claim_token": uuid.uuid4()}
+    with as_role(db_url, "stayler_worker") as worker:
+        worker.execute(Q.worker_register, {"id": "w-roles", "hostname": "h", "pid": 1, "concurrency": 1,
+                                           "model_name": "m", "model_version": "1"})
+        with worker.cursor(row_factory=dict_row) as cur:
+            [claimed] = cur.execute(claim_sql, params).fetchall()
+        assert claimed["conversion_id"] == cid
+        job, attempt = claimed["job_id"], claimed["attempt"]
+        assert worker.execute(Q.job_renew_batch, {"job_ids": [job], "attempts": [attempt]}).fetchall() == [(job,)]
+        key = f"results/{cid}/a{attempt}.jpg"
+        items = [{"job_id": str(job), "attempt": attempt, "file_path": key, "file_name": "a.jpg",
+                  "original_url": key, "thumbnail_url": None, "file_size": 10, "mime_type": "image/jpeg",
+                  "width": 1, "height": 1, "processing_time_ms": 5, "ai_model_version": "m"}]
+        [(done, result)] = worker.execute(Q.job_complete_batch, {"items": json.dumps(items)}).fetchall()
+        assert done == job and result is not None
+        _denied(worker, "SELECT create_conversion(user_id := %s, user_image_id := %s, cloth_image_id := %s)",
+                (world.alice, world.img["alice_person"], world.img["alice_garment"]))
+        _denied(worker, "DELETE FROM conversions")
+        _denied(worker, "SELECT email FROM users")
+        _denied(worker, "SELECT operator_cancel_conversion(%s, 'me', 'because')", (cid,))
+    assert db.execute("SELECT status FROM conversions WHERE id = %s", (cid,)).fetchone() == ("completed",)
+
+
+def test_operator_ro_reads_and_admin_cancels_with_an_audit_row(db: psycopg.Connection, db_url: str,
+                                                               world: World) -> None:
+    cid = submit(db, user_id=world.alice, user_image_id=world.img["alice_person"],
+                 cloth_image_id=world.img["alice_garment"])
+    with as_role(db_url, "stayler_operator_ro") as reader:
+        assert reader.execute("SELECT count(*) FROM conversions").fetchone() == (1,)
+        assert reader.execute("SELECT total_count FROM get_conversion_stats()").fetchone() == (1,)
+        _denied(reader, "UPDATE conversions SET style_name = 'x'")
+        _denied(reader, "SELECT operator_cancel_conversion(%s, 'me', 'because')", (cid,))
+        _denied(reader, "SELECT cancel_conversion(%s, user_id := %s)", (cid, world.alice))
+    with as_role(db_url, "stayler_admin") as admin:
+        assert admin.execute("SELECT operator_cancel_conversion(%s, 'ops', 'ticket 9')", (cid,)
+                             ).fetchone() == ("cancelled",)
+    assert db.execute("SELECT operator, reason FROM operator_actions WHERE conversion_id = %s", (cid,)
+                      ).fetchall() == [("ops", "ticket 9")]
+
+
+def test_no_function_is_executable_by_public_and_definers_pin_search_path(db: psycopg.Connection) -> None:
+    public_exec = db.execute(
+        """SELECT p.oid::regprocedure::text FROM pg_proc p
+            WHERE p.pronamespace = 'public'::regnamespace
+              AND (p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a
+                                                WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))""").fetchall()
+    assert public_exec == []
+    definers = db.execute(
+        """SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc p
+            WHERE p.pronamespace = 'public'::regnamespace AND p.prosecdef""").fetchall()
+    assert {name.split("(")[0] for name, _ in definers} >= {
+        "create_conversion", "register_image", "record_image_usage", "cancel_conversion",
+        "update_conversion_status", "operator_cancel_conversion"}
+    assert all(config and "search_path=public, pg_temp" in config for _, config in definers), definers
+
+
+def test_cli_cancel_needs_an_owner_or_an_operator(db: psycopg.Connection, world: World, cli_env: None,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Defect 2: `stayler cancel <id>` without --user-id cancelled someone else's conversion."""
+    cid = submit(db, user_id=world.alice, user_image_id=world.img["alice_person"],
+                 cloth_image_id=world.img["alice_garment"])
+    code, _, err = run_cli(capsys, "cancel", str(cid))
+    assert code == 2 and "--user-id" in err and "--operator" in err, err
+    code, _, err = run_cli(capsys, "cancel", str(cid), "--operator", "ops-anna")
+    assert code == 2 and "--reason" in err, err
+    assert db.execute("SELECT status FROM conversions WHERE id = %s", (cid,)).fetchone() == ("pending",)
+    code, out, err = run_cli(capsys, "cancel", str(cid), "--operator", "ops-anna", "--reason", "ticket 12")
+    assert (code, out.strip()) == (0, "cancelled"), err
+    assert db.execute("SELECT operator, reason FROM operator_actions").fetchall() == [("ops-anna", "ticket 12")]

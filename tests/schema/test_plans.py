@@ -27,12 +27,12 @@ LOAD = [
     f"""INSERT INTO images (id, owner_id, owner_type, file_path, file_name, original_url, file_size,
                             mime_type, type, is_public)
         SELECT CASE WHEN k = 0 THEN md5('ui' || g)::uuid ELSE gen_random_uuid() END,
-               md5('u' || g)::uuid, 'user', '/p', 'f.jpg', 'https://x', 1000 + k, 'image/jpeg',
+               md5('u' || g)::uuid, 'user', '/p/' || g || '-' || k, 'f.jpg', 'https://x', 1000 + k, 'image/jpeg',
                CASE WHEN k = 0 THEN 'user' ELSE 'result' END, false
           FROM generate_series(0, {USERS - 1}) g, generate_series(0, 9) k""",
     f"""INSERT INTO images (id, owner_id, owner_type, file_path, file_name, original_url, file_size,
                             mime_type, type, is_public)
-        SELECT md5('ci' || g)::uuid, md5('v' || (g % {VENDORS}))::uuid, 'vendor', '/c', 'c.jpg',
+        SELECT md5('ci' || g)::uuid, md5('v' || (g % {VENDORS}))::uuid, 'vendor', '/c/' || g, 'c.jpg',
                'https://x', 500, 'image/jpeg', 'cloth', true
           FROM generate_series(0, {CLOTHS - 1}) g""",
     # 100k conversions over 90 days; 10 %% vendor-owned; mostly finished, as in production

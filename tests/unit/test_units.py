@@ -151,7 +151,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_named_queries_load_once_and_refuse_duplicates(tmp_path: Path) -> None:
-    assert "FOR UPDATE SKIP LOCKED" in Q.job_claim_many
+    assert "FOR UPDATE OF j SKIP LOCKED" in Q.job_claim_batch
     with pytest.raises(AttributeError, match="no query named"):
         _ = Q.nope
     dup = tmp_path / "q.sql"

@@ -1,4 +1,4 @@
-"""``stayler bench model`` / ``python -m models.bench``: runner throughput against a bare onnxruntime loop.
+"""``stayler bench model`` / ``python -m modelkit.bench``: runner throughput against a bare onnxruntime loop.
 
 In one run, on the same images, the same session options and thread counts, it measures:
 
@@ -132,7 +132,7 @@ def run_bench(
             tensors, placement = prepare_inputs(manifest, person, cloth)
             out = session.run(out_names, {k: v[None] for k, v in tensors.items()})
             alpha = out[1][0] if len(out) > 1 else None
-            encode_image(render_result(person, placement, out[0][0], alpha, manifest.output), output_format, 90)
+            encode_image(render_result(person, placement, out[0][0], alpha, manifest.image_output), output_format, 90)
 
     def runner1() -> None:
         for j in jobs:
@@ -193,8 +193,8 @@ def print_table(rows: Sequence[BenchRow]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m models.bench [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m models.bench", description=__doc__.split("\n\n")[0])
+    """``python -m modelkit.bench [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m modelkit.bench", description=__doc__.split("\n\n")[0])
     add_bench_arguments(parser)
     return bench_model_main(parser.parse_args(argv))
 

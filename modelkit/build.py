@@ -1,6 +1,6 @@
 """Build the shipped try-on models as ONNX graphs, with no PyTorch and no download.
 
-``python -m models.build`` writes ``models/artefacts/<name>.onnx`` for each shipped model. The
+``python -m modelkit.build`` writes ``models/artefacts/<name>.onnx`` for each model built from code. The
 build is deterministic (same bytes on every run; a test checks the committed files) and pins the
 opset and IR version so older onnxruntime releases load the files too.
 
@@ -30,14 +30,17 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from models.contract import MANIFEST_KEY, InputSpec, ModelManifest, OutputSpec
-from models.registry import ARTEFACTS, DEFAULT_MODEL, NULL_MODEL
+from models.registry import ARTEFACTS, FIT_MODEL, GEOMETRIC_MODEL, NULL_MODEL
+
+if TYPE_CHECKING:
+    from modelkit.fit import FitParams
 
 OPSET = 17
 IR_VERSION = 8
@@ -46,6 +49,7 @@ PRODUCER_VERSION = "1"
 
 TRYON_VERSION = "tryon-geometric-1.0.0"
 NULL_VERSION = "null-1.0.0"
+FIT_VERSION = "tryon-fit-1.0.0"
 
 
 class GraphBuilder:
@@ -315,7 +319,7 @@ def model_bytes(model: onnx.ModelProto) -> bytes:
     return bytes(model.SerializeToString(deterministic=True))
 
 
-def build_tryon_model(height: int = 512, width: int = 384, *, name: str = DEFAULT_MODEL,
+def build_tryon_model(height: int = 512, width: int = 384, *, name: str = GEOMETRIC_MODEL,
                       version: str = TRYON_VERSION, params: TryOnParams | None = None) -> onnx.ModelProto:
     """The geometric try-on model at a given contract size (tests build other sizes with this)."""
     manifest = image_manifest(
@@ -334,9 +338,41 @@ def build_null_model(height: int = 64, width: int = 48, *, name: str = "null",
     return make_model(build_null_graph(height, width), manifest)
 
 
+def fit_manifest(height: int, width: int, *, name: str = FIT_MODEL, version: str = FIT_VERSION) -> ModelManifest:
+    """The manifest of ``tryon-fit``: the image inputs plus a person stage's mask and keypoints."""
+    base = image_manifest(name, version, height, width)
+    return ModelManifest(
+        name=name,
+        version=version,
+        inputs=(
+            *base.inputs,
+            InputSpec("person_mask", height, width, channels=1, mean=(0.0,), std=(1.0,)),
+            InputSpec("pose_keypoints", 0, 0, layout="NKC", keypoints="blazepose-33"),
+        ),
+        output=base.output,
+        dynamic_batch=True,
+        opset=OPSET,
+        resize="letterbox",
+        description="Keypoint-driven try-on: the garment placed from shoulders to hips at the shoulder width, "
+                    "opaque, clipped to the torso band and the person mask; head, forearms and hands kept. "
+                    "Needs a person stage (person_mask, pose_keypoints blazepose-33).",
+    )
+
+
+def build_fit_model(height: int = 512, width: int = 384, *, name: str = FIT_MODEL,
+                    version: str = FIT_VERSION, params: FitParams | None = None) -> onnx.ModelProto:
+    """The ``tryon-fit`` try-on stage at a given canvas size."""
+    from modelkit.fit import build_fit_graph
+
+    return make_model(build_fit_graph(height, width, params), fit_manifest(height, width, name=name, version=version))
+
+
 def shipped_models() -> dict[str, onnx.ModelProto]:
-    """Every model shipped in ``models/artefacts``, by file stem."""
-    return {DEFAULT_MODEL: build_tryon_model(), NULL_MODEL: build_null_model()}
+    """Every model built from graph code and shipped in ``models/artefacts``, by file stem.
+
+    ``person-mediapipe`` is converted, not built: see ``modelkit/convert.py``.
+    """
+    return {GEOMETRIC_MODEL: build_tryon_model(), NULL_MODEL: build_null_model(), FIT_MODEL: build_fit_model()}
 
 
 def write_model(model: onnx.ModelProto, path: Path) -> bytes:
@@ -349,8 +385,8 @@ def write_model(model: onnx.ModelProto, path: Path) -> bytes:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m models.build [--out DIR] [--check]``: build or verify the shipped models."""
-    parser = argparse.ArgumentParser(prog="python -m models.build", description=__doc__.split("\n\n")[0])
+    """``python -m modelkit.build [--out DIR] [--check]``: build or verify the shipped models."""
+    parser = argparse.ArgumentParser(prog="python -m modelkit.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ARTEFACTS, help="output folder (default: models/artefacts)")
     parser.add_argument("--check", action="store_true",
                         help="do not write; exit 1 when a built model differs from the file on disk")

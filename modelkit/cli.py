@@ -1,7 +1,7 @@
 """Command-line glue: ``stayler tryon`` and ``stayler bench model``.
 
 :func:`register` adds both subcommands to an argparse sub-parser set; the project CLI calls it.
-``python -m models.cli tryon ...`` works stand-alone too.
+``python -m modelkit.cli tryon ...`` works stand-alone too.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def add_tryon_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``tryon`` and ``bench-model`` subcommands; each sets ``func`` to its entry point."""
-    from models.bench import add_bench_arguments, bench_model_main
+    from modelkit.bench import add_bench_arguments, bench_model_main
 
     tryon = subparsers.add_parser(
         "tryon",
@@ -122,8 +122,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m models.cli {tryon,bench-model} ...``."""
-    parser = argparse.ArgumentParser(prog="python -m models.cli", description=__doc__.split("\n\n")[0])
+    """``python -m modelkit.cli {tryon,bench-model} ...``."""
+    parser = argparse.ArgumentParser(prog="python -m modelkit.cli", description=__doc__.split("\n\n")[0])
     subs = parser.add_subparsers(dest="command", required=True)
     register(subs)
     args = parser.parse_args(argv)

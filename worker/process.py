@@ -1,7 +1,8 @@
 """Per-process resources, created after the fork (Dramatiq's ``after_process_boot``).
 
-One connection pool, one storage backend, one model runner (one onnxruntime session shared by the
-process's threads), the in-flight registry, the heartbeat, and a standby dispatcher thread.
+One queue door (a pool of at most two connections), one storage backend, one model runner (one
+onnxruntime session shared by the process's threads), the in-flight registry, the heartbeat, and
+a standby leader that borrows the door's connections until it is elected.
 """
 
 from __future__ import annotations
@@ -15,20 +16,25 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import dramatiq
-from psycopg_pool import ConnectionPool
 
 from core.settings import Settings
-from leader.service import Dispatcher, DispatcherConfig, start_in_thread
-from storage import LocalStorage, Storage
+from leader.fleet import build_leader, default_duties
+from leader.loop import LeaderLoop, start_in_thread
+from storage import Storage, from_settings
 from worker import metrics
+from worker.batch import BatchConfig, BatchPipeline
 from worker.failpoints import Failpoints
 from worker.heartbeat import Heartbeat
 from worker.inflight import InFlight
+from worker.jobqueue import JobQueue, QueueUnavailable
 
 if TYPE_CHECKING:
     from models.runner import TryOnRunner
 
 log = logging.getLogger(__name__)
+
+#: Connections per worker process in steady state (pipeline threads, heartbeat and standby share them).
+POOL_SIZE = 2
 
 
 def new_worker_id() -> str:
@@ -48,78 +54,82 @@ def make_runner(settings: Settings) -> TryOnRunner:
     )
 
 
+def make_storage(settings: Settings) -> Storage:
+    """The process's storage backend."""
+    return from_settings(settings)
+
+
 @dataclass
 class ProcessContext:
     """Everything a worker thread needs, shared by the threads of one process."""
 
     settings: Settings
-    database_url: str
     broker: dramatiq.Broker
     worker_id: str
-    pool: ConnectionPool
+    queue: JobQueue
     storage: Storage
     runner: TryOnRunner
     inflight: InFlight
     heartbeat: Heartbeat
-    dispatcher: Dispatcher
-    failpoints: Failpoints = field(default_factory=Failpoints)
+    leader: LeaderLoop
+    pipeline: BatchPipeline
     stop: threading.Event = field(default_factory=threading.Event)
     draining: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def boot(cls, settings: Settings, broker: dramatiq.Broker) -> ProcessContext:
         """Create the process's resources and start its background threads."""
-        if not settings.database_url:
-            raise RuntimeError("DATABASE_URL is not set: start workers with `stayler worker` or set it")
         worker_id = new_worker_id()
         runner = make_runner(settings)
-        pool = ConnectionPool(
-            settings.database_url, min_size=1, max_size=settings.worker_threads + 1,
-            kwargs={"autocommit": True}, open=False, name=f"stayler-{os.getpid()}",
-        )
-        pool.open(wait=False)
-        storage = LocalStorage(settings.storage_root, settings.storage_url_prefix)
+        queue = JobQueue.from_settings(settings, worker_id, size=POOL_SIZE)
+        storage = make_storage(settings)
         inflight = InFlight()
-        heartbeat = Heartbeat(settings.database_url, worker_id, inflight,
-                              interval_s=settings.heartbeat_interval_s, job_timeout_s=settings.job_timeout_s)
-        dispatcher = Dispatcher(settings.database_url, broker, DispatcherConfig.from_settings(settings), storage)
-        dispatcher.gauges = metrics.queue_gauges(settings)
-        dispatcher.stats.on_rescue.append(metrics.record_rescue)
+        heartbeat = Heartbeat(queue, inflight, interval_s=settings.heartbeat_interval_s,
+                              job_timeout_s=settings.job_timeout_s, on_beat=metrics.record_heartbeat)
+        duties = default_duties(settings, broker, storage, gauges=metrics.queue_gauges(settings),
+                                on_rescue=metrics.record_rescue)
+        leader = build_leader(settings, duties, borrow=queue.borrow, holder=worker_id)
+        pipeline = BatchPipeline(queue, storage, runner, inflight, BatchConfig.from_settings(settings),
+                                 Failpoints.parse(settings.failpoints))
         metrics.record_boot(model=runner.model_name, version=runner.model_version, providers=runner.providers,
                             threads=settings.worker_threads)
-        ctx = cls(settings=settings, database_url=settings.database_url, broker=broker, worker_id=worker_id,
-                  pool=pool, storage=storage, runner=runner, inflight=inflight, heartbeat=heartbeat,
-                  dispatcher=dispatcher, failpoints=Failpoints.parse(settings.failpoints))
+        ctx = cls(settings=settings, broker=broker, worker_id=worker_id, queue=queue, storage=storage,
+                  runner=runner, inflight=inflight, heartbeat=heartbeat, leader=leader, pipeline=pipeline)
         ctx.register()
         heartbeat.start()
-        start_in_thread(dispatcher, ctx.stop)
+        start_in_thread(leader, ctx.stop)
         log.info("worker process ready", extra={"worker_id": worker_id, "model": runner.model_name,
                                                 "model_version": runner.model_version})
         return ctx
 
     def register(self) -> None:
         """Write this process to the worker registry (best effort: the database may be down)."""
-        from schema.queries import Q
-
         try:
-            with self.pool.connection(timeout=10) as conn:
-                conn.execute(Q.worker_register, {
-                    "id": self.worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
-                    "concurrency": self.settings.worker_threads, "model_name": self.runner.model_name,
-                    "model_version": self.runner.model_version,
-                })
+            self.queue.register(hostname=socket.gethostname(), pid=os.getpid(),
+                                concurrency=self.settings.worker_threads, model_name=self.runner.model_name,
+                                model_version=self.runner.model_version)
         except Exception as exc:
             log.warning("could not register the worker yet", extra={"error": str(exc)})
 
+    def release_held(self) -> None:
+        """Put every claim this process still holds back to 'queued' (graceful shutdown)."""
+        held = self.inflight.snapshot()
+        if not held:
+            return
+        for claim in held:
+            claim.lost.set()  # the threads still running them must not write results
+        try:
+            released = self.queue.release([(c.job_id, c.attempt) for c in held])
+            log.warning("released unfinished jobs back to the queue", extra={"released": len(released)})
+        except QueueUnavailable as exc:
+            log.warning("could not release held jobs; the rescuer will take them back", extra={"error": str(exc)})
+
     def shutdown(self) -> None:
         """Stop background threads, mark the worker stopped, close the pool."""
-        from schema.queries import Q
-
         self.stop.set()
         self.heartbeat.stop()
         try:
-            with self.pool.connection(timeout=5) as conn:
-                conn.execute(Q.worker_stop, {"id": self.worker_id})
+            self.queue.stop_worker()
         except Exception as exc:
             log.warning("could not mark the worker stopped", extra={"error": str(exc)})
-        self.pool.close(timeout=5)
+        self.queue.close()

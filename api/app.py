@@ -1,0 +1,97 @@
+"""The FastAPI application: routers, problem+json errors, middleware, and the process-wide parts."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from api.context import ApiContext
+from api.db import Database
+from api.metrics import ApiMetrics
+from api.middleware import AccessLogMiddleware, BodyLimitMiddleware
+from api.problems import MEDIA_TYPE, Problem
+from api.results import open_storage
+from api.routes import conversions, health, images, stats, webhooks
+from api.waiting import CompletionHub
+from core.settings import Settings
+from producer.images import ImageLimits
+from storage import Storage, StorageError
+
+log = logging.getLogger("stayler.api")
+
+DESCRIPTION = """\
+Submit virtual try-on conversions, then poll, wait (`?wait=N`) or receive a signed webhook.
+Authenticate with `Authorization: Bearer <key>` (`stayler apikeys create`). Errors are RFC 9457
+`application/problem+json` documents with a stable `type`.
+"""
+
+
+def _problem_response(request: Request, problem: Problem) -> JSONResponse:
+    return JSONResponse(problem.body(instance=request.url.path), status_code=problem.kind.status,
+                        media_type=MEDIA_TYPE, headers=problem.headers or None)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def on_problem(request: Request, exc: Problem) -> JSONResponse:
+        return _problem_response(request, exc)
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, exc: HTTPException) -> JSONResponse:
+        name = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden",
+                413: "payload_too_large"}.get(exc.status_code, "bad_request")
+        detail = exc.detail if name == "bad_request" and isinstance(exc.detail, str) else None
+        return _problem_response(request, Problem(name, detail, headers=dict(exc.headers or {})))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": [str(p) for p in err.get("loc", ())], "msg": err.get("msg", ""), "type": err.get("type", "")}
+                  for err in exc.errors()]
+        return _problem_response(request, Problem("validation_error", "the request does not match the schema",
+                                                  extra={"errors": errors}))
+
+    @app.exception_handler(StorageError)
+    async def on_storage(request: Request, exc: StorageError) -> JSONResponse:
+        log.warning("storage error on %s: %s", request.url.path, exc)
+        return _problem_response(request, Problem("storage_unavailable"))
+
+    @app.exception_handler(Exception)
+    async def on_anything(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _problem_response(request, Problem("internal"))
+
+
+def create_app(settings: Settings, database_url: str, *, storage: Storage | None = None) -> FastAPI:
+    """The API for ``database_url`` with ``settings`` (storage from the settings unless given)."""
+    metrics = ApiMetrics()
+    ctx = ApiContext(settings=settings, db=Database(database_url, settings.api_db_pool_size),
+                     storage=storage or open_storage(settings), hub=CompletionHub(database_url), metrics=metrics,
+                     limits=ImageLimits.from_settings(settings))
+    metrics.track_waiting(lambda: ctx.hub.waiting)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.db.open()
+        ctx.hub.start()
+        try:
+            yield
+        finally:
+            await ctx.hub.stop()
+            ctx.db.close()
+
+    app = FastAPI(title="Stayler conversions API", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url="/redoc")
+    app.state.ctx = ctx
+    _install_error_handlers(app)
+    for module in (images, conversions, stats, webhooks, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, upload_limit=settings.api_max_upload_bytes)
+    app.add_middleware(AccessLogMiddleware, metrics=metrics)
+    app.openapi_tags = [{"name": k} for k in ("images", "conversions", "stats", "webhooks", "health")]
+    return app

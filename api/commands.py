@@ -1,0 +1,96 @@
+"""Handlers of ``stayler api``, ``stayler apikeys …`` and ``stayler webhooks``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from types import FrameType
+
+import psycopg
+
+from api.keys import create_key, list_keys, revoke_key
+from core.settings import Settings
+from schema.migrate import apply_migrations
+from stayler.services import database
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler api: migrate, then serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    from api.app import create_app
+
+    with database(settings) as url:
+        apply_migrations(url)
+        app = create_app(settings, url)
+        # Our access-log middleware writes one structured line per request; uvicorn's would be a second.
+        uvicorn.run(app, host=args.host or settings.api_host, port=args.port if args.port is not None
+                    else settings.api_port, log_config=None, access_log=False, proxy_headers=True,
+                    timeout_graceful_shutdown=10)
+    return 0
+
+
+def _connect(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+
+def cmd_apikeys_create(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler apikeys create: print a new key (once; only its hash is stored)."""
+    with database(settings) as url, _connect(url) as conn:
+        key_id, key = create_key(conn, scope=args.scope, user_id=args.user_id, vendor_id=args.vendor_id,
+                                 name=args.name)
+    if args.json:
+        print(json.dumps({"id": str(key_id), "key": key, "scope": args.scope}))
+    else:
+        print(key)
+        print(f"key id {key_id}, scope {args.scope}: store the key now, it is not shown again", file=sys.stderr)
+    return 0
+
+
+def cmd_apikeys_list(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler apikeys list: every key (or one owner's), without secrets."""
+    with database(settings) as url, _connect(url) as conn:
+        rows = list_keys(conn, user_id=args.user_id, vendor_id=args.vendor_id)
+    if args.json:
+        print(json.dumps(rows, default=str, indent=2))
+        return 0
+    for row in rows:
+        owner = f"user:{row['user_id']}" if row["user_id"] else f"vendor:{row['vendor_id']}"
+        state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "live"
+        print(f"{row['id']}  {row['key_prefix']}…  {row['scope']:<8}  {owner}  {state}  {row['name'] or ''}".rstrip())
+    return 0
+
+
+def cmd_apikeys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler apikeys revoke: the key stops working at once."""
+    with database(settings) as url, _connect(url) as conn:
+        found = revoke_key(conn, args.id)
+    if not found:
+        print(f"stayler: error: no API key {args.id}", file=sys.stderr)
+        return 2
+    print(f"revoked {args.id}")
+    return 0
+
+
+def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler webhooks: run the webhook sender until SIGTERM/SIGINT."""
+    from api.webhooks.sender import Sender
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with database(settings) as url:
+        apply_migrations(url)
+        sender = Sender(settings, url)
+        try:
+            sender.run(stop)
+        finally:
+            sender.close()
+    return 0

@@ -1,0 +1,32 @@
+"""What every request handler shares: settings, the database pool, storage, the completion hub, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from api.db import Database
+from api.metrics import ApiMetrics
+from api.waiting import CompletionHub
+from core.settings import Settings
+from producer.images import ImageLimits
+from storage import Storage
+
+
+@dataclass
+class ApiContext:
+    """The process-wide parts of the API."""
+
+    settings: Settings
+    db: Database
+    storage: Storage
+    hub: CompletionHub
+    metrics: ApiMetrics
+    limits: ImageLimits
+
+
+def get_context(request: Request) -> ApiContext:
+    """The API context of the app serving ``request``."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx

@@ -1,0 +1,193 @@
+"""Conversions: create (idempotent), read (optionally waiting), list, cancel, and their result bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import RedirectResponse
+from psycopg.rows import dict_row
+
+from api import idempotency
+from api.auth import Context, Producer, Reader
+from api.context import ApiContext
+from api.keys import Principal
+from api.problems import Problem, from_producer
+from api.results import conversion_view, location, presign, result_links, thumbnail_key_of, url_ttl_s
+from api.schemas import ConversionIn, ConversionOut, ConversionPage, ConversionStatus
+from producer.conversions import cancel
+from producer.errors import ProducerError
+from producer.wait import POLL_FALLBACK_S, TERMINAL
+from schema.queries import Q
+
+router = APIRouter(prefix="/v1", tags=["conversions"])
+MAX_WAIT_S = 60
+
+
+def fetch(conn: psycopg.Connection, principal: Principal, conversion_id: uuid.UUID) -> dict[str, Any]:
+    """The caller's conversion, or 404 (also when it is another owner's)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(Q.api_conversion_get, {"id": conversion_id, **principal.owner_params()}).fetchone()
+    if row is None:
+        raise Problem("conversion_not_found")
+    return row
+
+
+def _view(ctx: ApiContext, request: Request, row: dict[str, Any]) -> ConversionOut:
+    return conversion_view(row, result_links(row, ctx.storage, str(request.base_url), url_ttl_s(ctx.settings)))
+
+
+@router.post("/conversions", status_code=202, response_model=ConversionOut, summary="Create a conversion",
+             responses={409: {"description": "a request with this Idempotency-Key is still in progress"},
+                        422: {"description": "invalid, or the Idempotency-Key was used with another payload"}})
+async def create_conversion(ctx: Context, principal: Producer, body: ConversionIn, request: Request,
+                            response: Response,
+                            idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+                            ) -> ConversionOut:
+    """Queue a conversion of ``user_image_id`` wearing ``cloth_image_id``; 202 with ``Location``."""
+    def work(conn: psycopg.Connection) -> tuple[dict[str, Any], bool]:
+        try:
+            conversion_id, replayed = idempotency.create(conn, principal, body, idempotency_key,
+                                                         ctx.settings.default_max_retries)
+        except ProducerError as exc:
+            problem = from_producer(exc)
+            if problem.kind.name == "image_wrong_type":
+                _hide_inaccessible(conn, principal, body)
+            raise problem from exc
+        return fetch(conn, principal, conversion_id), replayed
+
+    row, replayed = await ctx.db.run(work)
+    response.headers["Location"] = location(row["id"])
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return _view(ctx, request, row)
+
+
+def _hide_inaccessible(conn: psycopg.Connection, principal: Principal, body: ConversionIn) -> None:
+    """A wrong-type image the caller may not use reads as missing (its existence is not theirs to know)."""
+    for image_id in (body.user_image_id, body.cloth_image_id):
+        row = conn.execute(Q.api_image_accessible, {"id": image_id, "owner_id": principal.owner_id,
+                                                    "owner_type": principal.owner_type}).fetchone()
+        if row is None or not row[0]:
+            raise Problem("image_not_found")
+
+
+@router.get("/conversions/{conversion_id}", response_model=ConversionOut, summary="Read (and wait for) a conversion")
+async def get_conversion(ctx: Context, principal: Reader, conversion_id: uuid.UUID, request: Request,
+                         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S, description=
+                                                      "hold up to this many seconds until it ends")] = 0,
+                         ) -> ConversionOut:
+    """The conversion; with ``wait=N`` the answer comes when it is terminal or after N seconds."""
+    if wait <= 0:
+        return _view(ctx, request, await ctx.db.run(fetch, principal, conversion_id))
+    deadline = time.monotonic() + wait
+    with ctx.hub.subscribe(conversion_id) as changed:
+        row = await ctx.db.run(fetch, principal, conversion_id)
+        while row["status"] not in TERMINAL:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=min(remaining, POLL_FALLBACK_S))
+            except TimeoutError:
+                if deadline - time.monotonic() <= 0:
+                    break
+            changed.clear()
+            row = await ctx.db.run(fetch, principal, conversion_id)
+    return _view(ctx, request, row)
+
+
+def _encode_cursor(row: dict[str, Any]) -> str:
+    raw = f"{row['created_at'].isoformat()}|{row['id']}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, ident = raw.partition("|")
+        return datetime.fromisoformat(created), uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise Problem("bad_request", "cursor is not one this API returned") from None
+
+
+def _page(conn: psycopg.Connection, principal: Principal, status: str | None, limit: int,
+          after: tuple[datetime, uuid.UUID] | None) -> list[dict[str, Any]]:
+    query = Q.conversion_list_user if principal.user_id is not None else Q.conversion_list_vendor
+    ids = [r[0] for r in conn.execute(query, {
+        "owner_id": principal.owner_id, "status": status, "limit": limit,
+        "after_created_at": after[0] if after else None, "after_id": after[1] if after else None}).fetchall()]
+    if not ids:
+        return []
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(Q.api_conversions_get_many, {"ids": ids, **principal.owner_params()}).fetchall()
+
+
+@router.get("/conversions", response_model=ConversionPage, summary="List the caller's conversions")
+async def list_conversions(ctx: Context, principal: Reader, request: Request,
+                           status: ConversionStatus | None = None,
+                           limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                           cursor: str | None = None) -> ConversionPage:
+    """Newest first, keyset-paginated: pass ``next_cursor`` back as ``cursor``."""
+    rows = await ctx.db.run(_page, principal, status, limit, _decode_cursor(cursor) if cursor else None)
+    next_cursor = _encode_cursor(rows[-1]) if len(rows) == limit else None
+    return ConversionPage(items=[_view(ctx, request, r) for r in rows], next_cursor=next_cursor)
+
+
+@router.post("/conversions/{conversion_id}/cancel", response_model=ConversionOut, summary="Cancel a conversion",
+             responses={409: {"description": "the conversion already completed or failed"}})
+async def cancel_conversion(ctx: Context, principal: Producer, conversion_id: uuid.UUID,
+                            request: Request) -> ConversionOut:
+    """Cancel through ``cancel_conversion()`` and the owner rule; cancelling twice is fine."""
+    def work(conn: psycopg.Connection) -> dict[str, Any]:
+        fetch(conn, principal, conversion_id)  # 404 for anyone but the owner, before anything moves
+        status = cancel(conn, conversion_id, user_id=principal.user_id, vendor_id=principal.vendor_id)
+        if status != "cancelled":
+            raise Problem("invalid_status_transition", f"the conversion already ended: {status}")
+        return fetch(conn, principal, conversion_id)
+
+    return _view(ctx, request, await ctx.db.run(work))
+
+
+async def _object(ctx: ApiContext, principal: Principal, conversion_id: uuid.UUID,
+                  which: Literal["result", "thumbnail"]) -> Response:
+    row = await ctx.db.run(fetch, principal, conversion_id)
+    key = row.get("result_key") if which == "result" else thumbnail_key_of(row)
+    if row["status"] != "completed" or not key:
+        raise Problem("result_not_available", f"the conversion is {row['status']}")
+    url = presign(ctx.storage, key, url_ttl_s(ctx.settings))
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    try:
+        data = await asyncio.to_thread(ctx.storage.get, key)
+    except FileNotFoundError:
+        raise Problem("result_not_available", "the result file is gone") from None
+    media = (row.get("result_mime_type") or "image/jpeg") if which == "result" else "image/jpeg"
+    return Response(data, media_type=media, headers={"Cache-Control": "private, max-age=3600"})
+
+
+_IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}, "image/webp": {}}, "description": "the image"},
+    307: {"description": "redirect to a presigned URL (S3 storage)"},
+}
+
+
+@router.get("/conversions/{conversion_id}/result", response_class=Response, responses=_IMAGE_RESPONSES,
+            summary="The result image")
+async def get_result(ctx: Context, principal: Reader, conversion_id: uuid.UUID) -> Response:
+    """The result's bytes, or a redirect to a presigned URL."""
+    return await _object(ctx, principal, conversion_id, "result")
+
+
+@router.get("/conversions/{conversion_id}/thumbnail", response_class=Response, responses=_IMAGE_RESPONSES,
+            summary="The result's thumbnail")
+async def get_thumbnail(ctx: Context, principal: Reader, conversion_id: uuid.UUID) -> Response:
+    """The thumbnail's bytes, or a redirect to a presigned URL."""
+    return await _object(ctx, principal, conversion_id, "thumbnail")

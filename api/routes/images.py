@@ -1,0 +1,66 @@
+"""``POST /v1/images``: validated exactly as the Python producer does, stored through the storage backend."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import APIRouter, File, Form, UploadFile
+
+from api.auth import Context, Producer
+from api.keys import Principal
+from api.problems import Problem
+from api.schemas import ImageOut
+from producer.images import ImageLimits, register_image
+from schema.queries import Q
+from storage import Storage
+
+router = APIRouter(prefix="/v1", tags=["images"])
+
+
+def _metadata(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise Problem("validation_error", "metadata must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise Problem("validation_error", "metadata must be a JSON object")
+    return value
+
+
+def _register(conn: psycopg.Connection, storage: Storage, data: bytes, principal: Principal, *, image_type: str,
+              limits: ImageLimits, file_name: str | None, album_id: uuid.UUID | None, is_public: bool,
+              tags: list[str], metadata: dict[str, Any]) -> ImageOut:
+    if album_id is not None:
+        row = conn.execute(Q.api_album_owned, {"id": album_id, "owner_id": principal.owner_id,
+                                               "owner_type": principal.owner_type}).fetchone()
+        if row is None or not row[0]:
+            raise Problem("not_found", "the album does not exist")
+    record = register_image(conn, storage, data, owner_id=principal.owner_id, owner_type=principal.owner_type,
+                            image_type=image_type, limits=limits, file_name=file_name, album_id=album_id,
+                            is_public=is_public, tags=tags, metadata=metadata)
+    return ImageOut(id=record.id, type=image_type, width=record.width, height=record.height,
+                    mime_type=record.mime_type, file_size=record.file_size, is_public=is_public)
+
+
+@router.post("/images", status_code=201, response_model=ImageOut, summary="Upload and register an image")
+async def upload_image(
+    ctx: Context,
+    principal: Producer,
+    file: Annotated[UploadFile, File(description="JPEG, PNG or WebP; the format is read from the content")],
+    type: Annotated[Literal["user", "cloth"], Form(description="a person photo (user) or a garment (cloth)")],
+    is_public: Annotated[bool, Form()] = False,
+    album_id: Annotated[uuid.UUID | None, Form()] = None,
+    tags: Annotated[list[str] | None, Form(description="repeat the field for several tags")] = None,
+    metadata: Annotated[str | None, Form(description="a JSON object")] = None,
+) -> ImageOut:
+    """Validate the image (content sniffing, byte and pixel limits, full decode), store it and its
+    thumbnail, and write its row. Bodies over STAYLER_API_MAX_UPLOAD_BYTES are refused unread."""
+    data = await file.read(ctx.limits.max_bytes + 1)
+    return await ctx.db.run(_register, ctx.storage, data, principal, image_type=type, limits=ctx.limits,
+                            file_name=file.filename, album_id=album_id, is_public=is_public,
+                            tags=[t for t in (tags or []) if t], metadata=_metadata(metadata))

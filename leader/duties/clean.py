@@ -1,0 +1,53 @@
+"""Clean: delete the storage files that the ``storage_cleanup`` markers name, then the markers.
+
+Markers are written in the same transaction as the move that turns files into garbage (a job that
+ends failed or cancelled: the conversion's result folder; a rescued attempt: that attempt's keys),
+so no cleanup depends on when something committed. A marker whose files could not be deleted
+stays and is tried again next round. A folder marker of a conversion that is running again (an
+operator's re-run) or completed is dropped without deleting anything: a completed conversion's
+worker deletes its earlier attempts' files itself.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from schema.queries import Q
+from storage import Storage, attempt_keys, result_prefix
+
+log = logging.getLogger(__name__)
+
+
+class CleanDuty:
+    """Deletes files of attempts and conversions that will never complete."""
+
+    name = "clean"
+
+    def __init__(self, storage: Storage, *, interval_s: float, limit: int = 200) -> None:
+        """Process at most ``limit`` markers per round."""
+        self.storage = storage
+        self.interval_s = interval_s
+        self.limit = limit
+        self.removed = 0
+
+    def run_once(self, conn: psycopg.Connection) -> int:
+        """One round; returns the files removed."""
+        removed = 0
+        for conversion_id, attempt, conversion_status in conn.execute(
+                Q.storage_cleanup_list, {"limit": self.limit}).fetchall():
+            try:
+                if attempt > 0:
+                    for key in attempt_keys(conversion_id, attempt):
+                        self.storage.delete(key)
+                        removed += 1
+                elif conversion_status in (None, "failed", "cancelled"):
+                    removed += self.storage.delete_prefix(result_prefix(conversion_id))
+            except Exception:  # a cleanup failure must not stop the leader; the marker stays
+                log.exception("could not delete files of a conversion; will retry",
+                              extra={"conversion_id": str(conversion_id), "attempt": attempt})
+                continue
+            conn.execute(Q.storage_cleanup_done, {"conversion_id": conversion_id, "attempt": attempt})
+        self.removed += removed
+        return removed

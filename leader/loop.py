@@ -1,0 +1,181 @@
+"""The leader loop: stand by, take the lease, run the duties while it holds, step down when it lapses.
+
+Every worker process runs one of these in a thread (and ``stayler dispatcher`` runs one alone);
+exactly one of them holds the lease at a time.
+
+- **Standby** asks for the lease every ``standby_interval_s`` on a borrowed connection (the
+  worker's pool): a standby holds no connection of its own and opens none.
+- **Leading**: one dedicated connection, named ``stayler-leader``, with keepalives and timeouts.
+  When it is direct (not through a transaction pooler) the loop LISTENs on ``stayler_jobs`` and
+  dispatches on each notification; through a pooler it polls. The lease is renewed every third of
+  its length; the duties run when due. The loop steps down as soon as a renewal fails or its local
+  deadline passes (a frozen process wakes up past it), and on shutdown it releases the lease so a
+  standby takes over at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from leader.duties import Duty
+from leader.lease import Lease
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "stayler_jobs"
+#: How often a leader without LISTEN looks for new work.
+POLL_INTERVAL_S = 0.25
+
+
+@dataclass
+class LeaderState:
+    """What a test, a metric or the console can read about this process's leader loop."""
+
+    is_leader: bool = False
+    elections: int = 0
+    step_downs: int = 0
+    duty_failures: int = 0
+
+
+class LeaderLoop:
+    """Runs ``duties`` in this process whenever it holds ``lease``."""
+
+    def __init__(self, lease: Lease, duties: Sequence[Duty], *,
+                 borrow: Callable[[], contextlib.AbstractContextManager[psycopg.Connection]],
+                 open_leader_connection: Callable[[], psycopg.Connection], listen: bool,
+                 standby_interval_s: float = 2.0) -> None:
+        """``borrow`` lends a connection for standby checks; ``open_leader_connection`` opens the leader's own."""
+        self.lease = lease
+        self.duties = list(duties)
+        self.borrow = borrow
+        self.open_leader_connection = open_leader_connection
+        self.listen = listen
+        self.standby_interval_s = standby_interval_s
+        self.state = LeaderState()
+
+    def duty(self, name: str) -> Duty | None:
+        """The duty called ``name``, if this loop runs one."""
+        return next((d for d in self.duties if d.name == name), None)
+
+    def run(self, stop: threading.Event) -> None:
+        """Stand by and lead until ``stop`` is set; never raises."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                with self.borrow() as conn:
+                    acquired = self.lease.try_acquire(conn)
+                if acquired:
+                    self._lead(stop)
+                    delay = 0.5
+                    continue
+                stop.wait(self.standby_interval_s)
+                delay = 0.5
+            except Exception as exc:
+                log.warning("leader loop: database unavailable; retrying",
+                            extra={"error": _first_line(exc), "retry_in_s": delay})
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        self.state.is_leader = False
+
+    def _lead(self, stop: threading.Event) -> None:
+        conn = self.open_leader_connection()
+        try:
+            pid = conn.info.backend_pid if self.listen else None
+            if not self.lease.try_acquire(conn, backend_pid=pid):
+                return
+            if self.listen:
+                conn.execute(f"LISTEN {CHANNEL}")
+            self.state.is_leader = True
+            self.state.elections += 1
+            log.info("leading the fleet", extra={"epoch": self.lease.epoch, "listen": self.listen})
+            self._serve(conn, stop)
+        finally:
+            self._step_down(conn, graceful=stop.is_set())
+
+    def _serve(self, conn: psycopg.Connection, stop: threading.Event) -> None:
+        now = time.monotonic()
+        due = {d.name: now + float(getattr(d, "initial_delay_s", 0.0)) for d in self.duties}
+        renew_every = self.lease.ttl_s / 3
+        next_renew = now + renew_every
+        while not stop.is_set():
+            if not self.lease.valid():
+                log.warning("leader lease not renewed in time (frozen or cut off); stepping down")
+                return
+            now = time.monotonic()
+            if now >= next_renew:
+                if not self.lease.renew(conn):
+                    return
+                next_renew = now + renew_every
+            for duty in self.duties:
+                if now >= due[duty.name] and self.lease.valid():
+                    self._run_duty(conn, duty, due, now)
+            wake = min([*due.values(), next_renew, now + 1.0])
+            if self._wait(conn, stop, max(wake - time.monotonic(), 0.0)):
+                for duty in self.duties:
+                    if getattr(duty, "on_notify", False):
+                        due[duty.name] = 0.0
+
+    def _run_duty(self, conn: psycopg.Connection, duty: Duty, due: dict[str, float], now: float) -> None:
+        try:
+            work = duty.run_once(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise  # the connection is gone: step down, then stand by again
+        except Exception:
+            self.state.duty_failures += 1
+            log.exception("a leader duty failed; it runs again at its next interval", extra={"duty": duty.name})
+            work = 0
+        due[duty.name] = now + duty.interval_s
+        wake_in_s = getattr(duty, "wake_in_s", None)
+        if wake_in_s is not None:
+            due[duty.name] = min(due[duty.name], now + wake_in_s)
+        if work:
+            for name in getattr(duty, "wakes", ()):
+                if name in due:
+                    due[name] = now
+
+    def _wait(self, conn: psycopg.Connection, stop: threading.Event, timeout: float) -> bool:
+        """Sleep until ``timeout`` passes or (with LISTEN) a job is queued; True when notified."""
+        if not self.listen:
+            stop.wait(min(timeout, POLL_INTERVAL_S))
+            return True
+        notified = False
+        for _ in conn.notifies(timeout=timeout, stop_after=1):
+            notified = True
+        if notified:
+            for _ in conn.notifies(timeout=0.0):
+                pass  # one dispatch round serves everything that arrived meanwhile
+        return notified
+
+    def _step_down(self, conn: psycopg.Connection, *, graceful: bool) -> None:
+        if self.state.is_leader:
+            self.state.step_downs += 1
+        self.state.is_leader = False
+        for duty in self.duties:
+            hook = getattr(duty, "on_step_down", None)
+            if hook is not None:
+                hook()
+        if graceful:
+            with contextlib.suppress(Exception):
+                self.lease.release(conn)
+        self.lease.epoch = None
+        with contextlib.suppress(Exception):
+            conn.close()
+
+
+def start_in_thread(loop: LeaderLoop, stop: threading.Event) -> threading.Thread:
+    """Run the leader loop in a daemon thread of this process."""
+    thread = threading.Thread(target=loop.run, args=(stop,), name="stayler-leader", daemon=True)
+    thread.start()
+    return thread
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

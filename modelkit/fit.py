@@ -1,0 +1,184 @@
+"""The ``tryon-fit`` graph: a try-on stage that places the garment from a person stage's mask and keypoints.
+
+Inputs (one canvas, ``height`` × ``width``, letterboxed): ``person``, ``cloth``, ``cloth_mask``
+(as for ``tryon-geometric``), ``person_mask`` (N×1×H×W in [0, 1]) and ``pose_keypoints``
+(N×33×3, BlazePose order, x and y in [0, 1] of the canvas, visibility in [0, 1]). Outputs
+``result`` and ``alpha``; the runner composites the garment over the full-resolution photo.
+
+What the graph does (all deterministic arithmetic, no learned weights):
+
+1. torso frame from the keypoints: shoulder centre and width, hip centre, and the body's centre
+   line from the shoulders to the hips (it may lean); hip keypoints outside the photo still count
+   (the model extrapolates them), so a half-body photo is dressed down to its bottom edge;
+2. garment mask (its alpha, else the distance from its border colour), its extent and hem width;
+3. a sampling grid: the garment's hem width becomes ``hem_to_shoulder`` × the shoulder width, its
+   top the shoulder line (raised by ``collar_lift`` × shoulder width), its bottom the hips
+   (lowered by ``hem_drop`` × torso length), its centre the body's centre line;
+4. alpha = warped garment mask × the torso region (a band around the shoulder-to-hip line) × the
+   person mask (grown by 2 px), minus protected parts: the head (a disc around the face
+   keypoints), the forearms, the hands and the lower half of the upper arms (capsules around
+   the visible arm keypoints), so arms held in front of the body stay in front; softened 3×3;
+5. the garment is opaque: no shading from the person's own clothes, so nothing shows through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from modelkit.build import GraphBuilder, _border_median, _foreground
+
+KEYPOINTS = 33
+NOSE, LEFT_EAR, RIGHT_EAR = 0, 7, 8
+LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12
+LEFT_ELBOW, RIGHT_ELBOW, LEFT_WRIST, RIGHT_WRIST = 13, 14, 15, 16
+LEFT_INDEX, RIGHT_INDEX = 19, 20
+LEFT_HIP, RIGHT_HIP = 23, 24
+FACE_POINTS = tuple(range(11))
+
+
+@dataclass(frozen=True)
+class FitParams:
+    """Proportions of the keypoint-driven placement (fractions of shoulder width or torso length)."""
+
+    hem_to_shoulder: float = 1.1  # garment hem width / shoulder width (joint centres)
+    collar_lift: float = 0.12  # garment top above the shoulder line, × shoulder width
+    hem_drop: float = 0.12  # garment bottom below the hips, × torso length
+    max_stretch: float = 1.35  # vertical / horizontal scale kept within [1/x, x]
+    torso_half_width: float = 0.8  # half-width of the torso band at the shoulders, × shoulder width
+    hip_half_width: float = 0.75  # at the hips, × max(hip width, shoulder width)
+    head_radius: float = 0.55  # head disc radius, × max(ear distance, 0.6 × shoulder width)
+    arm_radius: float = 0.14  # arm capsule radius, × shoulder width
+    visible: float = 0.5  # keypoint visibility above which an arm is protected
+
+
+def _point(g: GraphBuilder, kps: str, index: int, height: int, width: int) -> tuple[str, str, str]:
+    """(x px, y px, visibility) of one keypoint, each [N,1,1,1]."""
+    row = g.op("Slice", kps, g.i64(index), g.i64(index + 1), g.i64(1))  # [N,1,3]
+    parts = []
+    for channel, scale in ((0, float(width)), (1, float(height)), (2, 1.0)):
+        value = g.op("Reshape", g.op("Slice", row, g.i64(channel), g.i64(channel + 1), g.i64(2)), g.i64(-1, 1, 1, 1))
+        parts.append(g.mul(value, scale) if scale != 1.0 else str(value))
+    return parts[0], parts[1], parts[2]
+
+
+def _dist(g: GraphBuilder, ax: str, ay: str, bx: str, by: str) -> str:
+    dx, dy = g.sub(ax, bx), g.sub(ay, by)
+    return str(g.op("Sqrt", g.add(g.mul(dx, dx), g.mul(dy, dy))))
+
+
+def _capsule(g: GraphBuilder, cols: str, rows: str, a: tuple[str, str], b: tuple[str, str], radius: str) -> str:
+    """1.0 within ``radius`` of the segment a-b (soft 1 px edge), [N,1,H,W]."""
+    ax, ay = a
+    bx, by = b
+    vx, vy = g.sub(bx, ax), g.sub(by, ay)
+    length2 = g.op("Max", g.add(g.mul(vx, vx), g.mul(vy, vy)), g.const(1e-6))
+    px, py = g.sub(cols, ax), g.sub(rows, ay)
+    t = g.op("Clip", g.div(g.add(g.mul(px, vx), g.mul(py, vy)), length2), g.const(0.0), g.const(1.0))
+    d = _dist(g, px, py, g.mul(t, vx), g.mul(t, vy))
+    return str(g.op("Clip", g.sub(radius, d), g.const(0.0), g.const(1.0)))
+
+
+def build_fit_graph(height: int, width: int, params: FitParams | None = None) -> onnx.GraphProto:
+    """The keypoint-driven try-on graph for a canvas of ``height`` × ``width``."""
+    from onnx import TensorProto, helper
+
+    p = params or FitParams()
+    g = GraphBuilder()
+    person, cloth, cloth_mask, person_mask, kps = "person", "cloth", "cloth_mask", "person_mask", "pose_keypoints"
+    rows = g.const(np.arange(height, dtype=np.float32).reshape(1, 1, height, 1) + 0.5, hint="rows")
+    cols = g.const(np.arange(width, dtype=np.float32).reshape(1, 1, 1, width) + 0.5, hint="cols")
+
+    def pt(i: int) -> tuple[str, str, str]:
+        return _point(g, kps, i, height, width)
+
+    # 1. Torso frame.
+    lsx, lsy, _ = pt(LEFT_SHOULDER)
+    rsx, rsy, _ = pt(RIGHT_SHOULDER)
+    lhx, lhy, _ = pt(LEFT_HIP)
+    rhx, rhy, _ = pt(RIGHT_HIP)
+    sx, sy = g.div(g.add(lsx, rsx), 2.0), g.div(g.add(lsy, rsy), 2.0)
+    hx, hy = g.div(g.add(lhx, rhx), 2.0), g.div(g.add(lhy, rhy), 2.0)
+    shoulder_w = g.op("Max", _dist(g, lsx, lsy, rsx, rsy), g.const(4.0))
+    hip_w = _dist(g, lhx, lhy, rhx, rhy)
+    torso_len = g.op("Max", g.sub(hy, sy), g.mul(shoulder_w, 0.5))
+    lean = g.div(g.sub(hx, sx), torso_len)  # x shift of the centre line per row
+    centre_x = g.add(sx, g.mul(g.sub(rows, sy), lean))  # [N,1,H,1]
+
+    # 2. Garment mask and extent.
+    bg_c = _border_median(g, cloth, height, width, bottom=True)
+    colour_mask = _foreground(g, cloth, bg_c, 0.12)
+    has_alpha = g.fcmp("Less", g.rmin(cloth_mask, [1, 2, 3]), 0.5)
+    mask_c = g.add(g.mul(has_alpha, cloth_mask), g.mul(g.sub(1.0, has_alpha), colour_mask))
+    g_cols = g.fcmp("Greater", g.div(g.rsum(mask_c, [2]), float(height)), 0.01)
+    g_rows_frac = g.div(g.rsum(mask_c, [3]), float(width))
+    g_rows = g.fcmp("Greater", g_rows_frac, 0.01)
+    g_left, g_right = g.first_last(g_cols, cols, [2, 3])
+    g_top, g_bottom = g.first_last(g_rows, rows, [2, 3])
+    g_h = g.op("Max", g.add(g.sub(g_bottom, g_top), 1.0), g.const(1.0))
+    hem = g.between(g.div(g.sub(rows, g_top), g_h), 0.72, 0.92)
+    hem_w = g.op("Max", g.mul(g.wmean(g_rows_frac, hem, [2, 3]), float(width)), g.const(1.0))
+    g_centre_x = g.div(g.add(g_left, g_right), 2.0)
+
+    # 3. Sampling grid: person pixel -> garment pixel.
+    top_y = g.sub(sy, g.mul(shoulder_w, p.collar_lift))
+    bottom_y = g.add(hy, g.mul(torso_len, p.hem_drop))
+    scale_x = g.div(g.mul(shoulder_w, p.hem_to_shoulder), hem_w)  # person px per garment px
+    scale_y = g.div(g.op("Max", g.sub(bottom_y, top_y), g.const(1.0)), g_h)
+    scale_y = g.op("Min", g.op("Max", scale_y, g.div(scale_x, p.max_stretch)), g.mul(scale_x, p.max_stretch))
+    gx = g.add(g_centre_x, g.div(g.sub(cols, centre_x), scale_x))
+    gy = g.add(g.sub(g_top, 0.5), g.div(g.sub(rows, top_y), scale_y))
+    nx = g.sub(g.div(g.mul(gx, 2.0), float(width)), 1.0)
+    ny = g.sub(g.div(g.mul(gy, 2.0), float(height)), 1.0)
+    zero = g.mul(g.add(nx, ny), 0.0)
+    grid = g.op("Transpose", g.op("Concat", g.add(nx, zero), g.add(ny, zero), axis=1), perm=[0, 2, 3, 1])
+    warped = g.op("GridSample", cloth, grid, align_corners=0, mode="bilinear", padding_mode="zeros")
+    warped_mask = g.op("GridSample", mask_c, grid, align_corners=0, mode="bilinear", padding_mode="zeros")
+
+    # 4. Where the garment may go: the torso band, on the person, not over head, forearms or hands.
+    rel = g.op("Clip", g.div(g.sub(rows, sy), torso_len), g.const(0.0), g.const(1.0))
+    half_top = g.mul(shoulder_w, p.torso_half_width)
+    half_hip = g.mul(g.op("Max", hip_w, shoulder_w), p.hip_half_width)
+    half = g.add(half_top, g.mul(rel, g.sub(half_hip, half_top)))
+    across = g.op("Clip", g.sub(half, g.op("Abs", g.sub(cols, centre_x))), g.const(0.0), g.const(1.0))
+    down = g.op("Clip", g.add(g.sub(rows, top_y), 1.0), g.const(0.0), g.const(1.0))
+    up = g.op("Clip", g.add(g.sub(bottom_y, rows), 1.0), g.const(0.0), g.const(1.0))
+    torso = g.mul(g.mul(across, down), up)
+    on_person = g.op("MaxPool", g.fcmp("Greater", person_mask, 0.5), kernel_shape=[5, 5], pads=[2, 2, 2, 2])
+
+    face = [pt(i) for i in FACE_POINTS]
+    fx = g.div(g.add(g.rmax(g.op("Concat", *[f[0] for f in face], axis=1), [1]),
+                     g.rmin(g.op("Concat", *[f[0] for f in face], axis=1), [1])), 2.0)
+    fy = g.div(g.add(g.rmax(g.op("Concat", *[f[1] for f in face], axis=1), [1]),
+                     g.rmin(g.op("Concat", *[f[1] for f in face], axis=1), [1])), 2.0)
+    ear_w = _dist(g, face[LEFT_EAR][0], face[LEFT_EAR][1], face[RIGHT_EAR][0], face[RIGHT_EAR][1])
+    head_r = g.mul(g.op("Max", ear_w, g.mul(shoulder_w, 0.6)), p.head_radius)
+    head = g.op("Clip", g.sub(head_r, _dist(g, cols, rows, fx, fy)), g.const(0.0), g.const(1.0))
+
+    arm_r = g.op("Max", g.mul(shoulder_w, p.arm_radius), g.const(2.0))
+    protect = head
+    for shoulder, elbow, wrist, index in ((LEFT_SHOULDER, LEFT_ELBOW, LEFT_WRIST, LEFT_INDEX),
+                                          (RIGHT_SHOULDER, RIGHT_ELBOW, RIGHT_WRIST, RIGHT_INDEX)):
+        s, e, w, i = pt(shoulder), pt(elbow), pt(wrist), pt(index)
+        mid = (g.div(g.add(s[0], e[0]), 2.0), g.div(g.add(s[1], e[1]), 2.0))
+        seen = g.fcmp("Greater", g.op("Min", e[2], w[2]), p.visible)
+        arm = g.op("Max", _capsule(g, cols, rows, mid, e[:2], arm_r), _capsule(g, cols, rows, e[:2], w[:2], arm_r))
+        hand = _capsule(g, cols, rows, w[:2], (g.add(i[0], g.sub(i[0], w[0])), g.add(i[1], g.sub(i[1], w[1]))),
+                        g.mul(arm_r, 1.3))
+        protect = g.op("Max", protect, g.mul(g.op("Max", arm, hand), seen))
+
+    alpha_hard = g.mul(g.mul(g.mul(warped_mask, torso), on_person), g.sub(1.0, protect))
+    alpha = g.op("AveragePool", alpha_hard, kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)
+    blended = g.add(person, g.mul(alpha, g.sub(warped, person)))
+    g.named("Clip", [blended, g.const(0.0), g.const(1.0)], "result")
+    g.named("Identity", [alpha], "alpha")
+
+    def image(name: str, channels: int) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", channels, height, width])
+
+    inputs = [image(person, 3), image(cloth, 3), image(cloth_mask, 1), image(person_mask, 1),
+              helper.make_tensor_value_info(kps, TensorProto.FLOAT, ["N", KEYPOINTS, 3])]
+    outputs = [image("result", 3), image("alpha", 1)]
+    return helper.make_graph(g.nodes, "tryon_fit", inputs, outputs, initializer=g.initializers)

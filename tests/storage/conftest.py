@@ -1,0 +1,27 @@
+"""Both storage backends behind one fixture, so every contract test runs against each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage import Storage, from_url
+from tests.infra.s3 import S3Server, s3_bucket, s3_env, s3_server
+
+__all__ = ["s3_bucket", "s3_env", "s3_server"]
+
+
+@pytest.fixture(params=["file", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    """A fresh, empty store: a folder, or a bucket on the loopback S3 server (built by the factory)."""
+    if request.param == "file":
+        return from_url(f"file://{tmp_path / 'store'}")
+    bucket = request.getfixturevalue("s3_bucket")
+    return from_url(f"s3://{bucket}/tenant-a")
+
+
+@pytest.fixture
+def server(s3_server: S3Server) -> S3Server:
+    """The loopback S3 server."""
+    return s3_server

@@ -1,0 +1,129 @@
+"""In-memory fakes of the batch pipeline's ports: the queue door, storage, the model runner."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from models.runner import StageTimings, TryOnJob, TryOnResult
+from storage import StorageError, StoredObject
+from worker.errors import Failure
+from worker.jobqueue import CompletionOutcome, QueueUnavailable
+from worker.jobs import Claim, Completion
+
+
+def make_claim(attempt: int = 1, *, style: str | None = None) -> Claim:
+    """A claim on a made-up job whose inputs live at ``in/<job>/person`` and ``in/<job>/cloth``."""
+    job_id = uuid.uuid4()
+    return Claim(job_id=job_id, conversion_id=uuid.uuid4(), attempt=attempt, retry_count=0, max_retries=3,
+                 enqueued_at=datetime.now(UTC), conversion_type="free", style_name=style,
+                 person_key=f"images/{job_id}-p.jpg", person_size=3, cloth_key=f"images/{job_id}-c.jpg",
+                 cloth_size=3)
+
+
+@dataclass
+class MemoryStorage:
+    """A dict of key → bytes; keys listed in ``broken`` fail to write."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)
+
+    def put(self, key: str, data: bytes) -> StoredObject:
+        if key in self.broken:
+            raise StorageError(f"disk full writing {key}")
+        self.objects[key] = data
+        return StoredObject(key, f"mem:///{key}", len(data))
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[StoredObject | StorageError]:
+        out: list[StoredObject | StorageError] = []
+        for key, data in items:
+            try:
+                out.append(self.put(key, data))
+            except StorageError as exc:
+                out.append(exc)
+        return out
+
+    def describe(self) -> str:
+        return "memory"
+
+    def get(self, key: str) -> bytes:
+        if key not in self.objects:
+            raise FileNotFoundError(2, "no such object", key)
+        return self.objects[key]
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [k for k in self.objects if k.startswith(prefix)]
+        for key in keys:
+            del self.objects[key]
+        return len(keys)
+
+    def url_for(self, key: str) -> str:
+        return f"mem:///{key}"
+
+    def check(self) -> None:
+        return None
+
+    def presigned_url(self, key: str, ttl_s: int) -> str | None:
+        return None
+
+    def with_inputs(self, *claims: Claim) -> MemoryStorage:
+        for claim in claims:
+            self.objects[claim.person_key] = b"person"
+            self.objects[claim.cloth_key] = b"cloth"
+        return self
+
+    def results(self) -> list[str]:
+        return sorted(k for k in self.objects if k.startswith("results/"))
+
+
+class EchoRunner:
+    """A model that "renders" every item as a few bytes; items whose person bytes are ``bad`` fail."""
+
+    model_version = "echo-1"
+
+    def run_batch(self, jobs: Sequence[TryOnJob]) -> list[TryOnResult | Exception]:
+        out: list[TryOnResult | Exception] = []
+        for job in jobs:
+            if job.person == b"bad":
+                err = ValueError("person image does not decode")
+                err.error_type = "invalid_image"  # type: ignore[attr-defined]
+                err.transient = False  # type: ignore[attr-defined]
+                out.append(err)
+                continue
+            out.append(TryOnResult(image=b"jpeg:" + job.person, width=4, height=4, format="jpeg",
+                                   mime_type="image/jpeg", model_version=self.model_version,
+                                   timings=StageTimings(inference=0.001), key=job.key, thumbnail=b"thumb"))
+        return out
+
+
+@dataclass
+class FakeQueue:
+    """Records completions and failures; ``outcome`` decides what a completion returns."""
+
+    outcome: CompletionOutcome | None = "completed"
+    complete_raises: Exception | None = None
+    fail_raises: Exception | None = None
+    fail_status: str | None = "queued"
+    completed: list[Completion] = field(default_factory=list)
+    failures: list[tuple[Claim, Failure]] = field(default_factory=list)
+
+    def complete(self, completions: Sequence[Completion]) -> dict[uuid.UUID, CompletionOutcome]:
+        if self.complete_raises is not None:
+            raise self.complete_raises
+        self.completed.extend(completions)
+        return {} if self.outcome is None else {c.claim.job_id: self.outcome for c in completions}
+
+    def fail(self, claim: Claim, failure: Failure, *, processing_time_ms: int | None,
+             ai_model_version: str | None) -> str | None:
+        if self.fail_raises is not None:
+            raise self.fail_raises
+        self.failures.append((claim, failure))
+        return self.fail_status
+
+
+__all__ = ["EchoRunner", "FakeQueue", "MemoryStorage", "QueueUnavailable", "make_claim"]

@@ -1,0 +1,113 @@
+"""The batch pipeline over in-memory fakes of its ports: every outcome of a job, fast."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+from storage import attempt_keys
+from tests.worker.fakes import EchoRunner, FakeQueue, MemoryStorage, make_claim
+from worker.batch import BatchPipeline, BatchReport
+from worker.inflight import HeldClaim, InFlight
+from worker.jobqueue import QueueUnavailable
+from worker.jobs import Claim
+
+
+def run(claims: list[Claim], *, queue: FakeQueue | None = None, storage: MemoryStorage | None = None,
+        lost: set[int] | None = None) -> tuple[FakeQueue, MemoryStorage, InFlight, BatchReport]:
+    queue = queue or FakeQueue()
+    storage = storage or MemoryStorage().with_inputs(*claims)
+    inflight = InFlight()
+    for claim in claims:
+        inflight.add(HeldClaim(claim.job_id, claim.attempt, time.monotonic()))
+    inflight.mark_lost({claims[i].job_id for i in (lost or set())})
+    report = BatchPipeline(queue, storage, EchoRunner(), inflight).process(claims, time.monotonic())
+    return queue, storage, inflight, report
+
+
+def test_a_batch_completes_with_one_result_and_thumbnail_each_and_releases_its_claims() -> None:
+    claims = [make_claim(), make_claim()]
+    queue, storage, inflight, report = run(claims)
+    assert report.completed == [c.job_id for c in claims]
+    assert len(storage.results()) == 4
+    assert [c.file_path for c in queue.completed] == [
+        f"results/{c.conversion_id}/a1.jpg" for c in claims]
+    assert len(inflight) == 0
+
+
+def test_a_lost_claim_writes_nothing_and_the_rest_of_the_batch_completes() -> None:
+    claims = [make_claim(), make_claim()]
+    queue, storage, _, report = run(claims, lost={0})
+    assert report.dropped == [claims[0].job_id]
+    assert report.completed == [claims[1].job_id]
+    assert all(str(claims[0].conversion_id) not in key for key in storage.results())
+    assert [c.claim for c in queue.completed] == [claims[1]]
+
+
+def test_one_file_of_a_batch_failing_fails_only_its_job_and_leaves_no_half_result() -> None:
+    claims = [make_claim(), make_claim()]
+    storage = MemoryStorage(broken={f"results/{claims[0].conversion_id}/a1.thumb.jpg"}).with_inputs(*claims)
+    queue, storage, _, report = run(claims, storage=storage)
+    assert report.completed == [claims[1].job_id]
+    assert report.retried == [claims[0].job_id]
+    assert [(c.job_id, f.error_type) for c, f in queue.failures] == [(claims[0].job_id, "storage")]
+    assert storage.results() == sorted(f"results/{claims[1].conversion_id}/{n}" for n in ("a1.jpg", "a1.thumb.jpg"))
+
+
+def test_a_fenced_out_completion_deletes_its_files() -> None:
+    claims = [make_claim()]
+    _queue, storage, _, report = run(claims, queue=FakeQueue(outcome="fenced"))
+    assert report.dropped == [claims[0].job_id]
+    assert storage.results() == []
+
+
+def test_an_ambiguous_completion_keeps_the_files_and_leaves_the_job_to_the_rescuer() -> None:
+    # Regression (issue 10, defect 1): any exception from the completion deleted the files, though
+    # the server may have committed a result row pointing at them.
+    claims = [make_claim()]
+    queue, storage, inflight, report = run(claims, queue=FakeQueue(outcome="unknown"))
+    assert report.left == [claims[0].job_id]
+    assert len(storage.results()) == 2
+    assert queue.failures == []  # not charged as a failure either
+    assert len(inflight) == 0  # no longer renewed: the rescuer settles it
+
+
+def test_a_refused_completion_deletes_the_files_and_retries_the_jobs() -> None:
+    claims = [make_claim()]
+    refused = psycopg.errors.RaiseException("invalid_status_transition")
+    queue, storage, _, report = run(claims, queue=FakeQueue(complete_raises=refused))
+    assert storage.results() == []
+    assert report.retried == [claims[0].job_id]
+    assert queue.failures[0][1].error_type == "database"
+
+
+def test_database_down_while_recording_a_failure_leaves_the_job_to_the_rescuer() -> None:
+    claim = make_claim()
+    storage = MemoryStorage().with_inputs(claim)
+    storage.objects[claim.person_key] = b"bad"
+    queue = FakeQueue(fail_raises=QueueUnavailable("recording a failure: database unavailable"))
+    _, _, inflight, report = run([claim], queue=queue, storage=storage)
+    assert report.left == [claim.job_id]
+    assert report.error_types == {claim.job_id: "invalid_image"}
+    assert len(inflight) == 0
+
+
+def test_a_missing_input_fails_permanently_without_running_the_model() -> None:
+    claim = make_claim()
+    queue = FakeQueue(fail_status="failed")
+    _, storage, _, report = run([claim], queue=queue, storage=MemoryStorage())
+    assert report.failed == [claim.job_id]
+    assert queue.failures[0][1].error_type == "input_missing"
+    assert storage.results() == []
+
+
+def test_completion_deletes_the_files_of_earlier_attempts() -> None:
+    claim = make_claim(attempt=3)
+    storage = MemoryStorage().with_inputs(claim)
+    for attempt in (1, 2):
+        for key in attempt_keys(claim.conversion_id, attempt):
+            storage.objects[key] = b"stale"
+    _, storage, _, report = run([claim], storage=storage)
+    assert report.completed == [claim.job_id]
+    assert storage.results() == sorted(f"results/{claim.conversion_id}/{n}" for n in ("a3.jpg", "a3.thumb.jpg"))

@@ -1,0 +1,325 @@
+"""One claimed batch, start to finish: read → infer → store → finalise.
+
+Every job of the batch ends in exactly one of:
+- ``completed``: its result is recorded (the files stay);
+- ``retried`` / ``failed``: ``job_fail`` recorded the attempt (no file was kept);
+- ``dropped``: its claim was lost (cancelled or rescued meanwhile, or fenced out at completion);
+  any file this attempt wrote is deleted;
+- ``left``: the database could not be reached to record the outcome, or the completion's outcome
+  is unknown (the connection broke mid-commit and could not be read back). Its files are kept,
+  since a committed result may point at them; its claim is no longer renewed, so the leader's
+  rescuer takes it back, and a cleanup marker of the lost attempt removes the files if the
+  attempt did not complete.
+
+The pipeline is a plain object over small ports (``worker.ports``): the queue door, storage, the
+model runner and the claim registry. It never touches SQL or a connection.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from core.logs import bound
+from core.settings import Settings
+from imaging.encode import make_thumbnail
+from storage import Storage, StorageError, StoredObject, attempt_keys, result_key
+from worker.errors import Failure, classify
+from worker.failpoints import Failpoints
+from worker.jobqueue import QueueUnavailable
+from worker.jobs import Claim, Completion
+from worker.ports import ClaimRegistry, ModelRunner, QueueDoor
+
+if TYPE_CHECKING:
+    from models.runner import TryOnResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """What the pipeline needs from the settings."""
+
+    thumbnail_size: int = 256
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BatchConfig:
+        """The pipeline's part of the settings."""
+        return cls(thumbnail_size=settings.thumbnail_size)
+
+
+@dataclass
+class JobRecord:
+    """Everything the batch learns about one job, stage by stage."""
+
+    claim: Claim
+    person: bytes | None = None
+    cloth: bytes | None = None
+    result: TryOnResult | None = None
+    stored: tuple[StoredObject, StoredObject] | None = None
+    written: list[str] = field(default_factory=list)
+    failure: Failure | None = None
+    outcome: str = "running"
+
+    @property
+    def running(self) -> bool:
+        """Still on its way to a result (no failure, no final outcome)."""
+        return self.failure is None and self.outcome == "running"
+
+    @property
+    def job_id(self) -> uuid.UUID:
+        """The job's id."""
+        return self.claim.job_id
+
+
+@dataclass
+class BatchReport:
+    """What happened to a batch (for logs, metrics and tests)."""
+
+    completed: list[uuid.UUID] = field(default_factory=list)
+    failed: list[uuid.UUID] = field(default_factory=list)
+    retried: list[uuid.UUID] = field(default_factory=list)
+    dropped: list[uuid.UUID] = field(default_factory=list)
+    left: list[uuid.UUID] = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    error_types: dict[uuid.UUID, str] = field(default_factory=dict)
+    item_stage_seconds: list[dict[str, float]] = field(default_factory=list)
+
+
+def thumbnail_of(data: bytes, max_side: int) -> bytes:
+    """A JPEG thumbnail of an encoded image; JPEG inputs are decoded at reduced scale (cheap)."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.draft("RGB", (max_side, max_side))
+        return make_thumbnail(img.convert("RGB"), max_side)
+
+
+class BatchPipeline:
+    """Runs claimed jobs through the model and records the outcome of each."""
+
+    def __init__(self, queue: QueueDoor, storage: Storage, runner: ModelRunner, claims: ClaimRegistry,
+                 config: BatchConfig | None = None, failpoints: Failpoints | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """A pipeline over these ports."""
+        self.queue = queue
+        self.storage = storage
+        self.runner = runner
+        self.claims = claims
+        self.config = config or BatchConfig()
+        self.failpoints = failpoints or Failpoints()
+        self.clock = clock
+
+    def process(self, claims: Sequence[Claim], claimed_at: float) -> BatchReport:
+        """Process a batch; never raises for a single job's failure.
+
+        Whatever happens, the batch's claims leave the registry at the end (so they are no longer
+        renewed): a job whose outcome could not be recorded goes back through the rescuer.
+        """
+        records = [JobRecord(claim) for claim in claims]
+        report = BatchReport()
+        try:
+            self._timed("read", report, lambda: self.read(records))
+            for record in records:
+                self.failpoints.hit(record.claim.style_name)
+            self.infer(records, report)
+            self._timed("store", report, lambda: self.store(records))
+            for record in records:
+                if record.running:
+                    self.failpoints.stall(record.claim.style_name)
+            self._timed("database", report, lambda: self.finalise(records, claimed_at, report))
+        finally:
+            for record in records:
+                self.claims.remove(record.job_id)
+        return report
+
+    # -- stages --------------------------------------------------------------------------
+
+    def read(self, records: Sequence[JobRecord]) -> None:
+        """Read both input images of every running job."""
+        for record in records:
+            try:
+                record.person = self.storage.get(record.claim.person_key)
+                record.cloth = self.storage.get(record.claim.cloth_key)
+            except Exception as exc:
+                record.failure = classify(exc, context="reading the input images")
+
+    def infer(self, records: Sequence[JobRecord], report: BatchReport) -> None:
+        """One batched model call for the running jobs whose claims are still held."""
+        from models.runner import TryOnJob
+
+        live = [r for r in records if r.running and not self._lost(r, report)]
+        if not live:
+            return
+        outcomes = self.runner.run_batch([TryOnJob(r.person or b"", r.cloth or b"", key=r.job_id) for r in live])
+        for record, outcome in zip(live, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                record.failure = classify(outcome)
+                continue
+            record.result = outcome
+            timings = dict(vars(outcome.timings))
+            report.item_stage_seconds.append(timings)
+            for stage, seconds in timings.items():
+                report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + seconds
+
+    def store(self, records: Sequence[JobRecord]) -> None:
+        """Write each result and thumbnail under the attempt's keys, in one storage call."""
+        staged: list[tuple[JobRecord, list[tuple[str, bytes]]]] = []
+        for record in records:
+            if not record.running or record.result is None or self.claims.is_lost(record.job_id):
+                continue
+            try:
+                staged.append((record, self._files(record.claim, record.result)))
+            except Exception as exc:
+                record.failure = classify(exc, context="storing the result")
+        items = [item for _, files in staged for item in files]
+        for record, files in staged:
+            record.written.extend(key for key, _ in files)
+        stored = self._put_many(items)
+        position = 0
+        for record, files in staged:
+            mine = stored[position:position + len(files)]
+            position += len(files)
+            error = next((r for r in mine if isinstance(r, Exception)), None)
+            if error is not None:
+                record.failure = classify(error, context="storing the result")
+                self._delete(record.written)
+                record.written.clear()
+            else:
+                result, thumb = mine
+                assert isinstance(result, StoredObject) and isinstance(thumb, StoredObject)
+                record.stored = (result, thumb)
+
+    def finalise(self, records: Sequence[JobRecord], claimed_at: float, report: BatchReport) -> None:
+        """One fenced completion for the stored results, then each failure on its own."""
+        elapsed_ms = int((self.clock() - claimed_at) * 1000)
+        ready = [r for r in records if r.running and r.stored is not None]
+        self._complete(ready, elapsed_ms, report)
+        for record in records:
+            if record.failure is not None and record.outcome == "running":
+                self._fail(record, elapsed_ms, report)
+            elif record.outcome == "running":
+                # Lost before it was stored (cancelled or rescued): nothing of it remains.
+                self._drop(record, report, "claim lost (cancelled or rescued); dropping this attempt")
+
+    # -- finalising ------------------------------------------------------------------------
+
+    def _complete(self, ready: Sequence[JobRecord], elapsed_ms: int, report: BatchReport) -> None:
+        if not ready:
+            return
+        completions = [self._completion(r, elapsed_ms) for r in ready]
+        try:
+            outcomes = self.queue.complete(completions)
+        except Exception as exc:
+            # Refused, not ambiguous (the door settles broken connections itself): nothing was
+            # recorded, so the files go and each job is retried or failed.
+            failure = classify(exc, context="recording the result")
+            for record in ready:
+                self._delete(record.written)
+                record.written.clear()
+                record.failure = failure
+            return
+        for record in ready:
+            outcome = outcomes.get(record.job_id, "unknown")
+            with bound(job_id=str(record.job_id), conversion_id=str(record.claim.conversion_id)):
+                if outcome == "completed":
+                    record.outcome = "completed"
+                    report.completed.append(record.job_id)
+                    # Earlier attempts lost their claim and may have died mid-store.
+                    claim = record.claim
+                    self._delete([k for a in range(1, claim.attempt) for k in attempt_keys(claim.conversion_id, a)])
+                    log.info("conversion completed", extra={"processing_time_ms": elapsed_ms,
+                                                            "attempt": claim.attempt})
+                elif outcome == "fenced":
+                    self._delete(record.written)
+                    self._drop(record, report, "completion fenced out (claim no longer held); result discarded")
+                else:
+                    record.outcome = "left"
+                    report.left.append(record.job_id)
+                    log.warning("could not learn whether the result was recorded; keeping its files and "
+                                "leaving the job to the rescuer")
+
+    def _completion(self, record: JobRecord, elapsed_ms: int) -> Completion:
+        assert record.stored is not None and record.result is not None
+        result, thumb = record.stored
+        return Completion(
+            claim=record.claim, file_path=result.key, file_name=result.key.rsplit("/", 1)[-1],
+            original_url=result.url, thumbnail_url=thumb.url, file_size=result.size,
+            mime_type=record.result.mime_type, width=record.result.width, height=record.result.height,
+            processing_time_ms=elapsed_ms, ai_model_version=record.result.model_version,
+        )
+
+    def _fail(self, record: JobRecord, elapsed_ms: int, report: BatchReport) -> None:
+        failure = record.failure
+        assert failure is not None
+        report.error_types[record.job_id] = failure.error_type
+        with bound(job_id=str(record.job_id), conversion_id=str(record.claim.conversion_id)):
+            try:
+                status = self.queue.fail(record.claim, failure, processing_time_ms=elapsed_ms,
+                                         ai_model_version=self.runner.model_version)
+            except QueueUnavailable as exc:
+                record.outcome = "left"
+                report.left.append(record.job_id)
+                log.warning("database unavailable: could not record a failure; leaving the job to the rescuer",
+                            extra={"error": str(exc), "error_type": failure.error_type})
+                return
+            except Exception:
+                record.outcome = "left"
+                report.left.append(record.job_id)
+                log.exception("could not record a failure; leaving the job to the rescuer")
+                return
+            if status == "queued":
+                record.outcome = "retried"
+                report.retried.append(record.job_id)
+                log.warning("attempt failed; retrying later",
+                            extra={"error_type": failure.error_type, "error": failure.message})
+            elif status == "failed":
+                record.outcome = "failed"
+                report.failed.append(record.job_id)
+                log.warning("conversion failed", extra={"error_type": failure.error_type, "error": failure.message})
+            else:
+                self._drop(record, report, "failure fenced out (claim no longer held)")
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _lost(self, record: JobRecord, report: BatchReport) -> bool:
+        if self.claims.is_lost(record.job_id):
+            self._drop(record, report, "claim lost (cancelled or rescued); dropping this attempt")
+            return True
+        return False
+
+    def _drop(self, record: JobRecord, report: BatchReport, message: str) -> None:
+        if record.outcome == "dropped":
+            return
+        record.outcome = "dropped"
+        report.dropped.append(record.job_id)
+        with bound(job_id=str(record.job_id), conversion_id=str(record.claim.conversion_id)):
+            log.info(message)
+
+    def _files(self, claim: Claim, result: TryOnResult) -> list[tuple[str, bytes]]:
+        """The (key, bytes) pairs this attempt stores: the result and its thumbnail."""
+        thumbnail = result.thumbnail or thumbnail_of(result.image, self.config.thumbnail_size)
+        return [(result_key(claim.conversion_id, claim.attempt, result.mime_type), result.image),
+                (result_key(claim.conversion_id, claim.attempt, result.mime_type, thumbnail=True), thumbnail)]
+
+    def _put_many(self, items: Sequence[tuple[str, bytes]]) -> list[StoredObject | StorageError]:
+        return self.storage.put_many(items) if items else []
+
+    def _delete(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            try:
+                self.storage.delete(key)
+            except Exception:
+                log.exception("could not delete a file of a dropped attempt", extra={"key": key})
+
+    def _timed(self, stage: str, report: BatchReport, work: Callable[[], None]) -> None:
+        t0 = time.perf_counter()
+        try:
+            work()
+        finally:
+            report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + time.perf_counter() - t0

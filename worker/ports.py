@@ -1,0 +1,52 @@
+"""The small interfaces the batch pipeline works through; fakes of them make it testable."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from worker.errors import Failure
+from worker.jobqueue import CompletionOutcome
+from worker.jobs import Claim, Completion
+
+if TYPE_CHECKING:
+    from models.runner import TryOnJob, TryOnResult
+
+
+class QueueDoor(Protocol):
+    """What the pipeline asks of the queue (``worker.jobqueue.JobQueue`` in a worker)."""
+
+    def complete(self, completions: Sequence[Completion]) -> dict[uuid.UUID, CompletionOutcome]:
+        """Record results, fenced; per job: completed, fenced out, or unknown (ambiguous commit)."""
+        ...
+
+    def fail(self, claim: Claim, failure: Failure, *, processing_time_ms: int | None,
+             ai_model_version: str | None) -> str | None:
+        """Record a failed attempt: 'queued', 'failed', or None when the claim is no longer held."""
+        ...
+
+
+class ModelRunner(Protocol):
+    """What the pipeline asks of the model (``models.runner.TryOnRunner`` in a worker)."""
+
+    @property
+    def model_version(self) -> str:
+        """The version recorded with every result."""
+        ...
+
+    def run_batch(self, jobs: Sequence[TryOnJob]) -> list[TryOnResult | Exception]:
+        """Run a batch; one item's failure is its own exception, never the batch's."""
+        ...
+
+
+class ClaimRegistry(Protocol):
+    """The claims this process holds (``worker.inflight.InFlight``)."""
+
+    def is_lost(self, job_id: uuid.UUID) -> bool:
+        """Whether the claim was cancelled or rescued since it was taken."""
+        ...
+
+    def remove(self, job_id: uuid.UUID) -> None:
+        """Stop holding (and renewing) a claim."""
+        ...
