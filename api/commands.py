@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app
 
+    logging.getLogger("uvicorn.error").addFilter(_drop_color_message)
     with database(settings) as url:
         apply_migrations(url)
         app = create_app(settings, url)
@@ -33,6 +35,12 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _drop_color_message(record: logging.LogRecord) -> bool:
+    """uvicorn adds a terminal-coloured copy of its message as an extra field; the log lines need one."""
+    record.__dict__.pop("color_message", None)
+    return True
+
+
 def _connect(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True, connect_timeout=10)
 
@@ -40,8 +48,13 @@ def _connect(url: str) -> psycopg.Connection:
 def cmd_apikeys_create(args: argparse.Namespace, settings: Settings) -> int:
     """stayler apikeys create: print a new key (once; only its hash is stored)."""
     with database(settings) as url, _connect(url) as conn:
-        key_id, key = create_key(conn, scope=args.scope, user_id=args.user_id, vendor_id=args.vendor_id,
-                                 name=args.name)
+        try:
+            key_id, key = create_key(conn, scope=args.scope, user_id=args.user_id, vendor_id=args.vendor_id,
+                                     name=args.name)
+        except psycopg.errors.ForeignKeyViolation:
+            owner = f"user {args.user_id}" if args.user_id else f"vendor {args.vendor_id}"
+            print(f"stayler: error: there is no {owner}", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps({"id": str(key_id), "key": key, "scope": args.scope}))
     else:

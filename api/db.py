@@ -11,6 +11,7 @@ import psycopg_pool
 
 from api.problems import Problem, from_database, from_producer
 from producer.errors import ProducerError
+from schema.queries import Q
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -22,7 +23,7 @@ class Database:
     def __init__(self, url: str, size: int) -> None:
         """Prepare a pool of at most ``size`` connections to ``url`` (opened by :meth:`open`)."""
         self.url = url
-        self.pool = psycopg_pool.ConnectionPool(url, min_size=1, max_size=size, open=False, timeout=10,
+        self.pool = psycopg_pool.ConnectionPool(url, min_size=size, max_size=size, open=False, timeout=10,
                                                 kwargs={"autocommit": True, "connect_timeout": 10},
                                                 name="stayler-api")
 
@@ -45,6 +46,14 @@ class Database:
             raise from_producer(exc) from exc
         except psycopg.Error as exc:
             raise from_database(exc) from exc
+
+    def ping(self, timeout_s: float = 2.0) -> None:
+        """One round trip, waiting at most ``timeout_s`` for a connection (readiness must answer fast)."""
+        try:
+            with self.pool.connection(timeout=timeout_s) as conn:
+                conn.execute(Q.clock_now).fetchone()
+        except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
+            raise Problem("database_unavailable") from exc
 
     async def run(self, fn: Callable[Concatenate[psycopg.Connection, P], T], *args: P.args,
                   **kwargs: P.kwargs) -> T:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.settings import Settings
 
-NAMES = ("queue", "inference", "latency", "scale", "memory", "enqueue")
+NAMES = ("queue", "inference", "latency", "scale", "memory", "enqueue", "api")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "scale": "claim time with a small and a large queue (plus finished jobs)",
         "memory": "worker RSS at steady state and after N conversions",
         "enqueue": "conversions created per second, one at a time and in bulk",
+        "api": "HTTP API: POST /v1/conversions at 50 clients and ?wait completions, beside producer.submit",
     }
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)

@@ -24,8 +24,6 @@ import psycopg
 from core.settings import Settings
 from stayler.fleet import stop_workers, worker_command
 
-TERMINAL = ("completed", "failed", "cancelled")
-
 
 @dataclass(frozen=True)
 class Sizes:
@@ -180,7 +178,8 @@ def fleet(db_url: str, redis_url: str, queue: str, work_dir: Path, *, processes:
     port = free_port()
     env.update({
         "DATABASE_URL": db_url, "REDIS_URL": redis_url, "STAYLER_QUEUE_NAME": queue,
-        "STAYLER_STORAGE_DIR": str(storage), "STAYLER_STATE_DIR": str(work_dir / "state"),
+        "STAYLER_STORAGE_DIR": str(storage), "STAYLER_STORAGE_URL": f"file://{storage}",
+        "STAYLER_STATE_DIR": str(work_dir / "state"),
         "STAYLER_WORKER_PROCESSES": str(processes), "STAYLER_WORKER_THREADS": str(threads),
         "STAYLER_METRICS_PORT": str(port), "STAYLER_METRICS_DIR": str(work_dir / f"metrics-{port}"),
         "STAYLER_SHUTDOWN_GRACE_S": "5", "STAYLER_SWEEP_INTERVAL_S": "1",
@@ -205,10 +204,10 @@ class Workload:
         from producer import register_image
         from producer.accounts import create_user
         from producer.images import ImageLimits
-        from storage import LocalStorage
+        from storage import from_url
 
         limits = ImageLimits(max_bytes=20_000_000, max_pixels=40_000_000, thumbnail_size=64)
-        storage = LocalStorage(storage_dir)
+        storage = from_url(f"file://{storage_dir.resolve()}")
         self.conn = conn
         self.user = create_user(conn)
         self.person = register_image(conn, storage, to_bytes(make_person(*person_size, seed=5).image),

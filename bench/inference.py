@@ -70,19 +70,28 @@ def bare_loop(pairs: list[tuple[bytes, bytes]], count: int, threads: int, model:
         return pool.apply(_bare_loop, (pairs, count, threads, model))
 
 
+def person_stage(pairs: list[tuple[bytes, bytes]], threads: int, batch: int) -> dict[str, float]:
+    """The default pipeline's person stage alone and the pipeline through the runner (spawned process)."""
+    from modelkit.bench import person_stage_rates
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(person_stage_rates, (pairs, threads, batch))
+
+
 def system_rate(svc: Services, sizes: Sizes, pairs: list[tuple[bytes, bytes]], count: int, batch: int,
                 threads: int) -> float:
     """Images/s through the whole system (one worker process) at claim batch ``batch``."""
     from producer import register_image
     from producer.accounts import create_user
     from producer.images import ImageLimits
-    from storage import LocalStorage
+    from storage import from_url
 
     label = f"inf{batch}"
     work = svc.work_dir / label
     limits = ImageLimits(max_bytes=20_000_000, max_pixels=40_000_000, thumbnail_size=256)
     with svc.fresh_database(label) as url, psycopg.connect(url, autocommit=True) as conn:
-        store = LocalStorage(work / "storage")
+        store = from_url(f"file://{(work / 'storage').resolve()}")
         user = create_user(conn)
         ids = [(register_image(conn, store, p, owner_id=user, owner_type="user", image_type="user", limits=limits).id,
                 register_image(conn, store, c, owner_id=user, owner_type="user", image_type="cloth", limits=limits).id)
@@ -112,7 +121,19 @@ def run(svc: Services, sizes: Sizes) -> list[Row]:
     b1 = system_rate(svc, sizes, pairs, count, 1, threads)
     bn = system_rate(svc, sizes, pairs, count, sizes.inference_batch, threads)
     shape = f"{sizes.person_size[0]}×{sizes.person_size[1]} photos, {threads} intra-op thr"
-    return [
+    people = person_stage(pairs, threads, sizes.inference_batch)
+    n = sizes.inference_batch
+    person_rows = [
+        Row(NAME, "person stage alone (person-mediapipe session.run), batch 1", people["person_b1"], "img/s",
+            note=f"{1000 / people['person_b1']:.1f} ms/img"),
+        Row(NAME, f"person stage alone, batch {n}", people["person_bn"], "img/s",
+            note=f"{1000 / people['person_bn']:.1f} ms/img"),
+        Row(NAME, "default pipeline person-mediapipe+tryon-fit via the runner, batch 1", people["pipeline_b1"],
+            "img/s", note=f"{1000 / people['pipeline_b1']:.1f} ms/img, decode to encode"),
+        Row(NAME, f"default pipeline via the runner, batch {n}", people["pipeline_bn"], "img/s",
+            note=f"{1000 / people['pipeline_bn']:.1f} ms/img"),
+    ]
+    rows = [
         Row(NAME, f"bare onnxruntime session.run only, batch 1 ({shape})", bare["model"], "img/s",
             note=f"{bare['ms_model']:.1f} ms/img: the model alone"),
         Row(NAME, "bare loop end to end (decode, preprocess, run, render, encode), batch 1", bare["e2e"], "img/s",
@@ -124,3 +145,4 @@ def run(svc: Services, sizes: Sizes) -> list[Row]:
             ratio=bn / bare["e2e"], ratio_of="bare loop", target="> 1.0× bare loop if batching pays",
             met=bn / bare["e2e"] > 1.0, note=f"{count} conversions"),
     ]
+    return [*rows, *person_rows]

@@ -20,6 +20,7 @@ BenchFn = Callable[[Services, Sizes], list[Row]]
 
 def benchmarks() -> dict[str, BenchFn]:
     """Name → entry point, in the order ``all`` runs them."""
+    from bench.api import run as api
     from bench.enqueue import run as enqueue
     from bench.inference import run as inference
     from bench.latency import run as latency
@@ -28,7 +29,7 @@ def benchmarks() -> dict[str, BenchFn]:
     from bench.scale import run as scale
 
     return {"queue": queue, "inference": inference, "latency": latency, "scale": scale, "memory": memory,
-            "enqueue": enqueue}
+            "enqueue": enqueue, "api": api}
 
 
 def fmt_value(value: float | None) -> str:

@@ -141,13 +141,14 @@ class _WakingConsumer(_RedisConsumer):
 
 def make_broker(redis_url: str, *, idle_poll_ms: int = 1000, extra_middleware: list[Middleware] | None = None
                 ) -> StaylerRedisBroker:
-    """A broker whose retries are off and without time or age limits: PostgreSQL owns those (DESIGN 5).
+    """A broker whose retries are off and without time or age limits: PostgreSQL owns those
+    (docs/architecture.md, invariant 5).
 
     ``redis_url`` is a plain ``redis://`` URL or a ``redis+sentinel://`` one (see ``broker.sentinel``).
     """
     middleware: list[Middleware] = [ShutdownNotifications(), Callbacks(), Pipelines(), Retries(max_retries=0)]
     middleware.extend(extra_middleware or [])
     if is_sentinel_url(redis_url):
-        return StaylerRedisBroker(client=sentinel_client(redis_url), namespace=NAMESPACE, idle_poll_ms=idle_poll_ms,
-                                  middleware=middleware)
+        client = sentinel_client(redis_url, socket_timeout=5.0 + idle_poll_ms / 1000)  # outlasts the idle BLPOP
+        return StaylerRedisBroker(client=client, namespace=NAMESPACE, idle_poll_ms=idle_poll_ms, middleware=middleware)
     return StaylerRedisBroker(url=redis_url, namespace=NAMESPACE, idle_poll_ms=idle_poll_ms, middleware=middleware)

@@ -74,7 +74,7 @@ class _MasterConnection(SentinelManagedConnection):
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         """Connect through the Sentinels first when the socket is gone, then send."""
-        if not self._sock:
+        if not getattr(self, "_sock", None):
             self.connect()
         super().send_packed_command(command, check_health)
 

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     result_quality: int = Field(default=90, ge=1, le=100)
 
     # --- model ----------------------------------------------------------------------
-    model: str = Field(default="tryon-geometric", description="An .onnx path or a name under models/artefacts.")
+    model: str = Field(default="person-mediapipe+tryon-fit",
+                       description="A model or stages joined by +: .onnx paths or names under models/artefacts.")
     model_providers: str = Field(default="CPUExecutionProvider", description="Comma-separated execution providers.")
     model_threads: int | None = Field(default=None, ge=1, description="Intra-op threads per process.")
     model_allow_spinning: bool = False

@@ -10,7 +10,9 @@ In one run, on the same images, the same session options and thread counts, it m
 * ``runner, batch 1``: ``TryOnRunner.run_batch`` with one job: decode, preprocess, model, render back
   to the photo's size, encode;
 * ``runner, batch N``: the same with N jobs per call (one model call), with one I/O thread and
-  with ``--io-threads`` threads decoding/encoding the batch's items in parallel.
+  with ``--io-threads`` threads decoding/encoding the batch's items in parallel;
+* with a person stage in front (the default, ``person-mediapipe+tryon-fit``): ``person stage
+  alone``, its ``session.run`` at batch 1 and N; the bare loops then run both stages.
 
 Rounds are interleaved (every mode once per round) and the median round is reported.
 """
@@ -97,8 +99,9 @@ def run_bench(
     """Measure every mode and return them (bare model batch 1 first, bare end-to-end third)."""
     from imaging.decode import decode_image
     from imaging.encode import encode_image
-    from models.pipeline import prepare_inputs, render_result
+    from models.pipeline import prepare_inputs, prepare_person_stage, render_result
     from models.runner import TryOnJob, TryOnRunner
+    from models.stages import PersonOutputs, to_tryon_canvas
 
     pairs = make_images(images, person_size, garment_size)
     jobs = [TryOnJob(p, c) for p, c in pairs]
@@ -109,7 +112,10 @@ def run_bench(
     manifest = r1.manifest
     cloth_side = max(max(i.height, i.width) for i in manifest.inputs if i.effective_role != "person")
     session = r1.session
-    prepared = [r1.prepare(j).tensors for j in jobs]
+    items = [r1.prepare(j) for j in jobs]
+    r1.find_people(items)
+    prepared = [it.tensors for it in items]
+    person_stage = r1.person_stage
     feeds1 = [{k: v[None] for k, v in t.items()} for t in prepared]
     feedsn = [
         {k: np.stack([t[k] for t in prepared[i:i + batch]]) for k in prepared[0]}
@@ -130,6 +136,15 @@ def run_bench(
             person = decode_image(p, max_pixels=r1.max_pixels)
             cloth = decode_image(c, max_pixels=r1.max_pixels, draft_side=cloth_side)
             tensors, placement = prepare_inputs(manifest, person, cloth)
+            if person_stage is not None:
+                psession, pm = person_stage
+                x, ppl = prepare_person_stage(pm, person)
+                roles = sorted(pm.provides)
+                got = dict(zip(roles, psession.run([pm.provides[r] for r in roles], {pm.person_input.name: x[None]}),
+                               strict=True))
+                view = PersonOutputs(float(got["person_score"][0, 0]), ppl, got["person_mask"][0], None,
+                                     got["pose_keypoints"][0])
+                tensors.update(to_tryon_canvas(view, manifest.needs, placement))
             out = session.run(out_names, {k: v[None] for k, v in tensors.items()})
             alpha = out[1][0] if len(out) > 1 else None
             encode_image(render_result(person, placement, out[0][0], alpha, manifest.image_output), output_format, 90)
@@ -154,6 +169,20 @@ def run_bench(
         (f"runner, batch {batch}", runnern),
         (f"runner, batch {batch}, {io} io thr", runnern_io),
     ]
+    if person_stage is not None:
+        psession, pm = person_stage
+        pnames = [pm.provides[r] for r in sorted(pm.provides)]
+        pinputs = [it.person_input for it in items if it.person_input is not None]
+
+        def person1() -> None:
+            for x in pinputs:
+                psession.run(pnames, {pm.person_input.name: x[None]})
+
+        def personn() -> None:
+            for i in range(0, len(pinputs), batch):
+                psession.run(pnames, {pm.person_input.name: np.stack(pinputs[i:i + batch])})
+
+        modes += [("person stage alone, batch 1", person1), (f"person stage alone, batch {batch}", personn)]
     for _, fn in modes:  # warm-up: first runs allocate arenas and pick kernels
         fn()
     times: dict[str, list[float]] = {label: [] for label, _ in modes}
@@ -169,7 +198,8 @@ def run_bench(
     rows = []
     for label, _ in modes:
         sec = statistics.median(times[label])
-        rows.append(BenchRow(label, len(jobs) / sec, 1000 * sec / len(jobs), not label.startswith("bare onnx")))
+        bare = label.startswith(("bare onnx", "person stage"))
+        rows.append(BenchRow(label, len(jobs) / sec, 1000 * sec / len(jobs), not bare))
     for r in (r1, rn, rn_io):
         r.close()
     return rows
@@ -201,3 +231,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def person_stage_rates(pairs: Sequence[tuple[bytes, bytes]], threads: int, batch: int,
+                       model: str = DEFAULT_MODEL, rounds: int = 3) -> dict[str, float]:
+    """img/s of a pipeline's person stage alone (``session.run``) and of the whole pipeline through
+    the runner, at batch 1 and ``batch``; median of ``rounds``. Imports onnxruntime: call it in a
+    process that does not fork workers afterwards (``stayler bench inference`` spawns one)."""
+    from models.runner import TryOnJob, TryOnRunner
+
+    r1 = TryOnRunner(model, intra_op_threads=threads, max_batch=1)
+    rn = TryOnRunner(model, intra_op_threads=threads, max_batch=batch)
+    if r1.person_stage is None:
+        raise ValueError(f"model {model} has no person stage")
+    session, manifest = r1.person_stage
+    names = [manifest.provides[r] for r in sorted(manifest.provides)]
+    jobs = [TryOnJob(p, c) for p, c in pairs]
+    inputs = [x for x in (r1.prepare(j).person_input for j in jobs) if x is not None]
+    feed = manifest.person_input.name
+    def person_b1() -> None:
+        for x in inputs:
+            session.run(names, {feed: x[None]})
+
+    def person_bn() -> None:
+        for i in range(0, len(inputs), batch):
+            session.run(names, {feed: np.stack(inputs[i:i + batch])})
+
+    def pipeline_b1() -> None:
+        for job in jobs:
+            _check(r1.run_batch([job]))
+
+    def pipeline_bn() -> None:
+        for i in range(0, len(jobs), batch):
+            _check(rn.run_batch(jobs[i:i + batch]))
+
+    modes: dict[str, Callable[[], None]] = {"person_b1": person_b1, "person_bn": person_bn,
+                                            "pipeline_b1": pipeline_b1, "pipeline_bn": pipeline_bn}
+    for fn in modes.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in modes}
+    for _ in range(rounds):
+        for key, fn in modes.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    return {key: len(jobs) / statistics.median(values) for key, values in times.items()}

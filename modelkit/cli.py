@@ -22,8 +22,19 @@ EXAMPLE_PATH = Path("docs/img/tryon-example.png")
 
 def compose_before_after(person: bytes, cloth: bytes, result: bytes, height: int = 512) -> Image.Image:
     """One image: person | garment | result, side by side at a common height, on white."""
+    return compose_row([person, cloth, result], height)
+
+
+def sample_garments() -> list[tuple[str, bytes]]:
+    """Two garments drawn by the project: a JPEG on a plain background, and a cut-out RGBA PNG."""
+    return [("garment A", to_bytes(make_garment(512, 512, seed=0))),
+            ("garment B", to_bytes(make_garment(512, 512, seed=1, transparent=True), "PNG"))]
+
+
+def compose_row(images: Sequence[bytes], height: int = 512) -> Image.Image:
+    """Encoded images side by side at a common height, on white (a cut-out shown on white)."""
     tiles = []
-    for data in (person, cloth, result):
+    for data in images:
         decoded = decode_image(data, max_pixels=100_000_000)
         img = decoded.to_pil()
         if decoded.alpha is not None:  # show a cut-out garment on a checkerboard-free white
@@ -59,10 +70,23 @@ def tryon_main(args: argparse.Namespace) -> int:
     if args.person is None:
         person, cloth = sample_inputs(args.seed, args.transparent)
     else:
-        person, cloth = Path(args.person).read_bytes(), Path(args.cloth).read_bytes()
-    runner = TryOnRunner(args.model, intra_op_threads=args.threads, output_format=args.format,
-                         quality=args.quality)
-    result = runner.run_one(person, cloth)
+        try:
+            person, cloth = Path(args.person).read_bytes(), Path(args.cloth).read_bytes()
+        except OSError as exc:
+            print(f"stayler tryon: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 2
+    try:
+        runner = TryOnRunner(args.model, intra_op_threads=args.threads, output_format=args.format,
+                             quality=args.quality)
+        result = runner.run_one(person, cloth)
+    except Exception as exc:
+        # Errors that carry an error_type (a model that fails its contract, a bad photo, no person
+        # found) are the user's to fix: one line, no traceback.
+        kind = getattr(exc, "error_type", None)
+        if kind is None:
+            raise
+        print(f"stayler tryon: {kind}: {exc}", file=sys.stderr)
+        return 3 if kind == "model_contract" else 4
     if args.output is not None:
         out = Path(args.output)
         out.parent.mkdir(parents=True, exist_ok=True)

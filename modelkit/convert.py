@@ -14,15 +14,22 @@ given with ``--wheel``; each file's SHA-256 is pinned below):
   here as a standard ``ConvTranspose`` with bias (checked against the TFLite interpreter: max
   difference ≈ 1e-4).
 * ``pose_landmark_full.tflite`` (BlazePose GHUM 3D, full): 33 body keypoints with visibility and
-  a person-presence score. It expects a crop around the person; the graph cuts that crop itself
-  (``GridSample``) from the mask's bounding box, so one model call does both steps.
+  a presence score. It expects a crop around the person (MediaPipe's own detector,
+  ``pose_detection.tflite``, does not convert: a ``DENSIFY`` op); the graph cuts two crops itself
+  (``GridSample``) from the mask's bounding box — the box, and a square centred on the box's
+  bottom edge for a person cut off at the waist or chest — and keeps the keypoints of the crop
+  with the higher presence score.
+* ``face_detection_short_range.tflite`` (BlazeFace, 128×128): the highest face score over two
+  crops (the whole canvas and the top of the mask). The landmark model's presence score alone
+  also rates cups and cats highly (it was trained on crops that its detector found); the face
+  score does not.
 
 The wrapper graph (built with :class:`modelkit.build.GraphBuilder`) has one input, the letterboxed
 person photo (N×3×256×256 in [0, 1], zero padding), and three outputs: ``person_mask``
 (N×1×256×256 in [0, 1]), ``pose_keypoints`` (N×33×3: x, y in [0, 1] of the input canvas,
-visibility in [0, 1]) and ``person_score`` (N×1: the landmark model's presence score, 0 when the
-mask is empty). Weights are stored as float16 (they are float16 in the TFLite files, so this is
-exact) and cast to float32 once when the session loads.
+visibility in [0, 1]) and ``person_score`` (N×1: the smaller of the best pose presence and the
+best face score, 0 when the mask is empty). Weights are stored as float16 (they are float16 in
+the TFLite files, so this is exact) and cast to float32 once when the session loads.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -113,11 +121,11 @@ def rewrite_transpose_conv_bias(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    for index, node in enumerate(graph.node):
-        if node.op_type.endswith("Convolution2DTransposeBias"):
-            break
-    else:
+    found = [i for i, n in enumerate(graph.node) if n.op_type.endswith("Convolution2DTransposeBias")]
+    if not found:
         return model
+    index = found[0]
+    node = graph.node[index]
     feeder = next(n for n in graph.node if n.output[0] == node.input[0] and n.op_type == "Transpose")
     weight = numpy_helper.to_array(inits[node.input[1]]).transpose(3, 0, 1, 2).copy()
     bias = numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
@@ -250,7 +258,7 @@ def build_person_model(pose: onnx.ModelProto, seg: onnx.ModelProto, face: onnx.M
     initializers = (list(head.initializers) + list(seg_g.initializer) + list(pose_g.initializer)
                     + list(face_g.initializer) + g.initializers)
     graph = helper.make_graph(nodes, "person_mediapipe", inputs, outputs, initializer=initializers)
-    graph = _store_half(_canonical_names(_prune(graph)))
+    graph = _store_half(_canonical_names(_prune(_collapse_reshapes(_drop_noop_reshapes(graph)))))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="stayler-modelkit-convert", producer_version="1",
                               doc_string=person_manifest().description)
@@ -277,6 +285,59 @@ def _prune(graph: onnx.GraphProto) -> onnx.GraphProto:
     return graph
 
 
+def _drop_noop_reshapes(graph: onnx.GraphProto) -> onnx.GraphProto:
+    """Remove Reshapes whose input already has the target shape (batch axis aside).
+
+    tf2onnx keeps such a Reshape before some squeeze-and-excite convolutions in some runs only.
+    """
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    shapes = {}
+    for value in list(inferred.value_info) + list(inferred.input):
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    rename: dict[str, str] = {}
+    keep = []
+    for node in graph.node:
+        node.input[:] = [rename.get(n, n) for n in node.input]
+        target = inits.get(node.input[1]) if node.op_type == "Reshape" and len(node.input) > 1 else None
+        source = shapes.get(node.input[0]) if target is not None else None
+        if (target is not None and source is not None and node.output[0] not in outputs
+                and len(source) == target.size and target.size > 1 and int(target[0]) in (-1, 0)
+                and None not in source[1:] and list(source[1:]) == [int(v) for v in target[1:]]):
+            rename[node.output[0]] = node.input[0]
+            continue
+        keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    return graph
+
+
+def _collapse_reshapes(graph: onnx.GraphProto) -> onnx.GraphProto:
+    """Reshape(Reshape(x)) -> Reshape(x) when the inner result has no other use.
+
+    tf2onnx's optimiser merges such pairs in some runs and not in others; collapsing every pair
+    gives the same graph either way.
+    """
+    outputs = {o.name for o in graph.output}
+    while True:
+        producers = {n.output[0]: n for n in graph.node if n.op_type == "Reshape"}
+        uses: dict[str, int] = {}
+        for node in graph.node:
+            for name in node.input:
+                uses[name] = uses.get(name, 0) + 1
+        pair = next(((inner, outer) for outer in graph.node if outer.op_type == "Reshape"
+                     for inner in [producers.get(outer.input[0])]
+                     if inner is not None and uses[inner.output[0]] == 1 and inner.output[0] not in outputs), None)
+        if pair is None:
+            return graph
+        inner, outer = pair
+        outer.input[0] = inner.input[0]
+        graph.node.remove(inner)
+
+
 def _canonical_names(graph: onnx.GraphProto) -> onnx.GraphProto:
     """Rename nodes, weights and intermediate tensors by position (``seg/w3``, ``pose/t17``).
 
@@ -284,7 +345,17 @@ def _canonical_names(graph: onnx.GraphProto) -> onnx.GraphProto:
     run to run; names by position make the output bytes depend on the graph alone.
     """
     keep = {v.name for v in list(graph.input) + list(graph.output)}
-    inits = {i.name: i for i in graph.initializer}
+    # Identical constants are merged first: tf2onnx shares a folded constant between nodes in
+    # some runs and not in others.
+    first: dict[bytes, str] = {}
+    alias: dict[str, str] = {}
+    for init in graph.initializer:
+        key = numpy_helper.to_array(init).tobytes() + bytes(str((init.data_type, list(init.dims))), "ascii")
+        alias[init.name] = first.setdefault(key, init.name)
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = alias.get(name, name)
+    inits = {i.name: i for i in graph.initializer if alias[i.name] == i.name}
     mapping: dict[str, str] = {}
 
     def rename(name: str, kind: str) -> str:
@@ -301,7 +372,7 @@ def _canonical_names(graph: onnx.GraphProto) -> onnx.GraphProto:
             node.input[i] = rename(name, "w" if name in inits else "t")
         for i, name in enumerate(node.output):
             node.output[i] = rename(name, "t")
-    ordered = sorted((i for i in graph.initializer if i.name in mapping), key=lambda i: int(
+    ordered = sorted((i for i in inits.values() if i.name in mapping), key=lambda i: int(
         mapping[i.name].rsplit("w", 1)[1]))
     for init in ordered:
         init.name = mapping[init.name]
@@ -343,9 +414,9 @@ def person_manifest() -> ModelManifest:
         provides={"person_mask": "person_mask", "pose_keypoints": "pose_keypoints", "person_score": "person_score"},
         keypoints="blazepose-33",
         min_person_score=MIN_PERSON_SCORE,
-        description=f"Person stage: MediaPipe Selfie Segmentation (mask) and BlazePose GHUM full (33 keypoints, "
-                    f"presence score) from {SOURCE_PACKAGE} {SOURCE_VERSION} ({SOURCE_LICENSE}), converted by "
-                    f"modelkit/convert.py.",
+        description=f"Person stage: MediaPipe Selfie Segmentation (mask), BlazePose GHUM full (33 keypoints, "
+                    f"presence) and BlazeFace short-range (face presence) from {SOURCE_PACKAGE} {SOURCE_VERSION} "
+                    f"({SOURCE_LICENSE}), converted by modelkit/convert.py.",
     )
 
 
@@ -384,11 +455,18 @@ def convert(wheel: Path) -> bytes:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m modelkit.convert [--wheel WHL] [--out DIR] [--check]``."""
     parser = argparse.ArgumentParser(prog="python -m modelkit.convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--wheel", type=Path, help=f"the {SOURCE_PACKAGE} {SOURCE_VERSION} wheel (default: pip download)")
+    parser.add_argument("--wheel", type=Path,
+                        help=f"the {SOURCE_PACKAGE} {SOURCE_VERSION} wheel (default: pip download)")
     parser.add_argument("--out", type=Path, default=ARTEFACTS, help="output folder (default: models/artefacts)")
     parser.add_argument("--check", action="store_true",
                         help="do not write; exit 1 when a fresh conversion differs from the committed file")
     args = parser.parse_args(argv)
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        # tf2onnx's optimiser walks sets; with another hash seed it may fold constants and merge
+        # reshapes in another order, which changes the bytes (not the results).
+        env = dict(os.environ, PYTHONHASHSEED="0")
+        argv = list(sys.argv[1:] if argv is None else argv)
+        return subprocess.run([sys.executable, "-m", "modelkit.convert", *argv], env=env, check=False).returncode
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel or fetch_wheel(Path(tmp))
         data = convert(wheel)

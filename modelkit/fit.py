@@ -16,8 +16,9 @@ What the graph does (all deterministic arithmetic, no learned weights):
    (lowered by ``hem_drop`` × torso length), its centre the body's centre line;
 4. alpha = warped garment mask × the torso region (a band around the shoulder-to-hip line) × the
    person mask (grown by 2 px), minus protected parts: the head (a disc around the face
-   keypoints), the forearms, the hands and the lower half of the upper arms (capsules around
-   the visible arm keypoints), so arms held in front of the body stay in front; softened 3×3;
+   keypoints and a box from the forehead to below the chin), the forearms, the hands and the
+   lower half of the upper arms (capsules around the visible arm keypoints), so arms held in
+   front of the body stay in front; softened 3×3;
 5. the garment is opaque: no shading from the person's own clothes, so nothing shows through.
 """
 
@@ -43,13 +44,16 @@ FACE_POINTS = tuple(range(11))
 class FitParams:
     """Proportions of the keypoint-driven placement (fractions of shoulder width or torso length)."""
 
-    hem_to_shoulder: float = 1.1  # garment hem width / shoulder width (joint centres)
-    collar_lift: float = 0.12  # garment top above the shoulder line, × shoulder width
+    hem_to_shoulder: float = 1.2  # garment hem width / shoulder width (joint centres)
+    collar_lift: float = 0.2  # garment top above the shoulder line, × shoulder width
     hem_drop: float = 0.12  # garment bottom below the hips, × torso length
     max_stretch: float = 1.35  # vertical / horizontal scale kept within [1/x, x]
     torso_half_width: float = 0.8  # half-width of the torso band at the shoulders, × shoulder width
     hip_half_width: float = 0.75  # at the hips, × max(hip width, shoulder width)
     head_radius: float = 0.55  # head disc radius, × max(ear distance, 0.6 × shoulder width)
+    face_margin: float = 0.4  # face box: beyond the face keypoints on each side, × their width
+    forehead: float = 0.8  # face box: above the eyes, × face width
+    chin: float = 0.6  # face box: below the mouth, × face width
     arm_radius: float = 0.14  # arm capsule radius, × shoulder width
     visible: float = 0.5  # keypoint visibility above which an arm is protected
 
@@ -149,13 +153,22 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     on_person = g.op("MaxPool", g.fcmp("Greater", person_mask, 0.5), kernel_shape=[5, 5], pads=[2, 2, 2, 2])
 
     face = [pt(i) for i in FACE_POINTS]
-    fx = g.div(g.add(g.rmax(g.op("Concat", *[f[0] for f in face], axis=1), [1]),
-                     g.rmin(g.op("Concat", *[f[0] for f in face], axis=1), [1])), 2.0)
-    fy = g.div(g.add(g.rmax(g.op("Concat", *[f[1] for f in face], axis=1), [1]),
-                     g.rmin(g.op("Concat", *[f[1] for f in face], axis=1), [1])), 2.0)
+    face_x = g.op("Concat", *[f[0] for f in face], axis=1)
+    face_y = g.op("Concat", *[f[1] for f in face], axis=1)
+    fx0, fx1 = g.rmin(face_x, [1]), g.rmax(face_x, [1])
+    fx = g.div(g.add(fx0, fx1), 2.0)
+    fy = g.div(g.add(g.rmin(face_y, [1]), g.rmax(face_y, [1])), 2.0)
     ear_w = _dist(g, face[LEFT_EAR][0], face[LEFT_EAR][1], face[RIGHT_EAR][0], face[RIGHT_EAR][1])
     head_r = g.mul(g.op("Max", ear_w, g.mul(shoulder_w, 0.6)), p.head_radius)
-    head = g.op("Clip", g.sub(head_r, _dist(g, cols, rows, fx, fy)), g.const(0.0), g.const(1.0))
+    disc = g.op("Clip", g.sub(head_r, _dist(g, cols, rows, fx, fy)), g.const(0.0), g.const(1.0))
+    # The face box: the face keypoints' extent, wider, from the forehead to below the chin (side views,
+    # where ears and nose line up and the disc is small, still keep the whole face).
+    fw = g.op("Max", g.sub(fx1, fx0), g.const(1.0))
+    eyes_y = g.rmin(g.op("Concat", *[face[i][1] for i in range(1, 7)], axis=1), [1])
+    mouth_y = g.op("Max", face[9][1], face[10][1])
+    box = g.mul(g.between(cols, g.sub(fx0, g.mul(fw, p.face_margin)), g.add(fx1, g.mul(fw, p.face_margin))),
+                g.between(rows, g.sub(eyes_y, g.mul(fw, p.forehead)), g.add(mouth_y, g.mul(fw, p.chin))))
+    head = g.op("Max", disc, box)
 
     arm_r = g.op("Max", g.mul(shoulder_w, p.arm_radius), g.const(2.0))
     protect = head

@@ -150,6 +150,16 @@ class ModelManifest:
         data = asdict(self)
         data["extra"] = dict(self.extra)
         data["provides"] = dict(self.provides)
+        # Fields added with person stages are left out at their defaults, so the manifests (and
+        # bytes) of single-stage models stay what they were before those fields existed.
+        for key, default in _OPTIONAL_FIELDS.items():
+            if data[key] == default:
+                del data[key]
+        for spec in data["inputs"]:
+            if not spec["keypoints"]:
+                del spec["keypoints"]
+        if data["output"] is None:
+            del data["output"]
         return data
 
     def to_json(self) -> str:
@@ -300,6 +310,10 @@ class ModelManifest:
             return (1,)
         channels = self.parse_classes if role == "person_parse" else 1
         return (channels, person.height, person.width)
+
+
+_OPTIONAL_FIELDS: dict[str, Any] = {"kind": "tryon", "provides": {}, "keypoints": "", "padding": "edge",
+                                    "parse_classes": 0, "min_person_score": 0.5}
 
 
 def _pair(value: Any) -> tuple[float, float]:

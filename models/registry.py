@@ -54,5 +54,5 @@ def resolve_pipeline(spec: str | Path | None = None, *, folder: Path = ARTEFACTS
     text = (spec or "").strip() or DEFAULT_MODEL
     parts = [part.strip() for part in text.split(STAGE_SEPARATOR)]
     if any(not part for part in parts):
-        raise ModelContractError(f"model setting {text!r} has an empty stage (stages are joined by {STAGE_SEPARATOR!r})")
+        raise ModelContractError(f"model setting {text!r} has an empty stage (join stages with {STAGE_SEPARATOR!r})")
     return tuple(resolve_model(part, folder=folder) for part in parts)

@@ -258,6 +258,11 @@ class TryOnRunner:
         return self._manifest
 
     @property
+    def person_stage(self) -> tuple[onnxruntime.InferenceSession, ModelManifest] | None:
+        """The person stage's session and manifest (for benchmarks), or ``None``."""
+        return self._person
+
+    @property
     def person_manifest(self) -> ModelManifest | None:
         """The person stage's manifest, or ``None`` for a single-stage model."""
         return None if self._person is None else self._person[1]
@@ -476,7 +481,8 @@ def shared_runner(model: str | Path | None = None, **kwargs: Any) -> TryOnRunner
     Threads of a worker share it. A runner inherited through ``fork`` is never reused: the child
     builds its own session.
     """
-    key = (os.getpid(), tuple(map(str, resolve_pipeline(model))), tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    stages = tuple(map(str, resolve_pipeline(model)))
+    key = (os.getpid(), stages, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
     with _SHARED_LOCK:
         runner = _SHARED.get(key)
         if runner is None:

@@ -932,14 +932,15 @@ CREATE OR REPLACE FUNCTION public.prune_conversion_metrics(older_than interval, 
  SECURITY DEFINER
  SET search_path TO 'public', 'pg_temp'
 AS $function$
-    WITH doomed AS (
-        SELECT m.id FROM conversion_metrics m
-         WHERE m.created_at < now() - older_than AND older_than > interval '0'
-         ORDER BY m.created_at
-         LIMIT batch_size
-           FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM conversion_metrics m USING doomed WHERE m.id = doomed.id RETURNING 1
+    WITH gone AS (
+        DELETE FROM conversion_metrics m
+         WHERE m.id = ANY (ARRAY(
+            SELECT m.id FROM conversion_metrics m
+             WHERE m.created_at < now() - older_than AND older_than > interval '0'
+             ORDER BY m.created_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
     )
     SELECT count(*)::integer FROM gone
 $function$;
@@ -951,16 +952,17 @@ CREATE OR REPLACE FUNCTION public.prune_finished_jobs(older_than interval, batch
  SECURITY DEFINER
  SET search_path TO 'public', 'pg_temp'
 AS $function$
-    WITH doomed AS (
-        SELECT j.id FROM conversion_jobs j
-         WHERE j.status IN ('completed', 'failed', 'cancelled')
-           AND j.completed_at < now() - older_than
-           AND older_than > interval '0'
-         ORDER BY j.completed_at
-         LIMIT batch_size
-           FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM conversion_jobs j USING doomed WHERE j.id = doomed.id RETURNING 1
+    WITH gone AS (
+        DELETE FROM conversion_jobs j
+         WHERE j.id = ANY (ARRAY(
+            SELECT j.id FROM conversion_jobs j
+             WHERE j.status IN ('completed', 'failed', 'cancelled')
+               AND j.completed_at < now() - older_than
+               AND older_than > interval '0'
+             ORDER BY j.completed_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
     )
     SELECT count(*)::integer FROM gone
 $function$;
@@ -972,14 +974,15 @@ CREATE OR REPLACE FUNCTION public.prune_image_usage_history(older_than interval,
  SECURITY DEFINER
  SET search_path TO 'public', 'pg_temp'
 AS $function$
-    WITH doomed AS (
-        SELECT h.id FROM image_usage_history h
-         WHERE h.created_at < now() - older_than AND older_than > interval '0'
-         ORDER BY h.created_at
-         LIMIT batch_size
-           FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM image_usage_history h USING doomed WHERE h.id = doomed.id RETURNING 1
+    WITH gone AS (
+        DELETE FROM image_usage_history h
+         WHERE h.id = ANY (ARRAY(
+            SELECT h.id FROM image_usage_history h
+             WHERE h.created_at < now() - older_than AND older_than > interval '0'
+             ORDER BY h.created_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
     )
     SELECT count(*)::integer FROM gone
 $function$;
@@ -991,14 +994,15 @@ CREATE OR REPLACE FUNCTION public.prune_operator_actions(older_than interval, ba
  SECURITY DEFINER
  SET search_path TO 'public', 'pg_temp'
 AS $function$
-    WITH doomed AS (
-        SELECT a.id FROM operator_actions a
-         WHERE a.created_at < now() - older_than AND older_than > interval '0'
-         ORDER BY a.created_at
-         LIMIT batch_size
-           FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM operator_actions a USING doomed WHERE a.id = doomed.id RETURNING 1
+    WITH gone AS (
+        DELETE FROM operator_actions a
+         WHERE a.id = ANY (ARRAY(
+            SELECT a.id FROM operator_actions a
+             WHERE a.created_at < now() - older_than AND older_than > interval '0'
+             ORDER BY a.created_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
     )
     SELECT count(*)::integer FROM gone
 $function$;
@@ -1026,7 +1030,7 @@ AS $function$
          LIMIT batch_size
            FOR UPDATE OF w SKIP LOCKED
     ), gone AS (
-        DELETE FROM workers w USING locked WHERE w.id = locked.id RETURNING 1
+        DELETE FROM workers w WHERE w.id = ANY (ARRAY(SELECT locked.id FROM locked)) RETURNING 1
     )
     SELECT count(*)::integer FROM gone
 $function$;

@@ -1,7 +1,9 @@
 """The named SQL statements of ``queries.sql``, loaded once.
 
-Callers write ``conn.execute(Q.job_claim_batch, {...})``: the SQL lives in one file, parameters are
-always bound, and a typo in a name fails at import time rather than at run time.
+Callers write ``conn.execute(Q.job_claim_batch, {...})``: the SQL lives in one file and parameters
+are always bound. A misspelt name raises ``AttributeError`` when its line runs;
+``tests/schema/test_query_layer.py`` scans every ``Q.<name>`` in the repository, so the suite catches
+it before then.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@
 -- LOCKED in a materialised CTE (only jobs whose conversion can still run), mark them processing
 -- under a new attempt and the caller's claim token, move their conversions to processing, write
 -- the 'convert' usage row on a conversion's first attempt (usage counts conversions, not
--- attempts), and return what the worker needs. A suspect job (lost with a worker before) is
--- claimed alone: when the head of the queue is suspect the batch is that job; otherwise suspects
--- are left for a later claim.
+-- attempts), and return what the worker needs. A suspect job (lost with a worker before) runs
+-- alone in its process: only a caller holding nothing (%(allow_suspect)s) may take one, and then
+-- the batch is that job alone when it heads the queue; otherwise suspects are left for later.
 WITH picked AS MATERIALIZED (
     SELECT j.id, j.suspect, j.priority, j.created_at FROM conversion_jobs j
      WHERE j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
@@ -20,14 +20,14 @@ WITH picked AS MATERIALIZED (
     SELECT id, suspect FROM picked ORDER BY priority DESC, created_at LIMIT 1
 ), chosen AS (
     SELECT p.id FROM picked p, head h
-     WHERE (h.suspect AND p.id = h.id) OR (NOT h.suspect AND NOT p.suspect)
+     WHERE CASE WHEN h.suspect AND %(allow_suspect)s THEN p.id = h.id ELSE NOT p.suspect END
 ), claimed AS (
     UPDATE conversion_jobs j
        SET status = 'processing', worker_id = %(worker_id)s, started_at = now(), heartbeat_at = now(),
            attempt = j.attempt + 1, claim_token = %(claim_token)s
       FROM chosen
      WHERE j.id = chosen.id
-    RETURNING j.id, j.conversion_id, j.attempt, j.retry_count, j.max_retries, j.priority, j.created_at
+    RETURNING j.id, j.conversion_id, j.attempt, j.retry_count, j.max_retries, j.priority, j.created_at, j.suspect
 ), conv AS (
     UPDATE conversions c SET status = 'processing'
       FROM claimed
@@ -42,7 +42,7 @@ WITH picked AS MATERIALIZED (
 SELECT claimed.id AS job_id, claimed.conversion_id, claimed.attempt, claimed.retry_count, claimed.max_retries,
        claimed.created_at AS enqueued_at, conv.conversion_type, conv.style_name,
        ui.file_path AS person_key, ui.file_size AS person_size,
-       ci.file_path AS cloth_key, ci.file_size AS cloth_size
+       ci.file_path AS cloth_key, ci.file_size AS cloth_size, claimed.suspect
   FROM claimed
   JOIN conv ON conv.id = claimed.conversion_id
   JOIN images ui ON ui.id = conv.user_image_id
@@ -98,7 +98,8 @@ SELECT count(*) FROM (
 
 -- name: job_next_scheduled_in
 -- Seconds (by the database's clock) until the next scheduled job becomes due; NULL when none.
-SELECT GREATEST(0, date_part('epoch', min(run_after) - now()))::float8
+-- (GREATEST would turn the NULL of an empty set into 0: the caller clamps negatives itself.)
+SELECT date_part('epoch', min(run_after) - now())::float8
   FROM conversion_jobs WHERE status = 'queued' AND scheduled;
 
 -- name: worker_register

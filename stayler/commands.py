@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from producer.conversions import conversion_stats, image_stats, operator_cancel
 from producer.errors import ProducerError
 from producer.images import ImageLimits
 from stayler.services import database, redis_server
-from storage import Storage, StorageError, from_settings
+from storage import Storage, from_settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -214,11 +213,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         from schema.migrate import apply_migrations
 
         apply_migrations(db_url)
-        try:
-            storage_for(settings).check()
-        except StorageError as exc:
-            print(f"stayler worker: storage not usable: {exc}", file=sys.stderr)
-            return 2
         return run_workers_foreground(settings, db_url, redis_url, processes=args.processes, threads=args.threads)
 
 

@@ -18,11 +18,10 @@ from producer.accounts import create_user, create_vendor
 from producer.conversions import ConversionStatus
 from producer.images import ImageLimits
 from schema.migrate import apply_migrations
+from schema.statuses import TERMINAL
 from stayler.fleet import running_workers
 from stayler.services import database, redis_server
 from storage import Storage, from_settings
-
-TERMINAL = {"completed", "failed", "cancelled"}
 
 
 def _register_samples(conn: psycopg.Connection, storage: Storage, settings: Settings, count: int

@@ -32,10 +32,11 @@ class LocalStorage:
     """Objects as files under ``root``; writes go to a temporary file first, then ``os.replace``."""
 
     def __init__(self, root: Path, url_prefix: str = "file://") -> None:
-        """Use ``root`` (created if missing) as the store's folder."""
+        """Use ``root`` (created if missing) as the store's folder; :meth:`check` says if that failed."""
         self.root = root.resolve()
         self.url_prefix = url_prefix
-        self.root.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            self.root.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, key: str) -> Path:
         """The file path of ``key``; refuses anything that would leave the root."""

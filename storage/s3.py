@@ -80,6 +80,9 @@ class S3Storage:
                     config = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5,
                                     read_timeout=30, max_pool_connections=max(10, self.max_workers * 2),
                                     s3=s3_options)
+                    for name in ("botocore", "boto3"):  # their INFO lines ("Found credentials…") are noise here
+                        if logging.getLogger(name).level == logging.NOTSET:
+                            logging.getLogger(name).setLevel(logging.WARNING)
                     self._client = boto3.session.Session().client("s3", config=config)
                     self._pool = None
                     self._pid = os.getpid()

@@ -18,6 +18,7 @@ from worker import metrics
 from worker.inflight import HeldClaim
 from worker.jobqueue import QueueUnavailable
 from worker.lifecycle import WorkerLifecycle, current_context
+from worker.process import ProcessContext
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,24 @@ def process_conversions() -> None:
     if ctx.draining.is_set():
         return
     batch_size = ctx.settings.claim_batch_size
-    try:
-        claims = ctx.queue.claim(batch_size)
-    except QueueUnavailable as exc:
-        # The database is down: drop this message (the leader's sweep re-dispatches once it is back).
-        log.warning("could not claim jobs; database unavailable", extra={"error": str(exc)})
-        time.sleep(1.0)
-        return
+    claimed_at = time.monotonic()
+    with ctx.claim_lock:
+        if ctx.inflight.has_suspect():
+            # A job that may kill this process runs alone in it: this message waits for it.
+            ctx.owed_messages += 1
+            return
+        try:
+            claims = ctx.queue.claim(batch_size, allow_suspect=len(ctx.inflight) == 0)
+        except QueueUnavailable as exc:
+            # The database is down: drop this message (the leader's sweep re-dispatches once it is back).
+            log.warning("could not claim jobs; database unavailable", extra={"error": str(exc)})
+            time.sleep(1.0)
+            return
+        for claim in claims:
+            ctx.inflight.add(HeldClaim(claim.job_id, claim.attempt, claimed_at, suspect=claim.suspect))
     metrics.record_claim(claims)
     if not claims:
         return
-    claimed_at = time.monotonic()
-    for claim in claims:
-        ctx.inflight.add(HeldClaim(claim.job_id, claim.attempt, claimed_at))
     metrics.set_in_flight(len(ctx.inflight))
     if len(claims) == batch_size:
         send_follow_up(ctx.broker, ctx.settings.queue_name)
@@ -63,4 +69,14 @@ def process_conversions() -> None:
         raise
     finally:
         metrics.set_in_flight(len(ctx.inflight))
+        if any(c.suspect for c in claims):
+            _pay_owed_messages(ctx)
     metrics.record_batch(claims, report)
+
+
+def _pay_owed_messages(ctx: ProcessContext) -> None:
+    """Send again the messages this process set aside while a suspect job ran alone."""
+    with ctx.claim_lock:
+        owed, ctx.owed_messages = ctx.owed_messages, 0
+    for _ in range(owed):
+        send_follow_up(ctx.broker, ctx.settings.queue_name)

@@ -15,6 +15,7 @@ class HeldClaim:
     attempt: int
     claimed_at: float
     lost: threading.Event = field(default_factory=threading.Event)
+    suspect: bool = False
 
 
 class InFlight:
@@ -53,6 +54,11 @@ class InFlight:
         with self._lock:
             claim = self._claims.get(job_id)
         return claim is None or claim.lost.is_set()
+
+    def has_suspect(self) -> bool:
+        """Whether a suspect job (one that may kill its worker) is held: then nothing else may be."""
+        with self._lock:
+            return any(c.suspect for c in self._claims.values())
 
     def __len__(self) -> int:
         with self._lock:

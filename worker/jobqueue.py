@@ -198,8 +198,11 @@ class JobQueue:
 
     # -- claims --------------------------------------------------------------------------
 
-    def claim(self, limit: int) -> list[Claim]:
+    def claim(self, limit: int, *, allow_suspect: bool = True) -> list[Claim]:
         """Claim up to ``limit`` ready jobs; raises ``QueueUnavailable`` when the database is away.
+
+        ``allow_suspect``: the caller holds nothing, so it may take a suspect job (which then comes
+        alone). A process that holds jobs must pass False.
 
         When the connection breaks after the claim was sent, the claim may have committed with no
         one to work on its jobs: its token is released (now if possible, else by ``flush``).
@@ -209,7 +212,8 @@ class JobQueue:
         def work(conn: psycopg.Connection) -> list[Claim]:
             with conn.cursor(row_factory=class_row(Claim)) as cur:
                 return cur.execute(Q.job_claim_batch, {"worker_id": self.worker_id, "limit": limit,
-                                                       "claim_token": token}).fetchall()
+                                                       "claim_token": token,
+                                                       "allow_suspect": allow_suspect}).fetchall()
 
         try:
             return self._once(work)

@@ -23,6 +23,8 @@ class Claim:
     person_size: int
     cloth_key: str
     cloth_size: int
+    #: Lost with a worker before: this process must hold nothing else while it runs.
+    suspect: bool = False
 
 
 @dataclass(frozen=True)

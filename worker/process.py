@@ -75,6 +75,10 @@ class ProcessContext:
     pipeline: BatchPipeline
     stop: threading.Event = field(default_factory=threading.Event)
     draining: threading.Event = field(default_factory=threading.Event)
+    #: Serialises the claim with the registry, so a suspect job is never claimed beside another.
+    claim_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Messages set aside while a suspect job ran alone; sent again when it ends.
+    owed_messages: int = 0
 
     @classmethod
     def boot(cls, settings: Settings, broker: dramatiq.Broker) -> ProcessContext:

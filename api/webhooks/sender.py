@@ -1,10 +1,11 @@
 """The webhook sender (``stayler webhooks``): delivers the outbox at least once.
 
 Due deliveries are claimed in a short transaction that counts the attempt and moves
-``next_attempt_at`` ahead by a lease, then each is POSTed outside any transaction, then the attempt
-is recorded: delivered (2xx), or due again after exponential backoff with jitter; a delivery older
-than STAYLER_WEBHOOK_RETRY_PERIOD_S fails, and an endpoint that has failed for that whole period is
-disabled. Several senders may run: SKIP LOCKED and the lease keep them apart.
+``next_attempt_at`` ahead by a lease, then they are POSTed (several at once) outside any
+transaction, then each attempt is recorded: delivered (2xx), or due again after exponential backoff
+with jitter; a delivery older than STAYLER_WEBHOOK_RETRY_PERIOD_S fails, and an endpoint that has
+failed for that whole period is disabled. Several senders may run: SKIP LOCKED and the lease keep
+them apart.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -31,6 +33,7 @@ log = logging.getLogger("stayler.webhooks")
 
 CHANNEL = "stayler_webhooks"
 BATCH = 20
+PARALLEL = 8
 #: Re-check for due retries at least this often when no NOTIFY arrives.
 IDLE_WAIT_S = 1.0
 
@@ -65,11 +68,15 @@ class Sender:
         self.settings = settings
         self.url = database_url
         self.storage = storage or open_storage(settings)
-        self.client = httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False)
-        self.lease_s = settings.webhook_timeout_s * 3 + 5
+        self.client = httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False,
+                                   limits=httpx.Limits(max_connections=PARALLEL))
+        self.pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="stayler-webhook")
+        # A batch is posted PARALLEL at a time, each bounded by the timeout: the lease covers the batch.
+        self.lease_s = settings.webhook_timeout_s * (BATCH // PARALLEL + 1) + 5
 
     def close(self) -> None:
-        """Close the HTTP client."""
+        """Close the HTTP client and the posting threads."""
+        self.pool.shutdown(wait=True)
         self.client.close()
 
     def run_once(self, conn: psycopg.Connection) -> int:
@@ -78,21 +85,23 @@ class Sender:
         while True:
             with conn.cursor(row_factory=dict_row) as cur:
                 due = cur.execute(Q.webhook_delivery_claim, {"limit": BATCH, "lease_s": self.lease_s}).fetchall()
-            for delivery in due:
-                self.deliver(conn, delivery)
+            bodies = [payload(conn, delivery, self.storage, self.settings) for delivery in due]
+            # One slow endpoint must not hold up the others: the POSTs run side by side.
+            outcomes = list(self.pool.map(self.post, due, bodies))
+            for delivery, (status_code, latency_ms, error) in zip(due, outcomes, strict=True):
+                self.record(conn, delivery, status_code, latency_ms, error)
             made += len(due)
             if len(due) < BATCH:
                 return made
 
-    def deliver(self, conn: psycopg.Connection, delivery: dict[str, Any]) -> None:
-        """POST one delivery and record the attempt."""
+    def post(self, delivery: dict[str, Any], body: bytes) -> tuple[int | None, int, str | None]:
+        """POST one signed delivery; returns (status code, latency ms, error or None)."""
         msg_id = f"msg_{delivery['event_id'].hex}"
         status_code: int | None = None
         error: str | None = None
         start = time.perf_counter()
         try:
             check_url(delivery["url"], allow_private=self.settings.webhook_allow_private)
-            body = payload(conn, delivery, self.storage, self.settings)
             response = self.client.post(delivery["url"], content=body,
                                         headers=headers(bytes(delivery["secret"]), msg_id, body))
             status_code = response.status_code
@@ -102,8 +111,7 @@ class Sender:
             error = f"refused: {exc}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {str(exc)[:200]}"
-        latency_ms = int((time.perf_counter() - start) * 1000)
-        self.record(conn, delivery, status_code, latency_ms, error)
+        return status_code, int((time.perf_counter() - start) * 1000), error
 
     def record(self, conn: psycopg.Connection, delivery: dict[str, Any], status_code: int | None,
                latency_ms: int, error: str | None) -> None:
@@ -138,5 +146,9 @@ class Sender:
                         for _ in conn.notifies(timeout=IDLE_WAIT_S, stop_after=1):
                             pass
             except psycopg.OperationalError as exc:
-                log.warning("webhook sender lost the database: %s", str(exc).strip().splitlines()[:1])
+                log.warning("webhook sender lost the database: %s", type(exc).__name__)
+                stop.wait(1.0)
+            except Exception:
+                # A bug or a row deleted under us: claimed deliveries come due again when their lease ends.
+                log.exception("webhook sender error; continuing")
                 stop.wait(1.0)

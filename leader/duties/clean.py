@@ -30,24 +30,24 @@ class CleanDuty:
         self.storage = storage
         self.interval_s = interval_s
         self.limit = limit
+        #: Files removed from result folders so far.
         self.removed = 0
 
     def run_once(self, conn: psycopg.Connection) -> int:
-        """One round; returns the files removed."""
-        removed = 0
+        """One round; returns the markers handled (their files are gone)."""
+        handled = 0
         for conversion_id, attempt, conversion_status in conn.execute(
                 Q.storage_cleanup_list, {"limit": self.limit}).fetchall():
             try:
                 if attempt > 0:
                     for key in attempt_keys(conversion_id, attempt):
                         self.storage.delete(key)
-                        removed += 1
                 elif conversion_status in (None, "failed", "cancelled"):
-                    removed += self.storage.delete_prefix(result_prefix(conversion_id))
+                    self.removed += self.storage.delete_prefix(result_prefix(conversion_id))
             except Exception:  # a cleanup failure must not stop the leader; the marker stays
                 log.exception("could not delete files of a conversion; will retry",
                               extra={"conversion_id": str(conversion_id), "attempt": attempt})
                 continue
             conn.execute(Q.storage_cleanup_done, {"conversion_id": conversion_id, "attempt": attempt})
-        self.removed += removed
-        return removed
+            handled += 1
+        return handled

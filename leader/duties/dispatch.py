@@ -50,7 +50,7 @@ class DispatchDuty:
         count = messages_to_send(ready, waiting, self.batch_size, self.max_waiting)
         sent = send_claim_messages(self.broker, self.queue_name, count)
         row = conn.execute(Q.job_next_scheduled_in).fetchone()
-        self.wake_in_s = float(row[0]) if row and row[0] is not None else None
+        self.wake_in_s = max(float(row[0]), 0.0) if row and row[0] is not None else None
         self.rounds += 1
         self.messages_sent += sent
         if sent:

@@ -138,7 +138,7 @@ CREATE INDEX idx_workers_live_heartbeat ON workers (heartbeat_at)
     WHERE stopped_at IS NULL;
 
 -- ---------------------------------------------------------------------------
--- Status guards: statuses move forward only (DESIGN.md invariant 6)
+-- Status guards: statuses move forward only (docs/architecture.md, invariant 6)
 -- ---------------------------------------------------------------------------
 
 -- conversions: pending    -> processing | failed | cancelled

@@ -2,7 +2,9 @@
 --
 -- Bounded growth (schema/README.md, "Retention"): every prune deletes at most batch_size rows older
 -- than its age, oldest first, through an index on the age column, skipping rows another
--- transaction holds. The leader's retention duty (leader/duties/retention.py) calls them in a loop
+-- transaction holds. The victims are collected into an array first (id = ANY(ARRAY(…))): these
+-- bodies are planned without knowing batch_size, and a join from the victims to the table would
+-- then be planned for many rows (a hash join over a sequential scan of the whole table). The leader's retention duty (leader/duties/retention.py) calls them in a loop
 -- with the ages from the settings; an age of NULL or <= 0 prunes nothing. Each returns the number of
 -- rows deleted.
 --
@@ -17,16 +19,17 @@ CREATE INDEX idx_workers_stopped_at ON workers (stopped_at) WHERE stopped_at IS 
 -- by idx_conversion_jobs_finished. The conversion row keeps its status, result and error message.
 CREATE FUNCTION prune_finished_jobs(older_than INTERVAL, batch_size INTEGER DEFAULT 1000) RETURNS INTEGER
 LANGUAGE sql AS $$
-    WITH doomed AS (
-        SELECT j.id FROM conversion_jobs j
-         WHERE j.status IN ('completed', 'failed', 'cancelled')
-           AND j.completed_at < now() - older_than
-           AND older_than > interval '0'
-         ORDER BY j.completed_at
-         LIMIT batch_size
-           FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM conversion_jobs j USING doomed WHERE j.id = doomed.id RETURNING 1
+    WITH gone AS (
+        DELETE FROM conversion_jobs j
+         WHERE j.id = ANY (ARRAY(
+            SELECT j.id FROM conversion_jobs j
+             WHERE j.status IN ('completed', 'failed', 'cancelled')
+               AND j.completed_at < now() - older_than
+               AND older_than > interval '0'
+             ORDER BY j.completed_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
     )
     SELECT count(*)::integer FROM gone
 $$;
@@ -54,7 +57,7 @@ LANGUAGE sql AS $$
          LIMIT batch_size
            FOR UPDATE OF w SKIP LOCKED
     ), gone AS (
-        DELETE FROM workers w USING locked WHERE w.id = locked.id RETURNING 1
+        DELETE FROM workers w WHERE w.id = ANY (ARRAY(SELECT locked.id FROM locked)) RETURNING 1
     )
     SELECT count(*)::integer FROM gone
 $$;
@@ -66,14 +69,15 @@ COMMENT ON FUNCTION prune_stopped_workers(INTERVAL, INTEGER) IS
 -- STAYLER_RETENTION_USAGE_HISTORY_AFTER_S is set.
 CREATE FUNCTION prune_image_usage_history(older_than INTERVAL, batch_size INTEGER DEFAULT 1000) RETURNS INTEGER
 LANGUAGE sql AS $$
-    WITH doomed AS (
-        SELECT h.id FROM image_usage_history h
-         WHERE h.created_at < now() - older_than AND older_than > interval '0'
-         ORDER BY h.created_at
-         LIMIT batch_size
-           FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM image_usage_history h USING doomed WHERE h.id = doomed.id RETURNING 1
+    WITH gone AS (
+        DELETE FROM image_usage_history h
+         WHERE h.id = ANY (ARRAY(
+            SELECT h.id FROM image_usage_history h
+             WHERE h.created_at < now() - older_than AND older_than > interval '0'
+             ORDER BY h.created_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
     )
     SELECT count(*)::integer FROM gone
 $$;
@@ -84,14 +88,15 @@ COMMENT ON FUNCTION prune_image_usage_history(INTERVAL, INTEGER) IS
 -- Metrics older than older_than (idx_conversion_metrics_created_at). Audit data: off by default.
 CREATE FUNCTION prune_conversion_metrics(older_than INTERVAL, batch_size INTEGER DEFAULT 1000) RETURNS INTEGER
 LANGUAGE sql AS $$
-    WITH doomed AS (
-        SELECT m.id FROM conversion_metrics m
-         WHERE m.created_at < now() - older_than AND older_than > interval '0'
-         ORDER BY m.created_at
-         LIMIT batch_size
-           FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM conversion_metrics m USING doomed WHERE m.id = doomed.id RETURNING 1
+    WITH gone AS (
+        DELETE FROM conversion_metrics m
+         WHERE m.id = ANY (ARRAY(
+            SELECT m.id FROM conversion_metrics m
+             WHERE m.created_at < now() - older_than AND older_than > interval '0'
+             ORDER BY m.created_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
     )
     SELECT count(*)::integer FROM gone
 $$;
@@ -102,14 +107,15 @@ COMMENT ON FUNCTION prune_conversion_metrics(INTERVAL, INTEGER) IS
 -- Operator audit rows older than older_than. Audit data: off by default.
 CREATE FUNCTION prune_operator_actions(older_than INTERVAL, batch_size INTEGER DEFAULT 1000) RETURNS INTEGER
 LANGUAGE sql AS $$
-    WITH doomed AS (
-        SELECT a.id FROM operator_actions a
-         WHERE a.created_at < now() - older_than AND older_than > interval '0'
-         ORDER BY a.created_at
-         LIMIT batch_size
-           FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM operator_actions a USING doomed WHERE a.id = doomed.id RETURNING 1
+    WITH gone AS (
+        DELETE FROM operator_actions a
+         WHERE a.id = ANY (ARRAY(
+            SELECT a.id FROM operator_actions a
+             WHERE a.created_at < now() - older_than AND older_than > interval '0'
+             ORDER BY a.created_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
     )
     SELECT count(*)::integer FROM gone
 $$;

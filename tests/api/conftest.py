@@ -48,8 +48,8 @@ def api_settings(storage_dir: Path, **overrides: Any) -> Settings:
 class Server:
     """uvicorn serving the API in a thread of the test process."""
 
-    def __init__(self, settings: Settings, db_url: str) -> None:
-        self.app = create_app(settings, db_url)
+    def __init__(self, settings: Settings, db_url: str, storage: Any = None) -> None:
+        self.app = create_app(settings, db_url, storage=storage)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, access_log=False,
                                 lifespan="on")
         self.server = uvicorn.Server(config)
@@ -173,10 +173,11 @@ def make_api(db_url: str, tmp_path: Path) -> Iterator[Callable[..., ApiEnv]]:
     """Start an API server with settings overrides; every one started is stopped at the end."""
     started: list[tuple[Server, ApiEnv]] = []
 
-    def start(**overrides: Any) -> ApiEnv:
+    def start(storage: LocalStorage | None = None, **overrides: Any) -> ApiEnv:
         settings = api_settings(tmp_path / "storage", **overrides)
-        server = Server(settings, db_url).__enter__()
-        env = ApiEnv(server, settings, db_url, LocalStorage(settings.storage_root))
+        storage = storage or LocalStorage(settings.storage_root)
+        server = Server(settings, db_url, storage).__enter__()
+        env = ApiEnv(server, settings, db_url, storage)
         started.append((server, env))
         return env
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from storage import LocalStorage
 from tests.api.conftest import problem_type
 
 
@@ -130,3 +131,23 @@ def test_vendor_keys_work_like_user_keys(api) -> None:
     conversion = vendor.conversion()
     assert vendor.client("read").get(f"/v1/conversions/{conversion['id']}").json()["status"] == "pending"
     assert vendor.client("read").get("/v1/conversions").json()["items"][0]["id"] == conversion["id"]
+
+
+class PresigningStorage(LocalStorage):
+    """A folder that hands out presigned URLs, as the S3 backend does."""
+
+    def presigned_url(self, key: str, ttl_s: int) -> str | None:
+        return f"https://bucket.example/{key}?X-Amz-Expires={ttl_s}"
+
+
+def test_presigned_urls_when_the_backend_makes_them(make_api, tmp_path) -> None:
+    api = make_api(storage=PresigningStorage(tmp_path / "s3"), result_url_ttl_s=120)
+    owner = api.owner()
+    conversion = owner.conversion()
+    api.complete(conversion["id"])
+    result = owner.client("read").get(f"/v1/conversions/{conversion['id']}").json()["result"]
+    assert result["url"].startswith("https://bucket.example/results/") and result["url"].endswith("Expires=120")
+    assert result["thumbnail_url"].endswith(".thumb.jpg?X-Amz-Expires=120") and result["expires_at"]
+    for which in ("result", "thumbnail"):
+        redirect = owner.client("read").get(f"/v1/conversions/{conversion['id']}/{which}")
+        assert redirect.status_code == 307 and redirect.headers["location"].startswith("https://bucket.example/")

@@ -25,13 +25,14 @@ from tests.api.conftest import problem_type, scalar
 class Receiver:
     """An HTTP server that records every POST and answers with the next status of a script."""
 
-    def __init__(self, statuses: list[int] | None = None) -> None:
+    def __init__(self, statuses: list[int] | None = None, delay_s: float = 0.0) -> None:
         self.messages: list[dict[str, Any]] = []
         self.statuses = list(statuses or [])
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                time.sleep(delay_s)
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 receiver.messages.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body,
@@ -225,3 +226,38 @@ def test_private_and_odd_urls_are_refused_in_production(make_api) -> None:
         response = owner.client("operator").post("/v1/webhooks", json={"url": url})
         assert response.status_code == 422, (url, response.text)
         assert problem_type(response) == "webhook_url_refused"
+
+
+def test_a_sender_that_dies_mid_post_leaves_the_delivery_due_again(api, receiver, run_sender) -> None:
+    from schema.queries import Q
+
+    owner = api.owner()
+    owner.client("operator").post("/v1/webhooks", json={"url": receiver.url})
+    api.complete(owner.conversion()["id"])
+    with psycopg.connect(api.db_url, autocommit=True) as conn:  # a sender claims, then is SIGKILLed
+        [claimed] = conn.execute(Q.webhook_delivery_claim, {"limit": 10, "lease_s": 1.0}).fetchall()
+    run_sender(api)
+    [message] = wait_until(receiver.delivered)
+    with psycopg.connect(api.db_url, autocommit=True) as conn:
+        status, attempts = conn.execute("SELECT status, attempts FROM webhook_deliveries").fetchone() or (None, None)
+    assert (status, attempts) == ("delivered", 2)
+    assert message["headers"]["webhook-id"] == f"msg_{claimed[6].hex}"
+
+
+def test_a_slow_endpoint_does_not_hold_up_the_others(make_api, run_sender) -> None:
+    api = make_api(webhook_timeout_s=6.0)
+    slow, fast = Receiver(delay_s=3.0), Receiver()
+    try:
+        alice, bob = api.owner(), api.owner()
+        alice.client("operator").post("/v1/webhooks", json={"url": slow.url})
+        bob.client("operator").post("/v1/webhooks", json={"url": fast.url})
+        api.complete(alice.conversion()["id"])
+        api.complete(bob.conversion()["id"])
+        start = time.monotonic()
+        run_sender(api)
+        wait_until(fast.delivered)
+        assert time.monotonic() - start < 2.5  # a sender posting one at a time would take ≥ 3 s
+        wait_until(slow.delivered)
+    finally:
+        slow.close()
+        fast.close()

@@ -20,7 +20,7 @@ EXPECTED = {
     "queue": 2 + 4,      # pgqueuer at 2 batch sizes, the project at 2 process counts × 2 batch sizes
     "inference": 4,
     "latency": 6,
-    "scale": 2,
+    "scale": 3,
     "memory": 3,
     "enqueue": 2,
 }

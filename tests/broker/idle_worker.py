@@ -63,7 +63,8 @@ def main(url: str, queue: str, mode: str, receipts: str | None = None) -> None:
 
 def send(broker: RedisBroker, queue: str, seq: int = -1) -> Any:
     """Enqueue one probe message stamped with the current time."""
-    message = dramatiq.Message(queue_name=queue, actor_name="probe", args=(time.time(), seq), kwargs={}, options={})
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=queue, actor_name="probe", args=(time.time(), seq), kwargs={}, options={})
     return broker.enqueue(message)
 
 

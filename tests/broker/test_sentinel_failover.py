@@ -41,8 +41,9 @@ def test_the_broker_keeps_enqueueing_and_consuming_through_a_failover(
         redis_sentinel: RedisSentinelGroup, tmp_path: Path) -> None:
     queue = f"failover-{uuid.uuid4().hex[:8]}"
     receipts = tmp_path / "receipts.txt"
-    worker = subprocess.Popen([sys.executable, "-m", "tests.broker.idle_worker", redis_sentinel.url, queue, "blocking",
-                               str(receipts)], cwd=ROOT, stdout=subprocess.PIPE, stderr=(tmp_path / "worker.log").open("wb"))
+    command = [sys.executable, "-m", "tests.broker.idle_worker", redis_sentinel.url, queue, "blocking", str(receipts)]
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log)
     try:
         assert worker.stdout is not None and worker.stdout.readline().strip() == b"ready"
         producer = make_broker(redis_sentinel.url)

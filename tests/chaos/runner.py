@@ -40,7 +40,6 @@ from schema.migrate import apply_migrations
 from storage import LocalStorage
 from tests.reliability.servers import ThrowawayPostgres, ThrowawayRedis
 
-TERMINAL = ("completed", "failed", "cancelled")
 LIMITS = ImageLimits(max_bytes=20_000_000, max_pixels=40_000_000, thumbnail_size=64)
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -23,10 +23,10 @@ from imaging.samples import make_garment, make_person, to_bytes
 from producer import register_image, submit
 from producer.accounts import create_user
 from producer.images import ImageLimits
+from schema.statuses import TERMINAL
 from stayler.fleet import worker_command
 from storage import LocalStorage
 
-TERMINAL = ("completed", "failed", "cancelled")
 LIMITS = ImageLimits(max_bytes=20_000_000, max_pixels=40_000_000, thumbnail_size=64)
 
 #: Short intervals so liveness, rescue and sweeps happen within seconds in tests.
@@ -35,6 +35,7 @@ FAST = {
     "STAYLER_RESCUE_AFTER_S": "3",
     "STAYLER_RESCUE_INTERVAL_S": "0.5",
     "STAYLER_SWEEP_INTERVAL_S": "1",
+    "STAYLER_LEADER_LEASE_S": "3",
     "STAYLER_BACKOFF_BASE_S": "0.2",
     "STAYLER_BACKOFF_MAX_S": "1",
     "STAYLER_SHUTDOWN_GRACE_S": "2",

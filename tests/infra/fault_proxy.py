@@ -72,9 +72,12 @@ class FaultProxy:
         return False
 
     def _pump(self, client: socket.socket, server: socket.socket) -> None:
+        cut_at: float | None = None
         with client, server:
             while not self._stop.is_set():
-                ready, _, _ = select.select([client, server], [], [], 0.2)
+                if cut_at is not None and time.monotonic() - cut_at > 0.5:
+                    return  # the statement has run; the client hears nothing but a closed socket
+                ready, _, _ = select.select([client, server], [], [], 0.05)
                 for sock in ready:
                     try:
                         data = sock.recv(65536)
@@ -84,13 +87,11 @@ class FaultProxy:
                         return
                     if sock is client:
                         server.sendall(data)
-                        if self._take_marker(data):
-                            # The server has the statement; the client never hears back. Keep the
-                            # server side open a moment so the statement runs to its commit.
-                            client.shutdown(socket.SHUT_RDWR)
-                            time.sleep(0.5)
-                            return
-                    else:
+                        if cut_at is None and self._take_marker(data):
+                            # Keep forwarding the rest of the client's message (it may span
+                            # several packets) but no reply, so the server runs and commits it.
+                            cut_at = time.monotonic()
+                    elif cut_at is None:
                         client.sendall(data)
 
 

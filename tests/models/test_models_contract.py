@@ -20,7 +20,16 @@ from models.contract import (
     sidecar_path,
     verify_model,
 )
-from models.registry import DEFAULT_MODEL, NULL_MODEL, available_models, resolve_model
+from models.registry import (
+    DEFAULT_MODEL,
+    FIT_MODEL,
+    GEOMETRIC_MODEL,
+    NULL_MODEL,
+    PERSON_MODEL,
+    available_models,
+    resolve_model,
+    resolve_pipeline,
+)
 from models.runner import TryOnRunner
 
 H, W = 32, 24
@@ -132,7 +141,7 @@ def test_manifest_opset_differs_from_graph(tmp_path: Path) -> None:
 
 def test_missing_output(tmp_path: Path) -> None:
     manifest = image_manifest("test", "test-1", H, W)
-    manifest = replace(manifest, output=replace(manifest.output, name="image"))
+    manifest = replace(manifest, output=replace(manifest.image_output, name="image"))
     assert "output 'image' is in the manifest but missing from the graph" in refused(
         write_model(tmp_path / "m.onnx", manifest=manifest)
     )
@@ -201,8 +210,13 @@ def test_not_an_onnx_file(tmp_path: Path) -> None:
 
 
 def test_registry(tmp_path: Path) -> None:
-    assert {DEFAULT_MODEL, NULL_MODEL} <= set(available_models())
-    assert resolve_model(None).name == f"{DEFAULT_MODEL}.onnx"
+    assert {GEOMETRIC_MODEL, FIT_MODEL, PERSON_MODEL, NULL_MODEL} <= set(available_models())
+    assert f"{PERSON_MODEL}+{FIT_MODEL}" == DEFAULT_MODEL
+    assert [p.name for p in resolve_pipeline(None)] == [f"{PERSON_MODEL}.onnx", f"{FIT_MODEL}.onnx"]
+    assert [p.name for p in resolve_pipeline(" null ")] == ["null.onnx"]
+    with pytest.raises(ModelContractError, match="empty stage"):
+        resolve_pipeline("person-mediapipe+")
+    assert resolve_model(None).name == f"{FIT_MODEL}.onnx"
     assert resolve_model("null").name == "null.onnx"
     path = tmp_path / "mine.onnx"
     path.write_bytes(model_bytes(build_null_model()))

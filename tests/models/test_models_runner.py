@@ -12,8 +12,9 @@ import pytest
 
 from imaging import ImageError, UnsupportedFormatError, decode_image
 from imaging.samples import make_garment, make_person, to_bytes
-from models import build
+from modelkit import build
 from modelkit.cli import main as cli_main
+from modelkit.convert import PERSON_VERSION
 from models.registry import ARTEFACTS
 from models.runner import TryOnJob, TryOnResult, TryOnRunner, default_intra_op_threads
 
@@ -66,14 +67,24 @@ def check_golden(person, garment, result: bytes, person_bytes: bytes | None = No
 POSES = [(0.0, 0.9, 0), (-0.14, 0.74, 1), (0.13, 0.82, 2), (0.05, 0.7, 3)]
 
 
+@pytest.fixture(scope="module")
+def geometric() -> TryOnRunner:
+    return TryOnRunner("tryon-geometric", intra_op_threads=2, max_batch=4)
+
+
 @pytest.mark.parametrize(("offset_x", "scale", "seed"), POSES)
-def test_golden_tryon_on_varied_poses(runner: TryOnRunner, offset_x: float, scale: float, seed: int) -> None:
+@pytest.mark.parametrize("model", ["pipeline", "geometric"])
+def test_golden_tryon_on_varied_poses(
+    runner: TryOnRunner, geometric: TryOnRunner, model: str, offset_x: float, scale: float, seed: int
+) -> None:
+    chosen = runner if model == "pipeline" else geometric
     person = make_person(384, 512, seed=seed, offset_x=offset_x, scale=scale)
     garment = make_garment(320, 320, seed=seed)
     data = to_bytes(person.image)
-    result = runner.run_one(data, to_bytes(garment))
+    result = chosen.run_one(data, to_bytes(garment))
     assert (result.width, result.height, result.format) == (384, 512, "jpeg")
-    assert result.model_version == build.TRYON_VERSION
+    expected = f"{PERSON_VERSION}+{build.FIT_VERSION}" if model == "pipeline" else build.TRYON_VERSION
+    assert result.model_version == expected
     check_golden(person, garment, result.image, data)
 
 
@@ -218,6 +229,7 @@ def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
                      "--person-size", "192x256", "--garment-size", "128x128"]) == 0
     text = capsys.readouterr().out
     assert "bare onnxruntime, batch 1" in text and "runner, batch 2" in text
+    assert "person stage alone, batch 2" in text
 
 
 def test_results_carry_a_thumbnail_made_from_the_rendered_image() -> None:

@@ -139,9 +139,10 @@ def test_prometheus_scrapes_the_fleet_and_every_dashboard_and_alert_query_has_da
         ids += work.submit(2, priority=5)
         missing = make_conversion(conn, person_key=f"missing/{uuid.uuid4()}.jpg",
                                   cloth_key=f"missing/{uuid.uuid4()}.jpg")
-        unreadable = f"dirs/{uuid.uuid4()}"
-        (env.storage_dir / unreadable).mkdir(parents=True)
-        retried = make_conversion(conn, person_key=unreadable, cloth_key=unreadable, max_retries=1)
+        unreadable = [f"dirs/{uuid.uuid4()}" for _ in range(2)]  # folders where files should be
+        for folder in unreadable:
+            (env.storage_dir / folder).mkdir(parents=True)
+        retried = make_conversion(conn, person_key=unreadable[0], cloth_key=unreadable[1], max_retries=1)
         everything = [*ids, missing, retried, ghost]
         wait_for(lambda: work.all_terminal(everything), 60, "every conversion to finish", env)
         wait_for(lambda: api.query("stayler_jobs_cancelled_total")[1], 20, "the cancellation counter", env)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, LiteralString
 
 import psycopg
@@ -20,9 +21,12 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from core.settings import get_settings
-from producer import ProducerError, cancel, submit
+from imaging.samples import make_garment, make_person, to_bytes
+from producer import ProducerError, cancel, register_image, submit
+from producer.images import ImageLimits
 from schema.queries import Q
 from stayler.cli import main
+from storage import LocalStorage
 from tests.factories import make_image, make_user, make_vendor
 
 
@@ -301,3 +305,24 @@ def test_cli_cancel_needs_an_owner_or_an_operator(db: psycopg.Connection, world:
     code, out, err = run_cli(capsys, "cancel", str(cid), "--operator", "ops-anna", "--reason", "ticket 12")
     assert (code, out.strip()) == (0, "cancelled"), err
     assert db.execute("SELECT operator, reason FROM operator_actions").fetchall() == [("ops-anna", "ticket 12")]
+
+
+def test_the_python_producer_runs_under_the_producer_role(db_url: str, world: World, tmp_path: Path) -> None:
+    """The Python producer uses only producer functions, so a login granted stayler_producer suffices."""
+    storage = LocalStorage(tmp_path / "storage")
+    limits = ImageLimits(max_bytes=5_000_000, max_pixels=40_000_000, thumbnail_size=32)
+    with as_role(db_url, "stayler_producer") as producer:
+        person = register_image(producer, storage, to_bytes(make_person(64, 96).image), owner_id=world.alice,
+                                owner_type="user", image_type="user", limits=limits)
+        garment = register_image(producer, storage, to_bytes(make_garment(seed=2)), owner_id=world.alice,
+                                 owner_type="user", image_type="cloth", limits=limits)
+        cid = submit(producer, user_id=world.alice, user_image_id=person.id, cloth_image_id=garment.id,
+                     idempotency_key="k1")
+        assert submit(producer, user_id=world.alice, user_image_id=person.id, cloth_image_id=garment.id,
+                      idempotency_key="k1") == cid
+        with pytest.raises(ProducerError) as info:
+            submit(producer, user_id=world.alice, user_image_id=person.id, cloth_image_id=garment.id,
+                   style_name="other", idempotency_key="k1")
+        assert info.value.code == "idempotency_key_mismatch"
+        assert cancel(producer, cid, user_id=world.alice) == "cancelled"
+    assert (tmp_path / "storage" / person.file_path).is_file()

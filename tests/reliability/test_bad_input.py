@@ -22,7 +22,6 @@ from worker.errors import ERROR_TYPES
 
 LIMITS = ImageLimits(max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, thumbnail_size=64)
 CORPUS = build_corpus()
-TERMINAL = ("completed", "failed", "cancelled")
 #: error_types bad input may end with: permanent ones only (a retry cannot heal an image).
 INPUT_ERRORS = {"invalid_image", "unsupported_format", "image_too_large", "input_missing"}
 

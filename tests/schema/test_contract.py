@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from schema.queries import Q
 from storage.keys import input_key
 
 from .conftest import Factory, refused
@@ -311,3 +312,22 @@ def test_a_row_cannot_point_into_another_owners_space(db: psycopg.Connection[Any
     db.execute(insert, (attacker, "/uploads/attacker.jpg", "user"))  # the seed's example form
     with refused("23505"):  # two rows never share a file
         db.execute(insert, (attacker, "/uploads/attacker.jpg", "user"))
+
+
+# ---------------------------------------------------------------------------
+# Usage history counts conversions (schema/README.md, "Retention and growth")
+# ---------------------------------------------------------------------------
+
+
+def test_usage_history_counts_conversions_not_attempts(db: psycopg.Connection[Any], make: Factory) -> None:
+    """Before: each claim wrote a 'convert' row, so usage counted attempts. The real claim, twice."""
+    _user, _ui, _ci, conv = make.user_conversion()
+    [claim_name] = [n for n in Q.names() if n.startswith("job_claim")]
+    claim = getattr(Q, claim_name)
+    for _ in range(2):
+        [_row] = db.execute(claim, {"limit": 1, "worker_id": "w1", "claim_token": uuid.uuid4()}).fetchall()
+        attempt = db.execute("SELECT attempt FROM conversion_jobs WHERE conversion_id = %s", (conv,)).fetchone()
+        assert attempt is not None
+        db.execute(UPDATE, {"c": conv, "s": "pending", "r": None, "a": attempt[0]})
+    assert _one(db, "SELECT count(*) FROM image_usage_history WHERE conversion_id = %s AND action = 'convert'",
+                (conv,)) == 1

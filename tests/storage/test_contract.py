@@ -184,3 +184,14 @@ def test_the_factory_reads_the_setting(tmp_path: Path, s3_env: dict[str, str]) -
     assert isinstance(bucket, S3Storage) and bucket.describe() == "s3://my-bucket/a/b/"
     with pytest.raises(ValueError, match="file:///path or s3://bucket/prefix"):
         from_url("gs://bucket/x")
+
+
+def test_an_unreachable_s3_is_a_transient_storage_error_and_writes_resume(s3_server: S3Server, s3_bucket: str) -> None:
+    store = from_url(f"s3://{s3_bucket}/")
+    store.put("images/aa/before.jpg", b"kept")
+    with s3_server.paused():
+        results = store.put_many([("images/aa/during-1.jpg", b"x"), ("images/aa/during-2.jpg", b"y")])
+        assert all(isinstance(r, StorageError) and r.transient for r in results)
+    assert store.get("images/aa/before.jpg") == b"kept"
+    store.put("images/aa/during-1.jpg", b"x")
+    assert s3_server.keys(s3_bucket, "images/") == ["images/aa/before.jpg", "images/aa/during-1.jpg"]

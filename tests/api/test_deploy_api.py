@@ -1,0 +1,34 @@
+"""The API's deployment files: Kubernetes manifests valid against the schemas, compose services present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = ROOT / "deploy" / "k8s" / "api" / "api.yaml"
+
+
+def _docs() -> list[dict]:
+    return [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+
+
+def test_api_manifests_validate_against_the_kubernetes_schemas() -> None:
+    kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (dev extra)")
+    version = kv.latest_version()
+    for doc in _docs():
+        kv.validate(doc, version, strict=True)
+    assert sorted(d["kind"] for d in _docs()) == ["Deployment", "Deployment", "Service"]
+
+
+def test_api_probes_and_commands() -> None:
+    deployments = {d["metadata"]["name"]: d for d in _docs() if d["kind"] == "Deployment"}
+    [api] = deployments["stayler-api"]["spec"]["template"]["spec"]["containers"]
+    assert api["args"][0] == "api" and api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    [sender] = deployments["stayler-webhooks"]["spec"]["template"]["spec"]["containers"]
+    assert sender["args"] == ["webhooks"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert compose["api"]["command"][0] == "api" and compose["webhooks"]["command"] == ["webhooks"]

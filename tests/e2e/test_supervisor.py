@@ -1,0 +1,70 @@
+"""``stayler worker``, the supervisor: stop signals during its back-off, and fleets that could never work."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tests.e2e.harness import Env
+
+#: A supervisor whose fleet dies at once, every time (a crash loop), with the preflight passed.
+CRASH_LOOP = textwrap.dedent("""
+    import sys
+    from core.settings import Settings
+    from stayler import fleet
+    fleet.preflight = lambda *a: (0, "")
+    fleet.worker_command = lambda *a, **k: [sys.executable, "-c", "import sys; sys.exit(3)"]
+    sys.exit(fleet.run_workers_foreground(Settings(), "postgresql://x/y", "redis://x", processes=1, threads=1))
+""")
+
+
+def test_sigterm_during_the_restart_back_off_stops_the_supervisor_at_once() -> None:
+    # Regression (issue 10, defect 11): a SIGTERM that arrived while the supervisor slept before a
+    # restart was lost and a new fleet started; under systemd or Kubernetes the stop became a SIGKILL.
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_LOOP], stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert proc.stderr is not None
+    while not any("restarting in 2.0 s" in line for line in lines):
+        line = proc.stderr.readline()
+        assert line, f"the supervisor exited early: {lines}"
+        lines.append(line)
+    proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    _, rest = proc.communicate(timeout=10)
+    assert time.monotonic() - started < 1.0
+    assert proc.returncode == 0
+    assert "restarting" not in rest  # no fleet started after the stop
+
+
+def test_the_back_off_stays_short() -> None:
+    # Regression (issue 10, defect 11): the back-off climbed to 30 s and left the queue without a
+    # worker for about 50 s of a 70 s window.
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_LOOP], stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    delays: list[float] = []
+    try:
+        while len(delays) < 6:
+            line = proc.stderr.readline()
+            if "restarting in" in line:
+                delays.append(float(line.rsplit("restarting in", 1)[1].split()[0]))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert max(delays) <= 5.0 and delays[:3] == [0.5, 1.0, 2.0]
+
+
+def test_a_model_that_fails_its_contract_refuses_to_start_with_one_line(env: Env, tmp_path: Path) -> None:
+    # Regression (issue 10, defect 12): the fleet looked up and never worked (one CRITICAL line at
+    # boot, then silence) while submitted conversions sat queued.
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"this is not an ONNX model")
+    done = subprocess.run([sys.executable, "-m", "stayler.cli", "worker"], capture_output=True, text=True,
+                          env=env.variables(STAYLER_MODEL=str(bad)), timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stayler worker: model"), lines
+    assert "Traceback" not in done.stderr
