@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint test-slow chaos bench clean
+.PHONY: install demo test lint test-slow chaos multihost bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test-slow: $(STAMP)
 # The chaos suite alone: 2,000 conversions under kills, a PostgreSQL restart and a Redis flush.
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.runner
+
+# Three "hosts" sharing only PgBouncer, a Sentinel-managed Redis and an S3 server, under faults.
+multihost: $(STAMP)
+	$(BIN)/python -m tests.multihost.runner
 
 # Every benchmark at the documented sizes (docs/benchmarks.md); ARGS="--smoke" for a quick check.
 bench: $(STAMP)

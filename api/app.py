@@ -20,6 +20,7 @@ from api.results import open_storage
 from api.routes import conversions, health, images, stats, webhooks
 from api.waiting import CompletionHub
 from core.settings import Settings
+from producer import Waker
 from producer.images import ImageLimits
 from storage import Storage, StorageError
 
@@ -70,9 +71,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: Settings, database_url: str, *, storage: Storage | None = None) -> FastAPI:
     """The API for ``database_url`` with ``settings`` (storage from the settings unless given)."""
     metrics = ApiMetrics()
-    ctx = ApiContext(settings=settings, db=Database(database_url, settings.api_db_pool_size),
+    ctx = ApiContext(settings=settings, db=Database(database_url, settings.api_db_pool_size, settings),
                      storage=storage or open_storage(settings), hub=CompletionHub(database_url), metrics=metrics,
-                     limits=ImageLimits.from_settings(settings))
+                     limits=ImageLimits.from_settings(settings),
+                     waker=Waker.from_url(settings.redis_url, settings.queue_name) if settings.redis_url else None)
     metrics.track_waiting(lambda: ctx.hub.waiting)
 
     @contextlib.asynccontextmanager
@@ -91,6 +93,9 @@ def create_app(settings: Settings, database_url: str, *, storage: Storage | None
     _install_error_handlers(app)
     for module in (images, conversions, stats, webhooks, health):
         app.include_router(module.router)
+    from console.web import mount_console  # the operations console (imported here: it imports api)
+
+    mount_console(app)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.api_max_upload_bytes)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
     app.openapi_tags = [{"name": k} for k in ("images", "conversions", "stats", "webhooks", "health")]

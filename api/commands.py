@@ -14,7 +14,8 @@ import psycopg
 
 from api.keys import create_key, list_keys, revoke_key
 from core.settings import Settings
-from schema.migrate import apply_migrations
+from schema.connections import connect
+from schema.migrate import migrate_configured
 from stayler.services import database
 
 
@@ -26,7 +27,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     logging.getLogger("uvicorn.error").addFilter(_drop_color_message)
     with database(settings) as url:
-        apply_migrations(url)
+        migrate_configured(settings, url)
         app = create_app(settings, url)
         # Our access-log middleware writes one structured line per request; uvicorn's would be a second.
         uvicorn.run(app, host=args.host or settings.api_host, port=args.port if args.port is not None
@@ -41,13 +42,13 @@ def _drop_color_message(record: logging.LogRecord) -> bool:
     return True
 
 
-def _connect(url: str) -> psycopg.Connection:
-    return psycopg.connect(url, autocommit=True, connect_timeout=10)
+def _connect(url: str, settings: Settings) -> psycopg.Connection:
+    return connect(url, settings, "cli")
 
 
 def cmd_apikeys_create(args: argparse.Namespace, settings: Settings) -> int:
     """stayler apikeys create: print a new key (once; only its hash is stored)."""
-    with database(settings) as url, _connect(url) as conn:
+    with database(settings) as url, _connect(url, settings) as conn:
         try:
             key_id, key = create_key(conn, scope=args.scope, user_id=args.user_id, vendor_id=args.vendor_id,
                                      name=args.name)
@@ -65,7 +66,7 @@ def cmd_apikeys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_apikeys_list(args: argparse.Namespace, settings: Settings) -> int:
     """stayler apikeys list: every key (or one owner's), without secrets."""
-    with database(settings) as url, _connect(url) as conn:
+    with database(settings) as url, _connect(url, settings) as conn:
         rows = list_keys(conn, user_id=args.user_id, vendor_id=args.vendor_id)
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
@@ -79,7 +80,7 @@ def cmd_apikeys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_apikeys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     """stayler apikeys revoke: the key stops working at once."""
-    with database(settings) as url, _connect(url) as conn:
+    with database(settings) as url, _connect(url, settings) as conn:
         found = revoke_key(conn, args.id)
     if not found:
         print(f"stayler: error: no API key {args.id}", file=sys.stderr)
@@ -100,7 +101,7 @@ def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with database(settings) as url:
-        apply_migrations(url)
+        migrate_configured(settings, url)
         sender = Sender(settings, url)
         try:
             sender.run(stop)

@@ -10,6 +10,7 @@ from api.db import Database
 from api.metrics import ApiMetrics
 from api.waiting import CompletionHub
 from core.settings import Settings
+from producer import Waker
 from producer.images import ImageLimits
 from storage import Storage
 
@@ -24,6 +25,8 @@ class ApiContext:
     hub: CompletionHub
     metrics: ApiMetrics
     limits: ImageLimits
+    #: Wakes a worker right after a conversion is committed (None without a Redis URL).
+    waker: Waker | None = None
 
 
 def get_context(request: Request) -> ApiContext:

@@ -10,7 +10,9 @@ import psycopg
 import psycopg_pool
 
 from api.problems import Problem, from_database, from_producer
+from core.settings import Settings
 from producer.errors import ProducerError
+from schema.connections import connection_kwargs
 from schema.queries import Q
 
 P = ParamSpec("P")
@@ -20,12 +22,16 @@ T = TypeVar("T")
 class Database:
     """A pool of autocommit connections; :meth:`run` calls a function with one of them, in a thread."""
 
-    def __init__(self, url: str, size: int) -> None:
-        """Prepare a pool of at most ``size`` connections to ``url`` (opened by :meth:`open`)."""
+    def __init__(self, url: str, size: int, settings: Settings | None = None) -> None:
+        """Prepare a pool of at most ``size`` connections to ``url`` (opened by :meth:`open`).
+
+        Connections are named ``stayler-api``, kept alive, time-bounded and, behind a transaction
+        pooler (``STAYLER_DATABASE_POOLED``), free of prepared statements (``schema.connections``).
+        """
         self.url = url
+        kwargs = connection_kwargs(settings or Settings(), "api")
         self.pool = psycopg_pool.ConnectionPool(url, min_size=size, max_size=size, open=False, timeout=10,
-                                                kwargs={"autocommit": True, "connect_timeout": 10},
-                                                name="stayler-api")
+                                                kwargs=kwargs, name="stayler-api")
 
     def open(self) -> None:
         """Open the pool without waiting for the database (readiness reports it)."""

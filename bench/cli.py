@@ -1,4 +1,4 @@
-"""``stayler bench all|queue|inference|latency|scale|memory|enqueue|model [--smoke] [--out DIR]``."""
+"""``stayler bench all|queue|inference|latency|scale|memory|enqueue|api|profile|idle|model [--smoke] [--out DIR]``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.settings import Settings
 
-NAMES = ("queue", "inference", "latency", "scale", "memory", "enqueue", "api")
+NAMES = ("queue", "inference", "latency", "scale", "memory", "enqueue", "api", "profile", "idle")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,19 +21,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
     helps = {
         "all": "every benchmark below, in order",
-        "queue": "null-model conversions/s (1-2 processes, claim batch 1/16) beside pgqueuer's no-op drain",
-        "inference": "images/s through the system with the shipped model vs a bare onnxruntime loop",
+        "queue": "null-model conversions/s (1-2 processes, claim batch 1/16) beside the same workload on pgqueuer",
+        "inference": "images/s through the system with the shipped model vs a bare onnxruntime loop (config sweep)",
         "latency": "enqueue-to-completed p50/p95/p99 at a fixed arrival rate (open loop)",
         "scale": "claim time with a small and a large queue (plus finished jobs)",
         "memory": "worker RSS at steady state and after N conversions",
         "enqueue": "conversions created per second, one at a time and in bulk",
         "api": "HTTP API: POST /v1/conversions at 50 clients and ?wait completions, beside producer.submit",
+        "profile": "CPU ms per conversion by stage (py-spy on a null-model drain) and the straight-line floor",
+        "idle": "Redis commands/s and CPU share of an idle worker process",
     }
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--smoke", action="store_true", help="tiny sizes: checks it runs, numbers meaningless")
         p.add_argument("--out", type=Path, default=Path("bench-results"),
                        help="results folder (default: %(default)s); a <timestamp>/ folder is created in it")
+        p.add_argument("--no-docs", action="store_true",
+                       help="do not write the tables into docs/benchmarks.md and README.md (a full-size run "
+                            "of `all` writes the whole table, a full-size profile its stage table)")
         p.set_defaults(handler=cmd_bench, bench_names=NAMES if name == "all" else (name,))
     from modelkit.bench import add_bench_arguments, bench_model_main
 
@@ -48,5 +53,6 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from bench.runner import run
 
     command = "stayler bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "stayler bench all"
-    run(args.bench_names, smoke=args.smoke, out_dir=args.out, settings=settings, command=command)
+    run(args.bench_names, smoke=args.smoke, out_dir=args.out, settings=settings, command=command,
+        publish_docs=not args.no_docs)
     return 0

@@ -29,7 +29,7 @@ from stayler.fleet import stop_workers, worker_command
 class Sizes:
     """How big each benchmark is; :data:`FULL` is the documented run, :data:`SMOKE` takes seconds."""
 
-    queue_jobs: int = 20_000
+    queue_jobs: int = 10_000  # per run; the fair peer drains as many in every configuration and repeat
     queue_processes: tuple[int, ...] = (1, 2)
     queue_batches: tuple[int, ...] = (1, 16)
     pgqueuer_jobs: int = 20_000
@@ -47,6 +47,17 @@ class Sizes:
     person_size: tuple[int, int] = (384, 512)
     null_person_size: tuple[int, int] = (64, 64)
     repeats: int = 2
+    # (processes, threads, claim batch, intra-op threads) tried by the inference benchmark, best first
+    # guesses first; candidates after the first of each claim batch are skipped once the budget is spent.
+    inference_grid: tuple[tuple[int, int, int, int], ...] = (
+        (1, 2, 1, 2), (1, 1, 1, 2), (2, 1, 1, 1), (2, 2, 1, 1),
+        (1, 2, 8, 2), (1, 1, 8, 2), (2, 1, 8, 1), (2, 2, 8, 1),
+    )
+    inference_budget_s: float = 300.0
+    profile_jobs: int = 5_000
+    profile_processes: int = 1
+    floor_jobs: int = 2_000
+    idle_seconds: float = 10.0
 
 
 FULL = Sizes()
@@ -55,6 +66,8 @@ SMOKE = Sizes(
     inference_images=8, inference_batch=4, latency_rate_per_s=10.0, latency_seconds=1.5,
     scale_small=500, scale_large=2_000, scale_claims=20, memory_conversions=100, enqueue_single=50,
     enqueue_bulk=200, person_size=(96, 128), repeats=1,
+    inference_grid=((1, 2, 1, 2), (2, 1, 4, 1)), inference_budget_s=60.0,
+    profile_jobs=100, floor_jobs=30, idle_seconds=2.0,
 )
 
 
@@ -258,6 +271,15 @@ def drain_rate(conn: psycopg.Connection) -> tuple[int, float, int]:
         "       count(*) FILTER (WHERE status <> 'completed') FROM conversion_jobs").fetchone()
     assert row is not None
     return int(row[0]), float(row[1] or 0.0), int(row[2])
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process on this host (``/proc``); None when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:

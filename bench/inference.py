@@ -3,9 +3,12 @@
 The bare loop runs in a spawned process (onnxruntime is never imported by this forking parent):
 the same decode, preprocess, ``session.run``, render and encode functions the runner uses, over
 the same images, with the same intra-op thread count, and nothing else. The system run registers
-those same images through the producer, pre-queues one conversion per image and drains them with
-one worker process (2 Dramatiq threads, the same intra-op threads) at claim batch 1 and batch N;
-its rate is read from the database (first claim to last completion), as in the queue benchmark.
+those same images through the producer, pre-queues one conversion per image and drains them with a
+fleet; its rate is read from the database (first claim to last completion), as in the queue
+benchmark. The fleet's configuration (processes, Dramatiq threads, claim batch, intra-op threads)
+is swept over ``Sizes.inference_grid`` within ``Sizes.inference_budget_s``, and each row reports the
+configuration that gave the best rate: at claim batch 1 and with batching (against the bare loop),
+and overall (against the bare ``session.run`` alone).
 """
 
 from __future__ import annotations
@@ -80,14 +83,14 @@ def person_stage(pairs: list[tuple[bytes, bytes]], threads: int, batch: int) -> 
 
 
 def system_rate(svc: Services, sizes: Sizes, pairs: list[tuple[bytes, bytes]], count: int, batch: int,
-                threads: int) -> float:
-    """Images/s through the whole system (one worker process) at claim batch ``batch``."""
+                threads: int, *, processes: int = 1, worker_threads: int = 2) -> float:
+    """Images/s through the whole system at claim batch ``batch``, ``threads`` intra-op threads."""
     from producer import register_image
     from producer.accounts import create_user
     from producer.images import ImageLimits
     from storage import from_url
 
-    label = f"inf{batch}"
+    label = f"inf{processes}x{worker_threads}x{batch}x{threads}"
     work = svc.work_dir / label
     limits = ImageLimits(max_bytes=20_000_000, max_pixels=40_000_000, thumbnail_size=256)
     with svc.fresh_database(label) as url, psycopg.connect(url, autocommit=True) as conn:
@@ -101,7 +104,8 @@ def system_rate(svc: Services, sizes: Sizes, pairs: list[tuple[bytes, bytes]], c
                 person, cloth = ids[i % len(ids)]
                 conn.execute("SELECT create_conversion(user_id := %s, user_image_id := %s, cloth_image_id := %s)",
                              (user, person, cloth))
-        with fleet(url, svc.redis_url, svc.queue_name(label), work, processes=1, threads=2, STAYLER_MODEL=MODEL,
+        with fleet(url, svc.redis_url, svc.queue_name(label), work, processes=processes, threads=worker_threads,
+                   STAYLER_MODEL=MODEL,
                    STAYLER_MODEL_THREADS=str(threads), STAYLER_CLAIM_BATCH_SIZE=str(batch)) as flt:
             wait_terminal(conn, count, max(300.0, count * 2.0), flt)
         done, seconds, other = drain_rate(conn)
@@ -110,16 +114,59 @@ def system_rate(svc: Services, sizes: Sizes, pairs: list[tuple[bytes, bytes]], c
         return done / seconds
 
 
+Config = tuple[int, int, int, int]
+
+
+def describe(config: Config) -> str:
+    """``P proc × T thr, claim batch B, I intra-op thr``."""
+    processes, threads, batch, intra = config
+    return f"{processes} proc × {threads} thr, claim batch {batch}, {intra} intra-op thr"
+
+
+def sweep(svc: Services, sizes: Sizes, pairs: list[tuple[bytes, bytes]]) -> dict[Config, float]:
+    """Images/s of each candidate of ``sizes.inference_grid`` tried within ``inference_budget_s``.
+
+    The first candidate of each claim batch always runs; the others only while the budget lasts.
+    """
+    started = time.monotonic()
+    rates: dict[Config, float] = {}
+    seen_batches: set[int] = set()
+    for config in sizes.inference_grid:
+        processes, threads, batch, intra = config
+        if batch in seen_batches and time.monotonic() - started > sizes.inference_budget_s:
+            continue
+        seen_batches.add(batch)
+        rates[config] = system_rate(svc, sizes, pairs, sizes.inference_images, batch, intra, processes=processes,
+                                    worker_threads=threads)
+    return rates
+
+
+def _best_row(rates: dict[Config, float], label: str, bare: float, of: str, minimum: float,
+              strict: bool = False) -> Row:
+    """The best configuration of ``rates`` against ``bare`` (target: ≥ ``minimum``, or > when ``strict``)."""
+    target = f"{'>' if strict else '≥'} {minimum}× {of}" + (" if batching pays" if strict else "")
+    if not rates:
+        return Row(NAME, f"stayler system, best {label}", None, "img/s", target=target, note="no candidate in the grid")
+    best = max(rates, key=lambda c: rates[c])
+    ratio = rates[best] / bare
+    others = "; ".join(f"{describe(c)}: {r:.1f}" for c, r in sorted(rates.items(), key=lambda kv: -kv[1])
+                       if c != best)
+    return Row(NAME, f"stayler system, best {label}: {describe(best)}", rates[best], "img/s", ratio=ratio,
+               ratio_of=of, target=target, met=ratio > minimum if strict else ratio >= minimum,
+               note=f"{len(rates)} configurations tried" + (f"; others: {others}" if others else ""))
+
+
 def run(svc: Services, sizes: Sizes) -> list[Row]:
-    """Bare loop, then the system at batch 1 and batch N; ratios to the bare end-to-end loop."""
+    """Bare loop, then the configuration sweep of the system; ratios to the bare loop and the bare model."""
     from models.runner import available_cores
 
     threads = available_cores()
     pairs = images(sizes)
     count = sizes.inference_images
     bare = bare_loop(pairs, count, threads)
-    b1 = system_rate(svc, sizes, pairs, count, 1, threads)
-    bn = system_rate(svc, sizes, pairs, count, sizes.inference_batch, threads)
+    rates = sweep(svc, sizes, pairs)
+    single = {c: r for c, r in rates.items() if c[2] == 1}
+    batched = {c: r for c, r in rates.items() if c[2] > 1}
     shape = f"{sizes.person_size[0]}×{sizes.person_size[1]} photos, {threads} intra-op thr"
     people = person_stage(pairs, threads, sizes.inference_batch)
     n = sizes.inference_batch
@@ -138,11 +185,10 @@ def run(svc: Services, sizes: Sizes) -> list[Row]:
             note=f"{bare['ms_model']:.1f} ms/img: the model alone"),
         Row(NAME, "bare loop end to end (decode, preprocess, run, render, encode), batch 1", bare["e2e"], "img/s",
             note=f"{bare['ms_e2e']:.1f} ms/img"),
-        Row(NAME, "stayler system, 1 proc × 2 thr, claim batch 1", b1, "img/s", ratio=b1 / bare["e2e"],
-            ratio_of="bare loop", target="≥ 0.95× bare loop", met=b1 / bare["e2e"] >= 0.95,
-            note=f"{count} conversions, with storage and bookkeeping"),
-        Row(NAME, f"stayler system, 1 proc × 2 thr, claim batch {sizes.inference_batch}", bn, "img/s",
-            ratio=bn / bare["e2e"], ratio_of="bare loop", target="> 1.0× bare loop if batching pays",
-            met=bn / bare["e2e"] > 1.0, note=f"{count} conversions"),
+        _best_row(single, "at claim batch 1", bare["e2e"], "bare loop", 1.0),
+        _best_row(batched, "with claim batching", bare["e2e"], "bare loop", 1.0, strict=True),
+        _best_row(rates, "configuration", bare["model"], "bare session.run", 0.85),
     ]
+    for row in rows[2:]:
+        row.note = f"{count} conversions each; " + row.note
     return [*rows, *person_rows]

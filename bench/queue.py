@@ -8,13 +8,19 @@ arithmetic: claim (job, conversion, 'convert' usage row), read both input files,
 ONNX model, render, encode the result, write result and thumbnail files (fsync'd, atomic), one
 fenced ``jobs_complete`` per batch (result image row, conversion, job, metrics row).
 
-In the same run and on the same server, pgqueuer (an optional ``bench`` dependency) drains
-``pgqueuer_jobs`` no-op jobs in its own fresh database, one process, at each of its batch sizes.
+Beside each configuration, in the same repeat, the fair peer (``bench.peer_pgqueuer``): the same
+conversions, the same storage writes, the same ``null`` model and the same schema functions, on
+pgqueuer, at the same processes, threads and batch; the rate is read from the database the same way.
+The project's rows carry the ratio project / peer (target ≥ 1.0×).
+
+As context only, pgqueuer (an optional ``bench`` dependency) also drains ``pgqueuer_jobs`` no-op
+jobs in its own fresh database, one process, at each of its batch sizes: a queue with no work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -23,6 +29,7 @@ import psycopg
 from bench.common import Row, Services, Sizes, Workload, drain_rate, fleet, wait_terminal
 
 NAME = "queue"
+log = logging.getLogger(__name__)
 
 
 def run_project(svc: Services, sizes: Sizes, processes: int, batch: int) -> float:
@@ -112,10 +119,14 @@ def run_pgqueuer(svc: Services, sizes: Sizes, batch: int) -> float | None:
 
 
 def run(svc: Services, sizes: Sizes) -> list[Row]:
-    """Every configuration of the project, then pgqueuer; ratios to pgqueuer's best rate."""
-    rows: list[Row] = []
+    """pgqueuer's no-op drain (context), then per configuration the fair peer and the project."""
+    from bench.peer_pgqueuer import available, run_peer
+
     ours: dict[tuple[int, int], list[float]] = {}
+    peers: dict[tuple[int, int], list[float]] = {}
     theirs: dict[int, list[float]] = {}
+    failures: dict[tuple[int, int], str] = {}
+    missing = available()
     for _ in range(sizes.repeats):  # interleave repeats so drift hits every configuration alike
         for batch in sizes.pgqueuer_batches:
             rate = run_pgqueuer(svc, sizes, batch)
@@ -123,20 +134,35 @@ def run(svc: Services, sizes: Sizes) -> list[Row]:
                 theirs.setdefault(batch, []).append(rate)
         for processes in sizes.queue_processes:
             for batch in sizes.queue_batches:
+                if missing is None:
+                    try:
+                        peers.setdefault((processes, batch), []).append(run_peer(svc, sizes, processes, batch))
+                    except Exception as exc:  # the project's rows must survive a failing peer
+                        log.exception("the pgqueuer peer failed")
+                        reason = " ".join(str(exc).split())[:200].replace("|", "/")
+                        failures[(processes, batch)] = f"peer failed: {type(exc).__name__}: {reason}"
                 ours.setdefault((processes, batch), []).append(run_project(svc, sizes, processes, batch))
-    best_peer = max((max(v) for v in theirs.values()), default=None)
+    rows: list[Row] = []
     for batch in sizes.pgqueuer_batches:
         rates = theirs.get(batch)
         rows.append(Row(NAME, f"pgqueuer {_version()} ({pgqueuer_driver_name()}), no-op, batch {batch}, 1 process",
                         max(rates) if rates else None,
                         "jobs/s", note=_spread(rates) if rates else "pgqueuer not installed (pip install .[bench])"))
+    best_noop = max((max(v) for v in theirs.values()), default=None)
     for (processes, batch), rates in ours.items():
         best = max(rates)
-        ratio = best / best_peer if best_peer else None
+        peer = peers.get((processes, batch))
+        peer_best = max(peer) if peer else None
+        rows.append(Row(NAME, f"fair pgqueuer peer, same conversions, null model, {processes} proc × 2 thr, "
+                              f"batch {batch}", peer_best, "conv/s",
+                        note=_join(f"{sizes.queue_jobs} pre-queued", "bench/peer_pgqueuer.py", _spread(peer))
+                        if peer else failures.get((processes, batch), str(missing))))
+        ratio = best / peer_best if peer_best else None
+        context = f"{best / best_noop:.2f}× pgqueuer no-op best" if best_noop else ""
         rows.append(Row(NAME, f"stayler, null model, {processes} proc × 2 thr, claim batch {batch}", best,
-                        "conv/s", ratio=ratio, ratio_of="pgqueuer best", target="≥ 1.0× pgqueuer best",
+                        "conv/s", ratio=ratio, ratio_of="fair pgqueuer peer", target="≥ 1.0× fair pgqueuer peer",
                         met=None if ratio is None else ratio >= 1.0,
-                        note=f"{sizes.queue_jobs} pre-queued; " + _spread(rates)))
+                        note=_join(f"{sizes.queue_jobs} pre-queued", context, _spread(rates))))
     return rows
 
 
@@ -149,5 +175,9 @@ def _version() -> str:
         return "(absent)"
 
 
-def _spread(values: list[float]) -> str:
-    return f"runs: {', '.join(f'{v:,.0f}' for v in values)}" if len(values) > 1 else ""
+def _spread(values: list[float] | None) -> str:
+    return f"runs: {', '.join(f'{v:,.0f}' for v in values)}" if values and len(values) > 1 else ""
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)

@@ -22,14 +22,16 @@ def benchmarks() -> dict[str, BenchFn]:
     """Name → entry point, in the order ``all`` runs them."""
     from bench.api import run as api
     from bench.enqueue import run as enqueue
+    from bench.idle import run as idle
     from bench.inference import run as inference
     from bench.latency import run as latency
     from bench.memory import run as memory
+    from bench.profile import run as profile
     from bench.queue import run as queue
     from bench.scale import run as scale
 
     return {"queue": queue, "inference": inference, "latency": latency, "scale": scale, "memory": memory,
-            "enqueue": enqueue, "api": api}
+            "enqueue": enqueue, "api": api, "profile": profile, "idle": idle}
 
 
 def fmt_value(value: float | None) -> str:
@@ -54,6 +56,13 @@ def table(rows: Sequence[Row]) -> str:
         lines.append(f"| {r.benchmark} | {r.case} | {fmt_value(r.value)} | {r.unit} | {ratio} | {r.target} | "
                      f"{r.verdict()} | {r.note} |")
     return "\n".join(lines)
+
+
+def made_with(command: str, started: float) -> str:
+    """The line naming the command, date, wall time, machine and versions of a run."""
+    return (f"Made by `{command}` on {dt.datetime.now().strftime('%Y-%m-%d at %H:%M')} (wall time "
+            f"{time.monotonic() - started:.0f} s) on {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+            f"{_versions()}.")
 
 
 def write_results(rows: Sequence[Row], out_dir: Path, command: str, started: float, smoke: bool) -> Path:
@@ -95,8 +104,14 @@ def _versions() -> str:
 
 
 def run(names: Sequence[str], *, smoke: bool = False, out_dir: Path = Path("bench-results"),
-        settings: Settings | None = None, command: str = "stayler bench", sizes: Sizes | None = None) -> Path:
-    """Run the named benchmarks (in :func:`benchmarks` order); a failing one gets an error row."""
+        settings: Settings | None = None, command: str = "stayler bench", sizes: Sizes | None = None,
+        publish_docs: bool = False) -> Path:
+    """Run the named benchmarks (in :func:`benchmarks` order); a failing one gets an error row.
+
+    With ``publish_docs`` (never at smoke sizes) the tables are also written into the generated
+    blocks of docs/benchmarks.md and README.md (:mod:`bench.publish`): the whole table when every
+    benchmark ran, the per-stage CPU table when the profile ran.
+    """
     settings = settings or Settings()
     sizes = sizes or (SMOKE if smoke else FULL)
     started = time.monotonic()
@@ -117,4 +132,11 @@ def run(names: Sequence[str], *, smoke: bool = False, out_dir: Path = Path("benc
     folder = write_results(rows, out_dir, command, started, smoke)
     print(table(rows))
     print(f"\nwrote {folder / 'results.md'} and {folder / 'chart.png'}")
+    if publish_docs and not smoke:
+        from bench.publish import publish
+
+        changed = publish(rows, made_with(command, started), table(rows), full_run=set(registry) <= set(names),
+                          chart=folder / "chart.png")
+        for path in changed:
+            print(f"updated {path}")
     return folder

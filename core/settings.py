@@ -20,7 +20,6 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STAYLER_", extra="ignore", frozen=True)
 
-    # --- services -------------------------------------------------------------------
     database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("DATABASE_URL", "STAYLER_DATABASE_URL"),
@@ -39,27 +38,24 @@ class Settings(BaseSettings):
     db_timeout_s: float = Field(default=15.0, gt=0, description="A dead connection is noticed within this.")
     db_statement_timeout_s: float = Field(default=30.0, gt=0, description="Longest statement on direct connections.")
 
-    # --- storage --------------------------------------------------------------------
     storage_dir: Path | None = Field(default=None, description="Root of the local storage backend.")
     storage_url_prefix: str = Field(default="file://", description="Prefix of original_url/thumbnail_url.")
     storage_url: str | None = Field(default=None, description="file:///path or s3://bucket/prefix; unset = the dir.")
     result_url_ttl_s: int = Field(default=3600, gt=0, le=7 * 86400, description="Lifetime of presigned result URLs.")
 
-    # --- images ---------------------------------------------------------------------
     max_image_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
     thumbnail_size: int = Field(default=256, gt=0)
     result_format: Literal["jpeg", "webp"] = "jpeg"
     result_quality: int = Field(default=90, ge=1, le=100)
 
-    # --- model ----------------------------------------------------------------------
     model: str = Field(default="person-mediapipe+tryon-fit",
                        description="A model or stages joined by +: .onnx paths or names under models/artefacts.")
     model_providers: str = Field(default="CPUExecutionProvider", description="Comma-separated execution providers.")
     model_threads: int | None = Field(default=None, ge=1, description="Intra-op threads per process.")
     model_allow_spinning: bool = False
+    model_exclusive: bool = Field(default=True, description="A process's threads take turns at the model.")
 
-    # --- queue and workers ----------------------------------------------------------
     queue_name: str = "stayler-conversions"
     worker_processes: int = Field(default=2, ge=1)
     worker_threads: int = Field(default=2, ge=1)
@@ -77,7 +73,6 @@ class Settings(BaseSettings):
     idle_poll_ms: int = Field(default=1000, ge=1, description="Longest blocking wait of an idle Redis consumer.")
     failpoints: str = Field(default="", description="Fault injection for tests only (worker/failpoints.py).")
 
-    # --- retention (leader/duties/retention.py; an age of 0 prunes nothing) -----------
     retention_interval_s: float = Field(default=300.0, gt=0, description="How often the leader prunes.")
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows deleted per statement.")
     retention_max_batches: int = Field(default=50, ge=1, description="Statements per table per run (bounds a run).")
@@ -87,7 +82,6 @@ class Settings(BaseSettings):
     retention_metrics_after_s: float = Field(default=0.0, ge=0, description="conversion_metrics (audit data).")
     retention_operator_actions_after_s: float = Field(default=0.0, ge=0, description="operator_actions (audit).")
 
-    # --- observability --------------------------------------------------------------
     metrics_port: int = Field(default=9191, ge=0, le=65535)
     metrics_dir: Path | None = Field(default=None, description="Prometheus multiprocess folder (wiped at fleet start).")
     metrics_host: str = Field(default="0.0.0.0", description="Address the /metrics server binds; port 0 = no server.")
@@ -95,7 +89,6 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "text"
 
-    # --- HTTP API and webhooks (api/) -----------------------------------------------
     api_host: str = Field(default="127.0.0.1", description="Address `stayler api` binds.")
     api_port: int = Field(default=8080, ge=0, le=65535, description="Port `stayler api` binds.")
     api_max_upload_bytes: int = Field(default=21 * 1024 * 1024, gt=0,
@@ -107,6 +100,8 @@ class Settings(BaseSettings):
     webhook_backoff_base_s: float = Field(default=5.0, gt=0)
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook POST.")
+    console_session_ttl_s: float = Field(default=8 * 3600.0, gt=0,
+                                         description="Lifetime of an operations console login (/console).")
 
     @field_validator("state_dir", mode="after")
     @classmethod

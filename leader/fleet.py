@@ -17,6 +17,7 @@ from leader.duties.clean import CleanDuty
 from leader.duties.dispatch import DispatchDuty
 from leader.duties.gauges import GaugesDuty
 from leader.duties.rescue import RescueDuty
+from leader.duties.retention import RetentionDuty
 from leader.gauges import QueueGauges
 from leader.lease import Lease
 from leader.loop import LeaderLoop
@@ -45,13 +46,14 @@ def max_waiting(settings: Settings) -> int:
 def default_duties(settings: Settings, broker: dramatiq.Broker, storage: Storage, *,
                    gauges: QueueGauges | None = None, on_rescue: Callable[[str], None] | None = None
                    ) -> list[Duty]:
-    """Dispatch, rescue, clean (and the gauges when metrics are on)."""
+    """Dispatch, rescue, clean, retention (and the gauges when metrics are on)."""
     duties: list[Duty] = [
         DispatchDuty(broker, settings.queue_name, batch_size=settings.claim_batch_size,
                      max_waiting=max_waiting(settings), interval_s=settings.sweep_interval_s),
         RescueDuty(rescue_after_s=settings.rescue_after_s, interval_s=settings.rescue_interval_s,
                    backoff_base_s=settings.backoff_base_s, backoff_max_s=settings.backoff_max_s, on_rescue=on_rescue),
         CleanDuty(storage, interval_s=settings.rescue_interval_s),
+        RetentionDuty(settings),
     ]
     if gauges is not None:
         duties.append(GaugesDuty(gauges))

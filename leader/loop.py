@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 CHANNEL = "stayler_jobs"
 #: How often a leader without LISTEN looks for new work.
 POLL_INTERVAL_S = 0.25
+#: Longest wait before asking for the lease again after a database error: a fleet must not stay
+#: without a leader for long once PostgreSQL is back.
+MAX_RETRY_DELAY_S = 2.0
 
 
 @dataclass
@@ -81,7 +84,7 @@ class LeaderLoop:
                 log.warning("leader loop: database unavailable; retrying",
                             extra={"error": _first_line(exc), "retry_in_s": delay})
                 stop.wait(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, MAX_RETRY_DELAY_S)
         self.state.is_leader = False
 
     def _lead(self, stop: threading.Event) -> None:

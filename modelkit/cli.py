@@ -113,8 +113,8 @@ def add_tryon_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compose", metavar="PNG",
                         help=f"also write person | garment | result side by side (e.g. {EXAMPLE_PATH})")
     parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"model path or name under models/artefacts ({', '.join(available_models())}); "
-                             f"default {DEFAULT_MODEL}")
+                        help=f"a model, or a person stage and a try-on stage joined by '+': paths or names under "
+                             f"models/artefacts ({', '.join(available_models())}); default {DEFAULT_MODEL}")
     parser.add_argument("--format", default="jpeg", choices=["jpeg", "webp"], help="result encoding")
     parser.add_argument("--quality", type=int, default=90, help="result quality 1..100 (default 90)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: cores)")

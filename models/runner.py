@@ -154,6 +154,7 @@ class TryOnRunner:
         processes: int = 1,
         io_threads: int = 1,
         thumbnail_size: int | None = None,
+        exclusive_model: bool = True,
     ) -> None:
         """Load ``model`` (a path or a name under ``models/artefacts``) and check it against its manifest.
 
@@ -164,6 +165,10 @@ class TryOnRunner:
         (Pillow releases the GIL); useful when the model's threads leave cores idle meanwhile.
         With ``thumbnail_size``, each result also carries a JPEG thumbnail made from the rendered
         image (cheaper than decoding the encoded result again).
+        With ``exclusive_model`` (the default) the model calls of the threads that share this runner
+        take turns: the model is the one stage on the critical path, and while it runs one batch the
+        other threads decode, render, encode, store and complete theirs (a staged pipeline without
+        a second session or oversubscribed intra-op threads).
         Raises ``ModelContractError`` when the model does not load or does not match its manifest.
         """
         if max_batch < 1:
@@ -195,6 +200,7 @@ class TryOnRunner:
         self.io_threads = max(1, io_threads)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._model_turn: threading.Lock | None = threading.Lock() if exclusive_model else None
 
     def _load_stage(
         self, path: Path, providers: tuple[str, ...]
@@ -251,7 +257,6 @@ class TryOnRunner:
                 ) from exc
             raise ModelContractError(f"onnxruntime {ort.__version__} cannot load {path.name}: {text}") from exc
 
-    # ----------------------------------------------------------------- properties
     @property
     def manifest(self) -> ModelManifest:
         """The model's manifest (checked against the graph)."""
@@ -291,7 +296,6 @@ class TryOnRunner:
         """The underlying session (for benchmarks that need a bare loop over the same session)."""
         return self._session
 
-    # ----------------------------------------------------------------- stages
     def decode(self, data: bytes, draft_side: int | None = None) -> DecodedImage:
         """Decode one input image with this runner's limits (raises an ``ImageError``)."""
         return decode_image(data, max_pixels=self.max_pixels, max_bytes=self.max_bytes, draft_side=draft_side)
@@ -414,7 +418,6 @@ class TryOnRunner:
             thumbnail=thumbnail,
         )
 
-    # ----------------------------------------------------------------- whole jobs
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """``fn`` over ``items``, each result or its exception, in order (threaded if configured)."""
         def safe(item: Any) -> Any:
@@ -446,7 +449,11 @@ class TryOnRunner:
         for start in range(0, len(ready), step):
             chunk = ready[start:start + step]
             try:
-                outs = self.infer([item for _, item in chunk])
+                if self._model_turn is None:
+                    outs = self.infer([item for _, item in chunk])
+                else:
+                    with self._model_turn:
+                        outs = self.infer([item for _, item in chunk])
             except InferenceError as exc:
                 for i, _ in chunk:
                     results[i] = exc

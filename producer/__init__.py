@@ -8,5 +8,6 @@ from producer.conversions import cancel, status, submit
 from producer.errors import ProducerError
 from producer.images import ImageRecord, register_image
 from producer.wait import wait
+from producer.wake import Waker
 
-__all__ = ["ImageRecord", "ProducerError", "cancel", "register_image", "status", "submit", "wait"]
+__all__ = ["ImageRecord", "ProducerError", "Waker", "cancel", "register_image", "status", "submit", "wait"]

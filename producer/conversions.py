@@ -13,17 +13,20 @@ import psycopg
 from psycopg.rows import class_row, dict_row
 
 from producer.errors import ProducerError, database_errors
+from producer.wake import Waker
 from schema.queries import Q
 
 
 def submit(conn: psycopg.Connection, *, user_image_id: uuid.UUID, cloth_image_id: uuid.UUID,
            user_id: uuid.UUID | None = None, vendor_id: uuid.UUID | None = None, conversion_type: str = "free",
            style_name: str | None = None, priority: int = 0, max_retries: int = 3,
-           metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None) -> uuid.UUID:
+           metadata: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+           waker: Waker | None = None) -> uuid.UUID:
     """Create a conversion and its queued job with ``create_conversion()``; returns the conversion id.
 
     With an ``idempotency_key`` already used by the same owner, the existing conversion's id comes
-    back and nothing new is written.
+    back and nothing new is written. With a ``waker`` and an autocommit connection, a worker is
+    woken right after the commit (``producer.wake``).
     """
     with database_errors("creating the conversion"):
         row = conn.execute(Q.conversion_create, {
@@ -33,6 +36,8 @@ def submit(conn: psycopg.Connection, *, user_image_id: uuid.UUID, cloth_image_id
             "idempotency_key": idempotency_key,
         }).fetchone()
     assert row is not None
+    if waker is not None:
+        waker.after_commit(conn)
     return uuid.UUID(str(row[0]))
 
 

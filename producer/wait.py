@@ -3,6 +3,10 @@
 A trigger (``0200_api.sql``) sends ``NOTIFY stayler_conversion_done, '<conversion id>'`` when a
 conversion becomes terminal, on commit of that transaction. The waiter listens first, then reads the
 statuses, so a completion that commits in between is either read or notified.
+
+Through a transaction-mode pooler (``STAYLER_DATABASE_POOLED``, a URL other than
+``STAYLER_DIRECT_DATABASE_URL``) a LISTEN would stay on whichever server connection ran it and
+notify nobody, so the waiter does not listen and polls every :data:`POOLED_POLL_S` instead.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from collections.abc import Iterable, Iterator
 
 import psycopg
 
+from core.settings import get_settings
 from producer.errors import database_errors
+from schema.connections import connect
 from schema.queries import Q
 
 CHANNEL = "stayler_conversion_done"
@@ -22,21 +28,29 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 #: Re-read the statuses at least this often even without a notification (a lost connection, a
 #: listener that joined late): the fallback, not the path.
 POLL_FALLBACK_S = 5.0
+#: How often a waiter re-reads the statuses through a transaction pooler (no LISTEN there).
+POOLED_POLL_S = 0.25
 
 
 @contextlib.contextmanager
-def _listening(conn_or_url: psycopg.Connection | str) -> Iterator[psycopg.Connection]:
+def _listening(conn_or_url: psycopg.Connection | str) -> Iterator[tuple[psycopg.Connection, float]]:
+    """A connection to wait on, and the longest wait between two reads of the statuses."""
     if isinstance(conn_or_url, str):
-        with psycopg.connect(conn_or_url, autocommit=True, connect_timeout=10) as conn:
+        settings = get_settings()
+        pooled = settings.database_pooled and conn_or_url != settings.direct_database_url
+        with connect(conn_or_url, settings, "producer", pooled=pooled) as conn:
+            if pooled:
+                yield conn, POOLED_POLL_S
+                return
             conn.execute(f"LISTEN {CHANNEL}")
-            yield conn
+            yield conn, POLL_FALLBACK_S
         return
     conn = conn_or_url
     if not conn.autocommit:
         raise ValueError("wait() needs an autocommit connection: notifications arrive between transactions")
     conn.execute(f"LISTEN {CHANNEL}")
     try:
-        yield conn
+        yield conn, POLL_FALLBACK_S
     finally:
         with contextlib.suppress(psycopg.Error):
             conn.execute(f"UNLISTEN {CHANNEL}")
@@ -51,7 +65,7 @@ def wait(conn_or_url: psycopg.Connection | str, conversion_ids: Iterable[uuid.UU
     """
     ids = list(dict.fromkeys(conversion_ids))
     deadline = time.monotonic() + max(0.0, timeout)
-    with database_errors("waiting for conversions"), _listening(conn_or_url) as conn:
+    with database_errors("waiting for conversions"), _listening(conn_or_url) as (conn, poll_s):
         while True:
             rows = conn.execute(Q.conversion_list_statuses, {"ids": ids}).fetchall()
             statuses = {row[0]: row[1] for row in rows}
@@ -60,6 +74,6 @@ def wait(conn_or_url: psycopg.Connection | str, conversion_ids: Iterable[uuid.UU
             if not pending or remaining <= 0:
                 return statuses
             pending_text = {str(cid) for cid in pending}
-            for note in conn.notifies(timeout=min(remaining, POLL_FALLBACK_S)):
+            for note in conn.notifies(timeout=min(remaining, poll_s)):
                 if note.payload in pending_text:
                     break

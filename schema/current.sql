@@ -925,6 +925,90 @@ BEGIN
 END;
 $function$;
 
+-- operator_retry_conversion(uuid,text,text): 0300_console.sql
+CREATE OR REPLACE FUNCTION public.operator_retry_conversion(conversion_id uuid, operator text, reason text)
+ RETURNS uuid
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_c conversions%ROWTYPE;
+    v_job conversion_jobs%ROWTYPE;
+    v_new UUID;
+BEGIN
+    IF operator_retry_conversion.conversion_id IS NULL THEN
+        RAISE EXCEPTION 'argument_required: conversion_id is required' USING ERRCODE = 'SA004';
+    END IF;
+    IF length(btrim(COALESCE(operator_retry_conversion.operator, ''))) = 0
+       OR length(btrim(COALESCE(operator_retry_conversion.reason, ''))) = 0 THEN
+        RAISE EXCEPTION 'argument_required: an operator retry needs the operator''s name and a reason'
+            USING ERRCODE = 'SA004';
+    END IF;
+    -- The row lock serialises two retries of one conversion: the second finds the first's.
+    SELECT c.* INTO v_c FROM conversions c WHERE c.id = operator_retry_conversion.conversion_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversion_not_found: conversion % does not exist', operator_retry_conversion.conversion_id
+            USING ERRCODE = 'SA020';
+    END IF;
+    IF v_c.status <> 'failed' THEN
+        RAISE EXCEPTION 'invalid_status_transition: only a failed conversion is retried; % is %',
+                v_c.id, v_c.status USING ERRCODE = 'SA021';
+    END IF;
+    SELECT c.id INTO v_new FROM conversions c
+     WHERE c.metadata ? 'retry_of' AND c.metadata ->> 'retry_of' = v_c.id::text
+     ORDER BY c.created_at LIMIT 1;
+    IF FOUND THEN
+        RETURN v_new;  -- retried already: the same answer again, nothing new
+    END IF;
+    SELECT j.* INTO v_job FROM conversion_jobs j WHERE j.conversion_id = v_c.id ORDER BY j.created_at DESC LIMIT 1;
+    v_new := create_conversion(
+        user_id := v_c.user_id, vendor_id := v_c.vendor_id,
+        user_image_id := v_c.user_image_id, cloth_image_id := v_c.cloth_image_id,
+        conversion_type := v_c.conversion_type, style_name := v_c.style_name,
+        priority := COALESCE(v_job.priority, 0), max_retries := COALESCE(v_job.max_retries, 3),
+        metadata := COALESCE(v_c.metadata, '{}'::jsonb) || jsonb_build_object('retry_of', v_c.id::text));
+    INSERT INTO operator_actions (operator, action, conversion_id, reason, status_before, status_after,
+                                  new_conversion_id)
+    VALUES (operator_retry_conversion.operator, 'retry', v_c.id, operator_retry_conversion.reason,
+            v_c.status, v_c.status, v_new);
+    RETURN v_new;
+END;
+$function$;
+
+-- operator_set_dispatch_paused(boolean,text,text): 0300_console.sql
+CREATE OR REPLACE FUNCTION public.operator_set_dispatch_paused(paused boolean, operator text, reason text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_before BOOLEAN;
+BEGIN
+    IF operator_set_dispatch_paused.paused IS NULL THEN
+        RAISE EXCEPTION 'argument_required: paused is required' USING ERRCODE = 'SA004';
+    END IF;
+    IF length(btrim(COALESCE(operator_set_dispatch_paused.operator, ''))) = 0
+       OR length(btrim(COALESCE(operator_set_dispatch_paused.reason, ''))) = 0 THEN
+        RAISE EXCEPTION 'argument_required: pausing or resuming dispatch needs the operator''s name and a reason'
+            USING ERRCODE = 'SA004';
+    END IF;
+    SELECT f.dispatch_paused INTO v_before FROM fleet_controls f WHERE f.id FOR UPDATE;
+    UPDATE fleet_controls f
+       SET dispatch_paused = operator_set_dispatch_paused.paused, updated_at = now(),
+           updated_by = operator_set_dispatch_paused.operator
+     WHERE f.id;
+    INSERT INTO operator_actions (operator, action, conversion_id, reason, status_before, status_after)
+    VALUES (operator_set_dispatch_paused.operator,
+            CASE WHEN operator_set_dispatch_paused.paused THEN 'pause_dispatch' ELSE 'resume_dispatch' END,
+            NULL, operator_set_dispatch_paused.reason,
+            CASE WHEN v_before THEN 'paused' ELSE 'running' END,
+            CASE WHEN operator_set_dispatch_paused.paused THEN 'paused' ELSE 'running' END);
+    RETURN operator_set_dispatch_paused.paused;
+END;
+$function$;
+
 -- prune_conversion_metrics(interval,integer): 0120_roles.sql
 CREATE OR REPLACE FUNCTION public.prune_conversion_metrics(older_than interval, batch_size integer DEFAULT 1000)
  RETURNS integer

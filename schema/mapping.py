@@ -214,10 +214,11 @@ class OperatorAction(Base):
     operator: Mapped[str] = mapped_column(Text)
     db_user: Mapped[str] = mapped_column(Text, server_default=text("SESSION_USER"))
     action: Mapped[str] = mapped_column(Text)
-    conversion_id: Mapped[uuid.UUID] = mapped_column(_UUID)
+    conversion_id: Mapped[uuid.UUID | None] = mapped_column(_UUID)  # NULL for pause/resume (0300)
     reason: Mapped[str] = mapped_column(Text)
     status_before: Mapped[str | None] = mapped_column(Text)
     status_after: Mapped[str | None] = mapped_column(Text)
+    new_conversion_id: Mapped[uuid.UUID | None] = mapped_column(_UUID)  # a retry's new conversion (0300)
 
 
 #: Every mapped class, in dependency order.

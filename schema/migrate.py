@@ -5,11 +5,17 @@ languages apply the same files with ``psql -v ON_ERROR_STOP=1 -1 -f``.  This mod
 bookkeeping: yoyo-migrations records each applied file (table ``_yoyo_migration``, keyed by the
 file name without ``.sql``) and runs each file in one transaction.
 
-Concurrency: the whole run holds a session-level PostgreSQL advisory lock
-(:data:`ADVISORY_LOCK_KEY`), so several processes or threads may call :func:`apply_migrations`
-at once: one applies, the others wait and then find nothing pending.  A session lock is released
-by the server when its connection ends, so a crashed migrator never leaves a stale lock behind
-(yoyo's own lock-table row is not used for that reason).
+Concurrency: the whole run holds a transaction-level PostgreSQL advisory lock
+(:data:`ADVISORY_LOCK_KEY`) inside a transaction kept open on a connection of its own, so several
+processes or threads may call :func:`apply_migrations` at once: one applies, the others wait and
+then find nothing pending.  The lock ends with that transaction: on success, on error, or when the
+migrator dies (the server rolls back a dropped connection, and PgBouncer closes a server connection
+whose client left mid-transaction), so a crashed migrator never leaves a stale lock behind (yoyo's
+own lock-table row is not used for that reason).  A transaction lock, unlike a session lock, also
+works through a transaction-mode pooler, which pins one server connection to an open transaction;
+a session lock taken through one would stay on whatever server connection ran it and could be
+"released" on another, leaking it.  :func:`migrate_configured` prefers
+``STAYLER_DIRECT_DATABASE_URL`` anyway; through a pooler a run holds two pooled server connections.
 
 URLs: anything libpq accepts as a URI, including unix-socket URLs such as
 ``postgresql://postgres:@/postgres?host=/some/dir``; a SQLAlchemy driver suffix
@@ -33,6 +39,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from yoyo import read_migrations
 from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
+
+from core.settings import Settings
+from schema.connections import application_name
 
 log = logging.getLogger(__name__)
 
@@ -111,40 +120,63 @@ class _Backend(PostgresqlPsycopgBackend):
 
     def connect(self, dburi: _Target) -> psycopg.Connection[Any]:
         """Open an autocommit connection (yoyo issues BEGIN/COMMIT itself)."""
-        return psycopg.connect(dburi.conninfo, autocommit=True)
+        return _connect(dburi.conninfo)
+
+
+def _connect(conninfo: str) -> psycopg.Connection[Any]:
+    """An autocommit ``stayler-migrate`` connection: no prepared statements (a pooler may be in
+    between), no statement timeout (a migration may take long)."""
+    return psycopg.connect(conninfo, autocommit=True, prepare_threshold=None, connect_timeout=10,
+                           application_name=application_name("migrate"))
 
 
 def apply_migrations(database_url: str) -> list[str]:
     """Apply every pending migration, each in its own transaction; return the ids applied.
 
-    Holds a session advisory lock for the whole run, so it is safe to call twice or from several
-    processes at once. Raises the database error of a failing migration (that migration is
-    rolled back and not recorded; the ones before it stay applied).
+    Holds a transaction advisory lock for the whole run (see the module's docstring), so it is safe
+    to call twice or from several processes at once, directly or through a transaction pooler.
+    Raises the database error of a failing migration (that migration is rolled back and not
+    recorded; the ones before it stay applied).
     """
     conninfo = libpq_url(database_url)
-    with psycopg.connect(conninfo, autocommit=True) as lock_conn:
-        lock_conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+    with _connect(conninfo) as lock_conn, lock_conn.transaction():
+        # The lock's transaction sits idle while the migrations run on another connection.
+        lock_conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+        lock_conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+        backend = _Backend(_Target.from_url(conninfo), MIGRATION_TABLE)
         try:
-            backend = _Backend(_Target.from_url(conninfo), MIGRATION_TABLE)
-            try:
-                backend.init_database()
-                migrations = read_migrations(str(MIGRATIONS_DIR))
-                pending = backend.to_apply(migrations)
-                applied: list[str] = []
-                for migration in pending:
-                    log.info("applying migration %s", migration.id)
-                    backend.apply_one(migration)
-                    applied.append(migration.id)
-            finally:
-                backend.connection.close()
+            backend.init_database()
+            migrations = read_migrations(str(MIGRATIONS_DIR))
+            pending = backend.to_apply(migrations)
+            applied: list[str] = []
+            for migration in pending:
+                log.info("applying migration %s", migration.id)
+                backend.apply_one(migration)
+                applied.append(migration.id)
         finally:
-            lock_conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+            backend.connection.close()
     return applied
+
+
+def migrate_configured(settings: Settings, database_url: str) -> list[str]:
+    """Apply migrations for a command: over ``STAYLER_DIRECT_DATABASE_URL`` when it is set (with
+    ``DATABASE_URL``), else over ``database_url``.
+
+    Pooled without a direct URL, the run goes through the pooler: it works (the lock is a
+    transaction lock on one pinned server connection) but holds two of the pool's server
+    connections for its duration, and the pooler's ``query_timeout`` applies to each migration.
+    """
+    if settings.database_url and settings.direct_database_url:
+        return apply_migrations(settings.direct_database_url)
+    if settings.database_pooled:
+        log.info("migrating through the transaction pooler (no STAYLER_DIRECT_DATABASE_URL): the migration "
+                 "lock is held by an open transaction on one pooled server connection")
+    return apply_migrations(database_url)
 
 
 def migration_status(database_url: str) -> MigrationStatus:
     """Report applied and pending migrations and the row count of every product table."""
-    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+    with _connect(libpq_url(database_url)) as conn:
         applied: list[tuple[str, datetime]] = []
         if _table_exists(conn, MIGRATION_TABLE):
             rows = conn.execute(

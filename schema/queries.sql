@@ -9,10 +9,12 @@
 -- attempts), and return what the worker needs. A suspect job (lost with a worker before) runs
 -- alone in its process: only a caller holding nothing (%(allow_suspect)s) may take one, and then
 -- the batch is that job alone when it heads the queue; otherwise suspects are left for later.
+-- While an operator has paused dispatch (fleet_controls, the console) nothing is claimed.
 WITH picked AS MATERIALIZED (
     SELECT j.id, j.suspect, j.priority, j.created_at FROM conversion_jobs j
      WHERE j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
        AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
+       AND NOT EXISTS (SELECT 1 FROM fleet_controls f WHERE f.dispatch_paused)
      ORDER BY j.priority DESC, j.created_at
      LIMIT %(limit)s
        FOR UPDATE OF j SKIP LOCKED
@@ -442,3 +444,184 @@ SELECT EXISTS (SELECT 1 FROM albums WHERE id = %(id)s AND owner_id = %(owner_id)
 
 -- name: webhook_conversion_owner
 SELECT user_id, vendor_id FROM conversions WHERE id = %(conversion_id)s;
+
+-- name: console_dispatch_paused
+-- Whether an operator paused dispatch (fleet_controls, 0300); the leader's dispatch duty reads it each round.
+SELECT dispatch_paused FROM fleet_controls WHERE id;
+
+-- name: console_fleet_controls
+SELECT dispatch_paused, updated_at, updated_by FROM fleet_controls WHERE id;
+
+-- name: console_grant_upsert
+-- Console access for an API key (console/access.py checks that an operator grant has an operator key).
+INSERT INTO console_grants (key_id, role) VALUES (%(key_id)s, %(role)s)
+ON CONFLICT (key_id) DO UPDATE SET role = EXCLUDED.role, created_at = now()
+RETURNING key_id, role;
+
+-- name: console_grant_revoke
+DELETE FROM console_grants WHERE key_id = %(key_id)s RETURNING key_id;
+
+-- name: console_key_scope
+SELECT scope FROM api_keys WHERE id = %(key_id)s;
+
+-- name: console_login_grant
+-- The console role of a live key, with its label for the audit trail.
+SELECT g.role, k.key_prefix, k.name
+  FROM api_keys k JOIN console_grants g ON g.key_id = k.id
+ WHERE k.id = %(key_id)s AND k.revoked_at IS NULL;
+
+-- name: console_session_create
+INSERT INTO console_sessions (token_hash, key_id, csrf_token, expires_at)
+VALUES (%(token_hash)s, %(key_id)s, %(csrf_token)s, now() + make_interval(secs => %(ttl_s)s));
+
+-- name: console_session_prune
+-- Expired sessions, a bounded batch at each login.
+DELETE FROM console_sessions WHERE token_hash = ANY (ARRAY(
+    SELECT token_hash FROM console_sessions WHERE expires_at < now() ORDER BY expires_at LIMIT 100));
+
+-- name: console_session_get
+-- A live session: its key still live and still granted (a revoked key or grant ends it at once).
+SELECT s.key_id, s.csrf_token, g.role, k.key_prefix, k.name
+  FROM console_sessions s
+  JOIN api_keys k ON k.id = s.key_id AND k.revoked_at IS NULL
+  JOIN console_grants g ON g.key_id = s.key_id
+ WHERE s.token_hash = %(token_hash)s AND s.expires_at > now();
+
+-- name: console_session_delete
+DELETE FROM console_sessions WHERE token_hash = %(token_hash)s;
+
+-- name: console_throughput
+-- Completed and failed per minute over the last hour, from conversion_metrics' created_at index
+-- (one row per conversion that ended; the last hour only, never the history).
+SELECT date_trunc('minute', created_at) AS minute,
+       count(*) FILTER (WHERE success) AS completed,
+       count(*) FILTER (WHERE NOT success AND coalesce(error_type, '') <> 'cancelled') AS failed
+  FROM conversion_metrics
+ WHERE created_at > now() - interval '1 hour'
+ GROUP BY 1 ORDER BY 1;
+
+-- name: console_errors_last_hour
+-- Error types of the last hour (the same index; a cancellation is not an error).
+SELECT coalesce(error_type, 'unknown') AS error_type, count(*) AS n
+  FROM conversion_metrics
+ WHERE created_at > now() - interval '1 hour' AND NOT success AND coalesce(error_type, '') <> 'cancelled'
+ GROUP BY 1 ORDER BY 2 DESC, 1;
+
+-- name: console_workers
+-- Live workers (the registry is small) and their in-flight jobs (the processing jobs' partial index).
+SELECT w.id, w.hostname, w.pid, w.concurrency, w.model_name, w.model_version, w.started_at, w.heartbeat_at,
+       extract(epoch FROM now() - w.heartbeat_at)::float8 AS heartbeat_age_s,
+       coalesce(j.in_flight, 0) AS in_flight
+  FROM workers w
+  LEFT JOIN (SELECT worker_id, count(*) AS in_flight FROM conversion_jobs
+              WHERE status = 'processing' GROUP BY worker_id) j ON j.worker_id = w.id
+ WHERE w.stopped_at IS NULL
+ ORDER BY w.hostname, w.pid;
+
+-- name: console_leader
+-- (a lease never taken expires at -infinity: shown as lapsed)
+SELECT name, holder, epoch, acquired_at, renewed_at, CASE WHEN isfinite(expires_at) THEN expires_at END AS expires_at,
+       CASE WHEN isfinite(expires_at) THEN extract(epoch FROM expires_at - now())::float8 END AS expires_in_s
+  FROM leader_lease ORDER BY name;
+
+-- name: console_conversion_page
+-- One page of conversions, newest first, keyset on (created_at, id). Every filter is optional: the
+-- caller runs it unprepared, so the planner sees the values and drops the absent ones, and picks
+-- (status, created_at), (user_id, created_at), (vendor_id, created_at) or (created_at).
+SELECT c.id, c.created_at AS sort_at
+  FROM conversions c
+ WHERE (%(status)s::text IS NULL OR c.status = %(status)s::text)
+   AND (%(user_id)s::uuid IS NULL OR c.user_id = %(user_id)s::uuid)
+   AND (%(vendor_id)s::uuid IS NULL OR c.vendor_id = %(vendor_id)s::uuid)
+   AND (%(since)s::timestamptz IS NULL OR c.created_at >= %(since)s::timestamptz)
+   AND (%(until)s::timestamptz IS NULL OR c.created_at < %(until)s::timestamptz)
+   AND (%(after_at)s::timestamptz IS NULL OR (c.created_at, c.id) < (%(after_at)s::timestamptz, %(after_id)s::uuid))
+ ORDER BY c.created_at DESC, c.id DESC
+ LIMIT %(limit)s;
+
+-- name: console_conversion_page_by_outcome
+-- A page filtered on the outcome (error type or model version): driven by conversion_metrics'
+-- (error_type, created_at) or (ai_model_version, created_at) index, newest end first, keyset on
+-- (metrics.created_at, conversion id).
+SELECT m.conversion_id AS id, m.created_at AS sort_at
+  FROM conversion_metrics m
+  JOIN conversions c ON c.id = m.conversion_id
+ WHERE (%(error_type)s::text IS NULL OR m.error_type = %(error_type)s::text)
+   AND (%(model_version)s::text IS NULL OR m.ai_model_version = %(model_version)s::text)
+   AND (%(status)s::text IS NULL OR c.status = %(status)s::text)
+   AND (%(user_id)s::uuid IS NULL OR c.user_id = %(user_id)s::uuid)
+   AND (%(vendor_id)s::uuid IS NULL OR c.vendor_id = %(vendor_id)s::uuid)
+   AND (%(since)s::timestamptz IS NULL OR m.created_at >= %(since)s::timestamptz)
+   AND (%(until)s::timestamptz IS NULL OR m.created_at < %(until)s::timestamptz)
+   AND (%(after_at)s::timestamptz IS NULL
+        OR (m.created_at, m.conversion_id) < (%(after_at)s::timestamptz, %(after_id)s::uuid))
+ ORDER BY m.created_at DESC, m.conversion_id DESC
+ LIMIT %(limit)s;
+
+-- name: console_conversion_rows
+-- The list's columns for a page of ids (primary key, the jobs' conversion_id index, the metrics' unique index).
+SELECT c.id, c.status, c.user_id, c.vendor_id, c.style_name, c.conversion_type, c.created_at, c.updated_at,
+       c.processing_time_ms, c.error_message, c.metadata ->> 'retry_of' AS retry_of,
+       j.priority, j.attempt, j.error_type, j.worker_id, m.ai_model_version
+  FROM conversions c
+  LEFT JOIN LATERAL (
+      SELECT priority, attempt, error_type, worker_id FROM conversion_jobs j
+       WHERE j.conversion_id = c.id ORDER BY j.created_at DESC LIMIT 1
+  ) j ON true
+  LEFT JOIN conversion_metrics m ON m.conversion_id = c.id
+ WHERE c.id = ANY(%(ids)s::uuid[]);
+
+-- name: console_owner_kind
+SELECT EXISTS (SELECT 1 FROM users WHERE id = %(id)s) AS is_user,
+       EXISTS (SELECT 1 FROM vendors WHERE id = %(id)s) AS is_vendor;
+
+-- name: console_model_versions
+-- Model versions of the live workers, for the filter's suggestions.
+SELECT DISTINCT model_version FROM workers WHERE model_version IS NOT NULL ORDER BY 1;
+
+-- name: console_conversion_get
+SELECT c.*, c.metadata ->> 'retry_of' AS retry_of,
+       r.file_path AS result_key, r.mime_type AS result_mime_type, r.metadata ->> 'attempt' AS result_attempt
+  FROM conversions c
+  LEFT JOIN images r ON r.id = c.result_image_id
+ WHERE c.id = %(id)s;
+
+-- name: console_conversion_jobs
+SELECT id, status, priority, attempt, retry_count, max_retries, worker_id, started_at, heartbeat_at,
+       completed_at, run_after, scheduled, suspect, error_type, error_message, created_at
+  FROM conversion_jobs WHERE conversion_id = %(id)s ORDER BY created_at;
+
+-- name: console_conversion_metrics
+SELECT processing_time_ms, input_file_size_bytes, output_file_size_bytes, success, error_type,
+       ai_model_version, created_at
+  FROM conversion_metrics WHERE conversion_id = %(id)s;
+
+-- name: console_conversion_usage
+SELECT image_id, action, user_id, vendor_id, created_at
+  FROM image_usage_history WHERE conversion_id = %(id)s ORDER BY created_at, id;
+
+-- name: console_conversion_actions
+SELECT created_at, operator, action, reason, status_before, status_after, new_conversion_id
+  FROM operator_actions WHERE conversion_id = %(id)s ORDER BY created_at, id;
+
+-- name: console_conversion_retries
+SELECT id, status, created_at FROM conversions
+ WHERE metadata ? 'retry_of' AND metadata ->> 'retry_of' = %(id)s::text ORDER BY created_at;
+
+-- name: console_image_key
+-- The storage key of an image (and its type), for the console's thumbnails.
+SELECT id, file_path, mime_type, type, metadata ->> 'attempt' AS attempt FROM images WHERE id = %(id)s;
+
+-- name: console_operator_cancel
+SELECT operator_cancel_conversion(conversion_id := %(id)s, operator := %(operator)s, reason := %(reason)s);
+
+-- name: console_operator_retry
+SELECT operator_retry_conversion(conversion_id := %(id)s, operator := %(operator)s, reason := %(reason)s);
+
+-- name: console_set_dispatch_paused
+SELECT operator_set_dispatch_paused(paused := %(paused)s, operator := %(operator)s, reason := %(reason)s);
+
+-- name: console_recent_actions
+-- The audit trail's newest rows (operator_actions' created_at index).
+SELECT created_at, operator, action, conversion_id, new_conversion_id, reason, status_before, status_after
+  FROM operator_actions ORDER BY created_at DESC, id DESC LIMIT %(limit)s;

@@ -33,11 +33,11 @@ def _lazy(module: str, name: str) -> Handler:
 
 
 def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from schema.migrate import apply_migrations
+    from schema.migrate import migrate_configured
     from stayler.services import database
 
     with database(settings) as url:
-        applied = apply_migrations(url)
+        applied = migrate_configured(settings, url)
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
     return 0
 
@@ -87,7 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    # -- database ------------------------------------------------------------------------------
     add("migrate", "apply the SQL migrations in schema/migrations (safe to repeat)", _cmd_migrate,
         "Apply pending SQL migrations under an advisory lock; safe to run twice or from several "
         "processes at once. The same files apply with plain `psql -f`, in name order.")
@@ -95,7 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
     add("status", "applied and pending migrations, row counts per table", _cmd_db_status, parent=db_sub)
 
-    # -- accounts ------------------------------------------------------------------------------
     users = sub.add_parser("users", help="minimal user accounts", description="Manage minimal user rows.")
     users_sub = users.add_subparsers(dest="users_command", metavar="USERS_COMMAND", required=True)
     p = add("add", "create a user and print its id", _lazy("stayler.commands", "cmd_users_add"), parent=users_sub)
@@ -107,7 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
             parent=vendors_sub)
     p.add_argument("--name", required=True, help="the vendor's name")
 
-    # -- producer ------------------------------------------------------------------------------
     images = sub.add_parser("images", help="register images", description="Register person and garment images.")
     images_sub = images.add_subparsers(dest="images_command", metavar="IMAGES_COMMAND", required=True)
     p = add("add", "validate, store and register an image; prints its id", _lazy("stayler.commands", "cmd_images_add"),
@@ -163,7 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="date_to", type=_when, help="end of the range (ISO date or time)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    # -- workers -------------------------------------------------------------------------------
     p = add("worker", "run worker processes (dramatiq worker.app with the project's defaults)",
             _lazy("stayler.commands", "cmd_worker"),
             "Run a worker fleet on this host: `dramatiq worker.app` with STAYLER_WORKER_PROCESSES processes "
@@ -175,7 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("dispatcher", "run the dispatcher/rescuer on its own (workers also run one on standby)",
         _lazy("stayler.commands", "cmd_dispatcher"))
 
-    # -- HTTP API (api/, docs/api.md) -----------------------------------------------------------
     p = add("api", "serve the HTTP API (FastAPI on uvicorn)", _lazy("api.commands", "cmd_api"),
             "Serve the HTTP API: images, conversions (with ?wait=), results, webhooks, stats; "
             "/openapi.json and /docs describe it. Stateless: run as many as needed behind a load balancer.")
@@ -195,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("revoke", "revoke a key at once", _lazy("api.commands", "cmd_apikeys_revoke"), parent=apikeys_sub)
     p.add_argument("id", type=_uuid, help="the key's id (from create or list)")
+    p = add("console", "let a key log in to the operations console (/console), or not",
+            _lazy("console.commands", "cmd_apikeys_console"), parent=apikeys_sub)
+    p.add_argument("id", type=_uuid, help="the key's id (from create or list)")
+    p.add_argument("--role", choices=["operator", "viewer", "none"], required=True,
+                   help="operator: sees everything and acts (needs an operator-scope key); viewer: read-only")
     add("webhooks", "run the webhook sender (delivers the outbox, retries, disables failing endpoints)",
         _lazy("api.commands", "cmd_webhooks"))
 

@@ -24,6 +24,7 @@ from producer.batch import Owner, rows_from_csv, rows_from_folder, submit_batch
 from producer.conversions import conversion_stats, image_stats, operator_cancel
 from producer.errors import ProducerError
 from producer.images import ImageLimits
+from schema.connections import connect
 from stayler.services import database, redis_server
 from storage import Storage, from_settings
 
@@ -36,7 +37,7 @@ def connection(settings: Settings) -> Iterator[psycopg.Connection]:
     """An autocommit connection to the configured (or embedded) database."""
     with database(settings) as url:
         try:
-            conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            conn = connect(url, settings, "cli")
         except psycopg.OperationalError as exc:
             raise ProducerError("database_unavailable", f"cannot connect to the database: {exc}".strip()) from exc
         with conn:
@@ -74,8 +75,6 @@ def owner_of(args: argparse.Namespace) -> Owner:
     return Owner(args.user_id, args.vendor_id)
 
 
-# -- accounts -------------------------------------------------------------------------------------
-
 def cmd_users_add(args: argparse.Namespace, settings: Settings) -> int:
     """stayler users add"""
     with connection(settings) as conn:
@@ -89,8 +88,6 @@ def cmd_vendors_add(args: argparse.Namespace, settings: Settings) -> int:
         print(create_vendor(conn, args.name))
     return 0
 
-
-# -- images and conversions -----------------------------------------------------------------------
 
 def cmd_images_add(args: argparse.Namespace, settings: Settings) -> int:
     """stayler images add"""
@@ -203,16 +200,14 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-# -- workers and dispatcher -----------------------------------------------------------------------
-
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """stayler worker"""
     from stayler.fleet import run_workers_foreground
 
     with database(settings) as db_url, redis_server(settings) as redis_url:
-        from schema.migrate import apply_migrations
+        from schema.migrate import migrate_configured
 
-        apply_migrations(db_url)
+        migrate_configured(settings, db_url)
         return run_workers_foreground(settings, db_url, redis_url, processes=args.processes, threads=args.threads)
 
 

@@ -17,7 +17,8 @@ from producer import register_image, status, submit
 from producer.accounts import create_user, create_vendor
 from producer.conversions import ConversionStatus
 from producer.images import ImageLimits
-from schema.migrate import apply_migrations
+from schema.connections import connect
+from schema.migrate import migrate_configured
 from schema.statuses import TERMINAL
 from stayler.fleet import running_workers
 from stayler.services import database, redis_server
@@ -51,11 +52,11 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
     storage = from_settings(settings)
     with database(settings) as db_url, redis_server(settings) as redis_url:
-        applied = apply_migrations(db_url)
+        applied = migrate_configured(settings, db_url)
         console.print(f"database ready ({len(applied)} migration(s) applied now); storage at {storage.describe()}")
         log_path = settings.state_dir / "logs" / "workers.log"
         with running_workers(settings, db_url, redis_url, processes=args.processes, log_path=log_path), \
-                psycopg.connect(db_url, autocommit=True) as conn:
+                connect(db_url, settings, "producer") as conn:
             console.print(f"started {args.processes} worker processes (log: {log_path})")
             pairs = _register_samples(conn, storage, settings, args.conversions)
             started = time.monotonic()

@@ -138,7 +138,6 @@ class BatchPipeline:
                 self.claims.remove(record.job_id)
         return report
 
-    # -- stages --------------------------------------------------------------------------
 
     def read(self, records: Sequence[JobRecord]) -> None:
         """Read both input images of every running job."""
@@ -207,7 +206,6 @@ class BatchPipeline:
                 # Lost before it was stored (cancelled or rescued): nothing of it remains.
                 self._drop(record, report, "claim lost (cancelled or rescued); dropping this attempt")
 
-    # -- finalising ------------------------------------------------------------------------
 
     def _complete(self, ready: Sequence[JobRecord], elapsed_ms: int, report: BatchReport) -> None:
         if not ready:
@@ -285,7 +283,6 @@ class BatchPipeline:
             else:
                 self._drop(record, report, "failure fenced out (claim no longer held)")
 
-    # -- helpers -------------------------------------------------------------------------
 
     def _lost(self, record: JobRecord, report: BatchReport) -> bool:
         if self.claims.is_lost(record.job_id):

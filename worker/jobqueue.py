@@ -165,7 +165,6 @@ class JobQueue:
         """Close the door's connections."""
         self.source.close()
 
-    # -- running statements ------------------------------------------------------------------
 
     def _once(self, work: Callable[[psycopg.Connection], T]) -> T:
         """Run ``work`` on one connection, again on lock conflicts (rolled back, so harmless)."""
@@ -196,7 +195,6 @@ class JobQueue:
                 self._sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    # -- claims --------------------------------------------------------------------------
 
     def claim(self, limit: int, *, allow_suspect: bool = True) -> list[Claim]:
         """Claim up to ``limit`` ready jobs; raises ``QueueUnavailable`` when the database is away.
@@ -235,8 +233,9 @@ class JobQueue:
         for token in tokens:
             rows = self._retrying("releasing an unanswered claim", _release_claim_work(token))
             released += len(rows)
-            with self._lock:
-                self._unreleased_claims.remove(token)
+            with self._lock:  # another thread's flush may have released it too (harmless): remove once
+                if token in self._unreleased_claims:
+                    self._unreleased_claims.remove(token)
             if rows:
                 log.warning("released the jobs of a claim whose reply was lost", extra={"released": len(rows)})
         return released
@@ -257,7 +256,6 @@ class JobQueue:
         rows = self._retrying("releasing claims", lambda conn: conn.execute(Q.job_release_batch, params).fetchall())
         return [row[0] for row in rows]
 
-    # -- outcomes ------------------------------------------------------------------------
 
     def complete(self, completions: Sequence[Completion]) -> dict[uuid.UUID, CompletionOutcome]:
         """Record results in one fenced transaction; per job: completed, fenced out, or unknown."""
@@ -332,7 +330,6 @@ class JobQueue:
         row = self._retrying("recording a failure", lambda conn: conn.execute(Q.job_fail, params).fetchone())
         return row[0] if row else None
 
-    # -- the worker registry ---------------------------------------------------------------
 
     def register(self, *, hostname: str, pid: int, concurrency: int, model_name: str, model_version: str) -> None:
         """Write this process to the worker registry."""

@@ -61,6 +61,8 @@ async def create_conversion(ctx: Context, principal: Producer, body: ConversionI
             if problem.kind.name == "image_wrong_type":
                 _hide_inaccessible(conn, principal, body)
             raise problem from exc
+        if ctx.waker is not None and not replayed:
+            ctx.waker.after_commit(conn)  # a hint: the leader's NOTIFY path stays the guarantee
         return fetch(conn, principal, conversion_id), replayed
 
     row, replayed = await ctx.db.run(work)

@@ -3,9 +3,10 @@
 Markers are written in the same transaction as the move that turns files into garbage (a job that
 ends failed or cancelled: the conversion's result folder; a rescued attempt: that attempt's keys),
 so no cleanup depends on when something committed. A marker whose files could not be deleted
-stays and is tried again next round. A folder marker of a conversion that is running again (an
-operator's re-run) or completed is dropped without deleting anything: a completed conversion's
-worker deletes its earlier attempts' files itself.
+stays and is tried again next round; a storage error ends the round (the store is likely down, so
+the other markers wait too, logged once, not once per marker with a traceback). A folder marker of
+a conversion that is running again (an operator's re-run) or completed is dropped without deleting
+anything: a completed conversion's worker deletes its earlier attempts' files itself.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import psycopg
 
 from schema.queries import Q
-from storage import Storage, attempt_keys, result_prefix
+from storage import Storage, StorageError, attempt_keys, result_prefix
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ class CleanDuty:
                         self.storage.delete(key)
                 elif conversion_status in (None, "failed", "cancelled"):
                     self.removed += self.storage.delete_prefix(result_prefix(conversion_id))
+            except StorageError as exc:
+                # The store is down or refusing (an S3 outage): one line, and the rest of the round
+                # waits for the next one instead of failing marker by marker with a traceback each.
+                log.warning("could not delete files of a conversion; will retry next round",
+                            extra={"conversion_id": str(conversion_id), "attempt": attempt, "error": str(exc)})
+                break
             except Exception:  # a cleanup failure must not stop the leader; the marker stays
                 log.exception("could not delete files of a conversion; will retry",
                               extra={"conversion_id": str(conversion_id), "attempt": attempt})

@@ -17,12 +17,14 @@ from core.settings import Settings
 pytestmark = pytest.mark.e2e
 
 EXPECTED = {
-    "queue": 2 + 4,      # pgqueuer at 2 batch sizes, the project at 2 process counts × 2 batch sizes
-    "inference": 4,
+    "queue": 2 + 2 * 4,  # pgqueuer no-op at 2 batch sizes; the fair peer and the project at 2 processes × 2 batches
+    "inference": 5 + 4,  # bare model, bare loop, best at batch 1 / batched / overall; the person-stage rows
     "latency": 6,
     "scale": 3,
     "memory": 3,
     "enqueue": 2,
+    "profile": 1 + 13 + 1 + 2 + 2,  # all stages, each stage, the rest; PostgreSQL, fleet total; floor rate, CPU
+    "idle": 3,
 }
 
 
@@ -40,3 +42,39 @@ def test_smoke_run_writes_every_row(pg_admin_url: str, redis_url: str, tmp_path:
         rows = [line for line in body if line.split("|")[1].strip() == name]
         assert len(rows) == count, f"{name}: {len(rows)} rows, expected {count}\n{md}"
         assert all("n/a" not in line.split("|")[3] or "pgqueuer" in line for line in rows), md
+
+
+def test_publish_replaces_only_the_generated_blocks(tmp_path: Path) -> None:
+    from bench.common import Row
+    from bench.publish import begin, end, publish
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{begin('results')}\nold table\n{end('results')}\nmiddle\n"
+                   f"{begin('profile')}\nold stages\n{end('profile')}\ntail\n")
+    other = tmp_path / "other.md"
+    other.write_text("no blocks here\n")
+    rows = [Row("queue", "a case", 1.0, "conv/s"), Row("profile", "  store", 2.5, "ms/conv", note="40 %")]
+    assert publish(rows, "Made by x.", "NEW TABLE", full_run=False, files=[doc, other]) == [doc]
+    text = doc.read_text()
+    assert "old table" in text and "old stages" not in text and "| store | 2.50 | ms/conv | 40 % |" in text
+    assert publish(rows, "Made by y.", "NEW TABLE", full_run=True, files=[doc, other]) == [doc]
+    text = doc.read_text()
+    assert f"{begin('results')}\nMade by y.\n\nNEW TABLE\n{end('results')}" in text
+    assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("tail\n")
+    assert other.read_text() == "no blocks here\n"
+
+
+def test_profile_samples_fold_into_stages() -> None:
+    from bench.profile import fold
+
+    raw = [
+        'process 1:"python -m dramatiq worker.app";thread (7);WorkerThread.run (dramatiq/worker.py:535);'
+        "JobQueue.claim.<locals>.work (worker/jobqueue.py:212);Cursor.execute (psycopg/cursor.py:97) 3\n",
+        'process 1:"python";thread (7);BatchPipeline.read (worker/batch.py:140);'
+        "LocalStorage.get (storage/local.py:150);Path.read_bytes (pathlib.py:1050) 2\n",
+        'process 1:"python";thread (8);TryOnRunner.infer (models/runner.py:370);'
+        "InferenceSession.run (onnxruntime/capi/onnxruntime_inference_session.py:220) 5\n",
+        "a continuation of a command line that held a newline\n",
+        'process 1:"python";thread (9);_fsync_quietly (storage/local.py:25) 4\n',
+    ]
+    assert fold(raw) == {"claim": 3, "read": 2, "model": 5, "store": 4}

@@ -158,7 +158,6 @@ class Chaos:
         self.fleets: list[subprocess.Popen[bytes]] = []
         self.stop_chaos = threading.Event()
 
-    # -- setup ---------------------------------------------------------------------------------
 
     def start_services(self) -> None:
         """Start our own PostgreSQL and Redis and migrate."""
@@ -189,7 +188,6 @@ class Chaos:
                  "--threads", str(self.config.threads)], env=self.fleet_env(i), stdout=log,
                 stderr=subprocess.STDOUT, cwd=ROOT))
 
-    # -- the workload --------------------------------------------------------------------------
 
     def submit_all(self) -> None:
         """Register images and submit every conversion (runs in a thread, overlapping the chaos)."""
@@ -227,7 +225,6 @@ class Chaos:
                 time.sleep(0.5)  # spread submission over the first part of the run
         holder[0].close()
 
-    # -- the chaos -----------------------------------------------------------------------------
 
     def worker_pids(self) -> list[int]:
         """Live worker processes (Dramatiq's forked workers) of our fleets."""
@@ -304,7 +301,6 @@ class Chaos:
         self.check()
         return self.figures
 
-    # -- the checks ----------------------------------------------------------------------------
 
     def check(self) -> None:
         """Count and verify everything from the database and the storage folder."""

@@ -94,4 +94,3 @@ def test_no_connection_is_anonymous(env: Env) -> None:
             "AND backend_type = 'client backend'", (me,)).fetchall()]
     assert names and all(n.startswith("stayler-") for n in names), names
 
-

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import fakeredis
 import psycopg
+import pytest
 
 from broker.messages import waiting_messages
 from broker.redis import StaylerRedisBroker
 from leader.duties.clean import CleanDuty
 from leader.duties.dispatch import DispatchDuty
 from leader.duties.rescue import RescueDuty
-from storage import LocalStorage, result_key
+from storage import LocalStorage, StorageError, result_key
 from tests.factories import conversion, job_of, make_conversion
 from tests.queue.ops import claim_jobs, fail_job
 from worker.errors import Failure
@@ -153,3 +155,36 @@ def test_cleanup_follows_durable_markers_so_late_commits_are_never_skipped(
     left = sorted(p.parent.name for p in (tmp_path / "results").rglob("*.jpg"))
     assert left == [str(running)]  # a running conversion's files are its worker's business
     assert clean.run_once(db) == 0
+
+
+def test_cleanup_during_a_storage_outage_logs_one_line_and_waits_for_the_next_round(
+        db: psycopg.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Regression (issue 12): during a 10 s S3 outage the leader tried every marker every round and
+    # logged a traceback for each, megabytes of log per host.
+    class DownStorage(LocalStorage):
+        deletes = 0
+
+        def delete_prefix(self, prefix: str) -> int:
+            DownStorage.deletes += 1
+            raise StorageError(f"could not delete {prefix}: Could not connect to the endpoint URL")
+
+    storage = DownStorage(tmp_path)
+    convs = [make_conversion(db, max_retries=0) for _ in range(3)]
+    for c in claim_jobs(db, "w", 3):
+        fail_job(db, c, Failure("internal", "boom", False), backoff_base_s=1, backoff_max_s=1,
+                 processing_time_ms=1, ai_model_version="v")
+    caplog.set_level(logging.WARNING, logger="leader.duties.clean")
+    assert CleanDuty(storage, interval_s=1).run_once(db) == 0
+    assert DownStorage.deletes == 1
+    assert [(r.levelno, r.exc_info) for r in caplog.records] == [(logging.WARNING, None)]
+    assert db.execute("SELECT count(*) FROM storage_cleanup").fetchone() == (len(convs),)  # all kept
+    assert CleanDuty(LocalStorage(tmp_path), interval_s=1).run_once(db) == 3  # the store is back
+
+
+def test_the_leader_runs_every_duty_of_the_design(tmp_path: Path) -> None:
+    from core.settings import Settings
+    from leader.fleet import default_duties
+
+    broker = StaylerRedisBroker(client=fakeredis.FakeRedis(), namespace="t")
+    names = [d.name for d in default_duties(Settings(), broker, LocalStorage(tmp_path))]
+    assert names == ["dispatch", "rescue", "clean", "retention"]

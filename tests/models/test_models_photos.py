@@ -20,7 +20,7 @@ from models.stages import NoPersonError
 
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
 PEOPLE = ("astronaut", "cameraman", "grace-hopper")
-NOBODY = ("coffee", "cat")
+NOBODY = ("coffee", "cat", "china", "flower")
 GARMENTS = sample_garments()
 
 

@@ -199,7 +199,7 @@ def test_thread_settings_and_providers() -> None:
 def test_runner_import_does_not_load_onnxruntime() -> None:
     code = (
         "import sys, imaging, imaging.samples, models, models.contract, models.registry, models.pipeline, "
-        "models.runner, modelkit.cli, modelkit.bench\n"
+        "models.runner, models.stages, modelkit.cli, modelkit.bench, modelkit.checks\n"
         "assert 'onnxruntime' not in sys.modules, 'onnxruntime imported'\n"
         "import imaging; assert 'onnx' not in sys.modules\n"
     )
@@ -222,6 +222,26 @@ def test_cli_tryon_writes_result_and_composite(tmp_path: Path) -> None:
     assert cli_main(["tryon", "-o", str(out), "--compose", str(comp), "--threads", "1"]) == 0
     assert decode_image(out.read_bytes(), max_pixels=MAX).format == "JPEG"
     assert decode_image(comp.read_bytes(), max_pixels=MAX).width > 1000
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "text"),
+    [
+        (["--model", "tryon-fit"], 3, "model_contract: model tryon-fit needs person_mask, pose_keypoints"),
+        (["--model", "no-such-model"], 3, "model_contract: no model named 'no-such-model'"),
+        (["tests/data/photos/coffee.jpg", "tests/data/photos/cat.jpg"], 4, "no_person: no person found"),
+    ],
+)
+def test_cli_tryon_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str],
+    code: int, text: str,
+) -> None:
+    monkeypatch.chdir(ROOT)
+    assert cli_main(["tryon", *argv, "-o", str(tmp_path / "r.jpg"), "--threads", "1"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("stayler tryon: ") and text in err
+    assert not (tmp_path / "r.jpg").exists()
 
 
 def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:

@@ -71,3 +71,11 @@ def test_jobs_in_backoff_stay_out_of_the_claims_path(db: psycopg.Connection) -> 
     assert all(n.get("Rows Removed by Filter", 0) < 100 for n in nodes), nodes
     assert not any(n.get("Node Type") == "Seq Scan" and n.get("Relation Name") == "conversion_jobs" for n in nodes)
     assert sorted(c.conversion_id for c in claim_jobs(db, "w", 16)) == sorted(ready[:16])
+
+
+def test_nothing_is_claimed_while_an_operator_has_paused_dispatch(db: psycopg.Connection) -> None:
+    conv = make_conversion(db)
+    db.execute("SELECT operator_set_dispatch_paused(true, 'ops', 'maintenance')")
+    assert claim_jobs(db, "w", 8) == []  # a follow-up or a producer's wake-up message claims nothing either
+    db.execute("SELECT operator_set_dispatch_paused(false, 'ops', 'done')")
+    assert [c.conversion_id for c in claim_jobs(db, "w", 8)] == [conv]

@@ -180,9 +180,7 @@ def test_unknown_owner_and_unknown_image_are_refused_not_created(db: psycopg.Con
     assert info.value.code in ("owner_ambiguous", "owner_required")
 
 
-# ---------------------------------------------------------------------------
 # Database roles (0120): the access matrix, run as the roles themselves, not as a superuser
-# ---------------------------------------------------------------------------
 
 DENIED = "42501"  # insufficient_privilege
 
@@ -236,7 +234,7 @@ def test_worker_role_runs_the_queue(db: psycopg.Connection, db_url: str, world: 
                  cloth_image_id=world.img["alice_garment"])
     [claim_name] = [n for n in Q.names() if n.startswith("job_claim")]
     claim_sql: LiteralString = getattr(Q, claim_name)
-    params = {"limit": 4, "worker_id": "w-roles", "claim_token": uuid.uuid4()}
+    params = {"limit": 4, "worker_id": "w-roles", "claim_token": uuid.uuid4(), "allow_suspect": True}
     with as_role(db_url, "stayler_worker") as worker:
         worker.execute(Q.worker_register, {"id": "w-roles", "hostname": "h", "pid": 1, "concurrency": 1,
                                            "model_name": "m", "model_version": "1"})

@@ -56,9 +56,7 @@ def statuses(db: psycopg.Connection[Any], conv: uuid.UUID) -> tuple[Any, ...]:
     return tuple(row)
 
 
-# ---------------------------------------------------------------------------
 # update_conversion_status
-# ---------------------------------------------------------------------------
 
 
 def test_a_result_image_of_another_owner_is_refused(db: psycopg.Connection[Any], make: Factory) -> None:
@@ -155,9 +153,7 @@ def test_no_retries_means_no_requeue(db: psycopg.Connection[Any], make: Factory)
     assert statuses(db, conv)[3:] == (1, 0)
 
 
-# ---------------------------------------------------------------------------
 # create_conversion: idempotency bound to the request
-# ---------------------------------------------------------------------------
 
 CREATE = ("SELECT create_conversion(user_id := %(u)s, user_image_id := %(ui)s, cloth_image_id := %(ci)s, "
           "style_name := %(style)s, metadata := %(meta)s::jsonb, idempotency_key := %(key)s)")
@@ -203,9 +199,7 @@ def test_rows_from_before_the_hash_keep_their_key(db: psycopg.Connection[Any], m
     assert _one(db, CREATE, args) == first
 
 
-# ---------------------------------------------------------------------------
 # cancel: the owner rule and the operator's audited path
-# ---------------------------------------------------------------------------
 
 
 def test_cancel_needs_the_owner(db: psycopg.Connection[Any], make: Factory) -> None:
@@ -250,9 +244,7 @@ def test_operator_cancel_is_audited(db: psycopg.Connection[Any], make: Factory) 
         "cancelled by operator ops-anna: abuse report 17"
 
 
-# ---------------------------------------------------------------------------
 # register_image and the storage-key guard
-# ---------------------------------------------------------------------------
 
 REGISTER = ("SELECT register_image(owner_id := %(o)s, owner_type := %(ot)s, type := %(t)s, "
             "mime_type := %(m)s, file_size := 1000, image_id := %(id)s, file_path := %(p)s)")
@@ -314,9 +306,7 @@ def test_a_row_cannot_point_into_another_owners_space(db: psycopg.Connection[Any
         db.execute(insert, (attacker, "/uploads/attacker.jpg", "user"))
 
 
-# ---------------------------------------------------------------------------
 # Usage history counts conversions (schema/README.md, "Retention and growth")
-# ---------------------------------------------------------------------------
 
 
 def test_usage_history_counts_conversions_not_attempts(db: psycopg.Connection[Any], make: Factory) -> None:
@@ -325,7 +315,8 @@ def test_usage_history_counts_conversions_not_attempts(db: psycopg.Connection[An
     [claim_name] = [n for n in Q.names() if n.startswith("job_claim")]
     claim = getattr(Q, claim_name)
     for _ in range(2):
-        [_row] = db.execute(claim, {"limit": 1, "worker_id": "w1", "claim_token": uuid.uuid4()}).fetchall()
+        params = {"limit": 1, "worker_id": "w1", "claim_token": uuid.uuid4(), "allow_suspect": True}
+        [_row] = db.execute(claim, params).fetchall()
         attempt = db.execute("SELECT attempt FROM conversion_jobs WHERE conversion_id = %s", (conv,)).fetchone()
         assert attempt is not None
         db.execute(UPDATE, {"c": conv, "s": "pending", "r": None, "a": attempt[0]})

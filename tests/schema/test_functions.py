@@ -28,9 +28,7 @@ def _count(db: psycopg.Connection[Any], table: str) -> int:
     return int(_one(db, f"SELECT count(*) FROM {table}"))
 
 
-# ---------------------------------------------------------------------------
 # create_conversion
-# ---------------------------------------------------------------------------
 
 
 def test_create_conversion_writes_conversion_job_and_usage(db: psycopg.Connection[Any], make: Factory) -> None:
@@ -183,9 +181,7 @@ def test_create_conversion_idempotency_key_concurrent(db_url: str, make: Factory
     assert _count(make.conn, "conversion_jobs") == 1
 
 
-# ---------------------------------------------------------------------------
 # update_conversion_status
-# ---------------------------------------------------------------------------
 
 
 def _status(db: psycopg.Connection[Any], conv: uuid.UUID) -> tuple[Any, ...]:
@@ -328,9 +324,7 @@ def test_update_status_refusals(db: psycopg.Connection[Any], make: Factory) -> N
     assert _count(db, "conversion_metrics") == 1
 
 
-# ---------------------------------------------------------------------------
 # record_image_usage
-# ---------------------------------------------------------------------------
 
 
 def test_record_image_usage(db: psycopg.Connection[Any], make: Factory) -> None:
@@ -372,9 +366,7 @@ def test_record_image_usage_refusals(db: psycopg.Connection[Any], make: Factory)
     assert _count(db, "image_usage_history") == before
 
 
-# ---------------------------------------------------------------------------
 # get_conversion_stats
-# ---------------------------------------------------------------------------
 
 STATS_COLUMNS = [
     "total_count", "pending_count", "processing_count", "completed_count", "failed_count",
@@ -435,9 +427,7 @@ def test_get_conversion_stats(db: psycopg.Connection[Any], make: Factory) -> Non
     assert empty == (0, None, None, None)
 
 
-# ---------------------------------------------------------------------------
 # get_image_stats
-# ---------------------------------------------------------------------------
 
 
 def test_get_image_stats(db: psycopg.Connection[Any], make: Factory) -> None:
@@ -468,9 +458,7 @@ def test_get_image_stats(db: psycopg.Connection[Any], make: Factory) -> None:
     assert _one(db, "SELECT total_images FROM get_image_stats()") == 5
 
 
-# ---------------------------------------------------------------------------
 # The spec's own example calls, verbatim but with real ids
-# ---------------------------------------------------------------------------
 
 SPEC_CREATE = """
 SELECT create_conversion(

@@ -137,9 +137,7 @@ def test_failing_migration_is_rolled_back_and_not_recorded(empty_db: Any, monkey
     assert migration_status(url).pending == ["9999_broken"]
 
 
-# ---------------------------------------------------------------------------
 # Plain psql gives the same database as `stayler migrate`
-# ---------------------------------------------------------------------------
 
 CATALOG_QUERIES = {
     "columns": """

@@ -112,7 +112,7 @@ def test_claim_and_prune_stay_flat_at_a_million_finished_jobs(db: psycopg.Connec
         make.user_conversion()
     [claim_name] = [n for n in Q.names() if n.startswith("job_claim")]
     claim = getattr(Q, claim_name)
-    params = {"limit": 16, "worker_id": "w-bench", "claim_token": uuid.uuid4()}
+    params = {"limit": 16, "worker_id": "w-bench", "claim_token": uuid.uuid4(), "allow_suspect": True}
     prune = "SELECT prune_finished_jobs(interval '30 days', 1000)"
 
     def finished(n: int) -> None:

@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -99,6 +100,28 @@ def test_a_claim_whose_reply_is_lost_hands_its_jobs_back(db: psycopg.Connection,
         assert proxy.cuts == 1
     job = job_of(db, conv)
     assert (job["status"], job["attempt"], job["retry_count"], job["worker_id"]) == ("queued", 1, 0, None)
+
+
+def test_two_threads_flushing_the_same_lost_claim_do_not_raise(db: psycopg.Connection) -> None:
+    # Regression (issue 12): a worker thread's claim and the heartbeat flushed the same token at once;
+    # the second removal raised ValueError out of the actor (seen behind PgBouncer during a restart).
+    queue = JobQueue.on_connection(db, "w")
+    token = uuid.uuid4()
+    queue._unreleased_claims.append(token)
+    real = queue._retrying
+    inner: list[int] = []
+    raced = threading.Event()
+
+    def racing(what: str, work: Any) -> Any:
+        rows = real(what, work)
+        if not raced.is_set():  # the other thread's flush runs between this release and its bookkeeping
+            raced.set()
+            inner.append(queue.flush())
+        return rows
+
+    queue._retrying = racing  # type: ignore[method-assign]
+    assert queue.flush() == 0
+    assert inner == [0] and queue._unreleased_claims == []
 
 
 def test_pooled_connections_killed_by_a_restart_do_not_cost_finished_work(tmp_path: Path) -> None:

@@ -1,0 +1,313 @@
+"""The multi-host fleet, simulated on one machine, while the shared services fail.
+
+``python -m tests.multihost.runner [--conversions 1500]`` (or ``make multihost``;
+``pytest -m slow tests/multihost/test_multihost.py -s``)
+
+Three "hosts" (``stayler worker`` supervisors with their own state, scratch and metrics folders and
+no shared folder) share only PostgreSQL (through PgBouncer in transaction mode; the leader's lease
+and LISTEN go direct through ``STAYLER_DIRECT_DATABASE_URL``), a Sentinel-managed Redis
+(``redis+sentinel://``) and an S3 server (moto, ``STAYLER_STORAGE_URL=s3://bucket/fleet``).
+Conversions arrive at a steady rate through the pooler, by plain SQL and by the Python producer,
+some cancelled, some slow, a few with an input damaged after upload. During the run the runner
+SIGKILLs a busy worker process every few seconds, restarts PostgreSQL, kills the Redis master (a
+replica is promoted by the Sentinels) and makes the S3 server unavailable for 10 s.
+
+Afterwards it checks, from the database and the bucket, that every conversion ended, that each
+completed one has exactly one result row, one result object and one thumbnail, that nothing is
+stored for failed or cancelled ones, and that ``retry_count <= max_retries``; it prints the
+figures, with the stall of each fault: the longest time without a completed conversion from the
+fault's start until 30 s after it ended (or until the next fault began).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import random
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from tests.multihost.cluster import Checked, Cluster, ClusterConfig, render
+
+
+@dataclass
+class MultiHostConfig:
+    """Knobs of a run; the fault times count from the first submission."""
+
+    conversions: int = 1500
+    hosts: int = 3
+    processes: int = 2
+    threads: int = 2
+    rate_per_s: float = 30.0
+    kill_every_s: tuple[float, float] = (3.0, 6.0)
+    postgres_restart_at_s: float = 8.0
+    postgres_down_s: float = 3.0
+    redis_failover_at_s: float = 22.0
+    s3_outage_at_s: float = 36.0
+    s3_outage_s: float = 10.0
+    cancel_share: float = 0.03
+    slow_share: float = 0.05
+    bad_share: float = 0.01
+    max_retries: int = 5
+    timeout_s: float = 420.0
+    seed: int = 11
+
+
+@dataclass
+class Fault:
+    """One injected fault: when (wall clock), how long it was in force, and the stall it caused."""
+
+    name: str
+    started: float
+    down_s: float
+    stall_s: float = 0.0
+
+
+@dataclass
+class MultiHostFigures:
+    """What the run did and what the checks found."""
+
+    checked: Checked = field(default_factory=Checked)
+    hosts: int = 0
+    processes: int = 0
+    kills: int = 0
+    fleet_restarts: int = 0
+    rescues: int = 0
+    faults: list[Fault] = field(default_factory=list)
+    peak_server_connections: int = 0
+    max_connections: int = 0
+    leftover_cleanup_markers: int = 0
+    wall_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def all_problems(self) -> list[str]:
+        """The checks' problems and the run's own."""
+        return self.checked.problems + self.problems
+
+    def render(self) -> str:
+        """The figures as aligned lines."""
+        c = self.checked
+        rows: list[tuple[str, object]] = [
+            ("hosts", f"{self.hosts} × {self.processes} worker processes"),
+            ("conversions", f"{c.conversions} ({c.completed} completed, {c.failed} failed, {c.cancelled} cancelled)"),
+            ("failed by error_type", ", ".join(f"{k} {v}" for k, v in c.failed_by_type.items()) or "none"),
+            ("result objects", f"{c.result_objects} (a result and a thumbnail per completed conversion)"),
+            ("kills (SIGKILL)", self.kills),
+            ("fleet restarts", self.fleet_restarts),
+            ("rescues", self.rescues),
+            ("retries", c.retries),
+        ]
+        rows += [(f"fault: {f.name}", f"down {f.down_s:.1f} s, stall {f.stall_s:.1f} s") for f in self.faults]
+        rows += [
+            ("peak server connections", f"{self.peak_server_connections} (max_connections {self.max_connections})"),
+            ("duplicates / lost", f"{c.duplicates} / {c.lost}"),
+            ("wall time", f"{self.wall_s:.1f} s"),
+            ("problems", f"{len(self.all_problems)}" + "".join(f"\n    - {p}" for p in self.all_problems[:20])),
+        ]
+        return render("multi-host figures", rows)
+
+
+class MultiHost:
+    """One run over a :class:`Cluster` of three hosts."""
+
+    def __init__(self, config: MultiHostConfig, cluster: Cluster) -> None:
+        """Use ``cluster`` (not started yet)."""
+        self.config = config
+        self.cluster = cluster
+        self.rng = random.Random(config.seed)
+        self.figures = MultiHostFigures(hosts=cluster.config.hosts, processes=cluster.config.processes,
+                                        max_connections=cluster.config.max_connections)
+        self.submit_error: BaseException | None = None
+        self._s3_thread: threading.Thread | None = None
+
+    def _submit(self) -> None:
+        cfg = self.config
+        try:
+            self.cluster.submit(cfg.conversions, rate_per_s=cfg.rate_per_s, seed=cfg.seed,
+                                cancel_share=cfg.cancel_share, slow_share=cfg.slow_share, bad_share=cfg.bad_share,
+                                timeout_s=cfg.timeout_s)
+        except BaseException as exc:  # reported by the main thread
+            self.submit_error = exc
+
+    def _busy_pids(self) -> set[int]:
+        with contextlib.suppress(psycopg.Error), psycopg.connect(self.cluster.direct_url, autocommit=True,
+                                                                  connect_timeout=2) as conn:
+            rows = conn.execute("SELECT DISTINCT worker_id FROM conversion_jobs WHERE status = 'processing'")
+            return {int(r[0].split(":")[1]) for r in rows if r[0] and r[0].count(":") >= 1
+                    and r[0].split(":")[1].isdigit()}
+        return set()
+
+    def _kill_one(self) -> None:
+        pids = self.cluster.worker_pids()
+        busy = self._busy_pids()
+        preferred = [p for p in pids if p in busy] or pids
+        if preferred:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.rng.choice(preferred), signal.SIGKILL)
+                self.figures.kills += 1
+
+    def _restart_postgres(self) -> None:
+        fault = Fault("PostgreSQL restart", time.time(), 0.0)
+        self.cluster.pg.restart(down_s=self.config.postgres_down_s)
+        fault.down_s = time.time() - fault.started
+        self.figures.faults.append(fault)
+
+    def _fail_over_redis(self) -> None:
+        sentinel = self.cluster.sentinel
+        assert sentinel is not None
+        fault = Fault("Redis master killed", time.time(), 0.0)
+        old = sentinel.kill_master()
+        sentinel.wait_for_failover(old)
+        fault.down_s = time.time() - fault.started  # until a replica answers as master
+        self.figures.faults.append(fault)
+
+    def _pause_s3(self) -> None:
+        s3 = self.cluster.s3
+        assert s3 is not None
+        fault = Fault("S3 unavailable", time.time(), self.config.s3_outage_s)
+        self.figures.faults.append(fault)
+
+        def pause() -> None:
+            with s3.paused(self.config.s3_outage_s):
+                pass
+
+        self._s3_thread = threading.Thread(target=pause, name="s3-outage", daemon=True)
+        self._s3_thread.start()
+
+    def run(self) -> MultiHostFigures:
+        """Services, hosts, workload and faults, drain, clean-up wait, checks."""
+        cfg = self.config
+        cluster = self.cluster
+        started = time.monotonic()
+        cluster.start_services()
+        cluster.start_hosts()
+        cluster.wait_for_workers()
+        submitter = threading.Thread(target=self._submit, name="multihost-submit", daemon=True)
+        t0 = time.monotonic()
+        submitter.start()
+        deadline = t0 + cfg.timeout_s
+        next_kill = t0 + self.rng.uniform(*cfg.kill_every_s)
+        done_faults: set[str] = set()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            elapsed = time.monotonic() - t0
+            counts = cluster.counts()
+            done = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
+            if not submitter.is_alive() and done >= cfg.conversions and len(done_faults) == 3 \
+                    and (self._s3_thread is None or not self._s3_thread.is_alive()):
+                break
+            if "pg" not in done_faults and elapsed >= cfg.postgres_restart_at_s:
+                done_faults.add("pg")
+                self._restart_postgres()
+            elif "redis" not in done_faults and elapsed >= cfg.redis_failover_at_s:
+                done_faults.add("redis")
+                self._fail_over_redis()
+            elif "s3" not in done_faults and elapsed >= cfg.s3_outage_at_s:
+                done_faults.add("s3")
+                self._pause_s3()
+            if (submitter.is_alive() or done < cfg.conversions * 0.97) and time.monotonic() >= next_kill:
+                self._kill_one()
+                next_kill = time.monotonic() + self.rng.uniform(*cfg.kill_every_s)
+        submitter.join(timeout=5)
+        if self._s3_thread is not None:
+            self._s3_thread.join(timeout=cfg.s3_outage_s + 5)
+        self.figures.leftover_cleanup_markers = self._wait_for_cleanup()
+        cluster.stop_hosts()
+        self.figures.wall_s = time.monotonic() - started
+        self._finish()
+        return self.figures
+
+    def _wait_for_cleanup(self, timeout_s: float = 30.0) -> int:
+        """Give the leader's clean duty time to delete what lost attempts left; returns markers left."""
+        deadline = time.monotonic() + timeout_s
+        left = -1
+        while time.monotonic() < deadline:
+            with contextlib.suppress(psycopg.Error), psycopg.connect(self.cluster.direct_url, autocommit=True) as c:
+                row = c.execute("SELECT count(*) FROM storage_cleanup").fetchone()
+                left = int(row[0]) if row else 0
+                if left == 0:
+                    return 0
+            time.sleep(0.5)
+        return left
+
+    def _finish(self) -> None:
+        f = self.figures
+        cluster = self.cluster
+        f.checked = cluster.check(self.config.conversions)
+        f.peak_server_connections = cluster.peak_connections
+        if self.submit_error is not None:
+            f.problems.append(f"submission failed: {self.submit_error!r}")
+        if f.leftover_cleanup_markers:
+            f.problems.append(f"{f.leftover_cleanup_markers} storage_cleanup markers left after 30 s")
+        if {x.name for x in f.faults} != {"PostgreSQL restart", "Redis master killed", "S3 unavailable"}:
+            f.problems.append(f"not every fault ran: {[x.name for x in f.faults]}")
+        logs = "\n".join(p.read_text(errors="replace") for p in sorted(cluster.log_dir.glob("host-*.log")))
+        f.fleet_restarts = len(re.findall(r"the fleet exited unexpectedly", logs))
+        f.rescues = len(re.findall(r"rescued a job from a dead worker", logs))
+        with psycopg.connect(cluster.direct_url, autocommit=True) as conn:
+            times = [float(r[0]) for r in conn.execute(
+                "SELECT extract(epoch FROM completed_at) FROM conversion_jobs WHERE status = 'completed' "
+                "ORDER BY completed_at")]
+        starts = sorted(x.started for x in f.faults)
+        for fault in f.faults:
+            later = [t for t in starts if t > fault.started]
+            f_end = min([fault.started + fault.down_s + 30.0, *later])  # the next fault's stall is its own
+            inside = [t for t in times if fault.started <= t <= f_end]
+            edges = [fault.started, *inside]
+            fault.stall_s = max((b - a for a, b in itertools.pairwise(edges)), default=f_end - fault.started)
+
+
+@contextlib.contextmanager
+def multihost_run(config: MultiHostConfig, keep: bool = False) -> Iterator[MultiHost]:
+    """A run in a temporary folder, every service stopped and the folder removed afterwards."""
+    work_dir = Path(tempfile.mkdtemp(prefix="stayler-multihost-"))
+    cluster = Cluster(ClusterConfig(hosts=config.hosts, processes=config.processes, threads=config.threads,
+                                    max_retries=config.max_retries, direct_url=True, s3=True, sentinel=True,
+                                    extra_env={"STAYLER_BACKOFF_BASE_S": "1", "STAYLER_BACKOFF_MAX_S": "8"}),
+                      work_dir)
+    try:
+        yield MultiHost(config, cluster)
+    finally:
+        cluster.close()
+        if not keep:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run it and print the figures; exit 1 when a check failed."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--conversions", type=int, default=1500)
+    parser.add_argument("--rate", type=float, default=30.0, help="submissions per second")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes per host")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--keep", action="store_true", help="keep the run's folder (logs)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    config = MultiHostConfig(conversions=args.conversions, rate_per_s=args.rate, processes=args.processes,
+                             threads=args.threads, seed=args.seed)
+    with multihost_run(config, keep=args.keep) as run:
+        figures = run.run()
+        print(figures.render(), flush=True)
+        if args.keep:
+            print(f"run folder: {run.cluster.work_dir}")
+    ok = not figures.all_problems and figures.checked.lost == 0 and figures.checked.duplicates == 0
+    print("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

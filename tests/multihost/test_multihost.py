@@ -1,0 +1,29 @@
+"""The multi-host fleet under faults as a slow test: ``pytest -m slow tests/multihost/test_multihost.py -s``
+(figures printed), or ``python -m tests.multihost.runner`` / ``make multihost`` (tests/multihost/runner.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.infra.pgbouncer import pgbouncer_binary
+from tests.multihost.runner import MultiHostConfig, multihost_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e,
+              pytest.mark.skipif(pgbouncer_binary() is None, reason="pgbouncer is not installed")]
+
+
+@pytest.mark.timeout(600)
+def test_three_hosts_share_only_pgbouncer_sentinel_and_s3_and_survive_their_faults() -> None:
+    config = MultiHostConfig(conversions=1500)
+    with multihost_run(config) as run:
+        figures = run.run()
+        print("\n" + figures.render())
+    checked = figures.checked
+    assert figures.all_problems == [], figures.render()
+    assert checked.lost == 0 and checked.duplicates == 0, figures.render()
+    assert checked.conversions == 1500
+    assert checked.result_objects == 2 * checked.completed  # a result and a thumbnail each, nothing else
+    assert checked.completed > 0.9 * 1500, figures.render()  # the faults delay work; they do not fail it
+    assert sorted(f.name for f in figures.faults) == ["PostgreSQL restart", "Redis master killed", "S3 unavailable"]
+    assert figures.kills >= 5
+    assert 0 < figures.peak_server_connections <= figures.max_connections
