@@ -16,13 +16,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import psycopg
 
 from core.settings import Settings
 from stayler.fleet import stop_workers, worker_command
+
+if TYPE_CHECKING:
+    from producer import Waker
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,7 @@ class Workload:
         limits = ImageLimits(max_bytes=20_000_000, max_pixels=40_000_000, thumbnail_size=64)
         storage = from_url(f"file://{storage_dir.resolve()}")
         self.conn = conn
+        self.waker: Waker | None = None
         self.user = create_user(conn)
         self.person = register_image(conn, storage, to_bytes(make_person(*person_size, seed=5).image),
                                      owner_id=self.user, owner_type="user", image_type="user", limits=limits).id
@@ -235,10 +239,11 @@ class Workload:
             "FROM generate_series(1, %s)", (self.user, self.person, self.garment, count))
 
     def submit_one(self) -> uuid.UUID:
-        """Create one conversion through the Python producer."""
+        """Create one conversion through the Python producer (waking a worker when ``waker`` is set)."""
         from producer import submit
 
-        return submit(self.conn, user_id=self.user, user_image_id=self.person, cloth_image_id=self.garment)
+        return submit(self.conn, user_id=self.user, user_image_id=self.person, cloth_image_id=self.garment,
+                      waker=self.waker)
 
 
 def terminal_count(conn: psycopg.Connection) -> int:

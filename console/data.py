@@ -153,12 +153,13 @@ def conversion_ids(conn: psycopg.Connection, filters: Filters, limit: int) -> li
 
 
 def conversion_detail(conn: psycopg.Connection, conversion_id: uuid.UUID) -> dict[str, Any] | None:
-    """A conversion with its attempts (job rows), metrics row, usage history, audit rows and retries."""
+    """A conversion with its job rows, every ended attempt, metrics row, usage history, audit rows and retries."""
     row = _one(conn, Q.console_conversion_get, {"id": conversion_id})
     if row is None:
         return None
     params = {"id": conversion_id}
     return {"conversion": row, "jobs": _rows(conn, Q.console_conversion_jobs, params),
+            "attempts": _rows(conn, Q.console_conversion_attempts, params),
             "metrics": _one(conn, Q.console_conversion_metrics, params),
             "usage": _rows(conn, Q.console_conversion_usage, params),
             "actions": _rows(conn, Q.console_conversion_actions, params),

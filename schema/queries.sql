@@ -591,6 +591,13 @@ SELECT id, status, priority, attempt, retry_count, max_retries, worker_id, start
        completed_at, run_after, scheduled, suspect, error_type, error_message, created_at
   FROM conversion_jobs WHERE conversion_id = %(id)s ORDER BY created_at;
 
+-- name: console_conversion_attempts
+-- Every ended attempt of the conversion's jobs (conversion_job_attempts, 0140), oldest first.
+SELECT a.job_id, a.attempt, a.worker_id, a.started_at, a.ended_at, a.outcome, a.error_type, a.error_message
+  FROM conversion_job_attempts a JOIN conversion_jobs j ON j.id = a.job_id
+ WHERE j.conversion_id = %(id)s
+ ORDER BY a.ended_at, a.attempt;
+
 -- name: console_conversion_metrics
 SELECT processing_time_ms, input_file_size_bytes, output_file_size_bytes, success, error_type,
        ai_model_version, created_at

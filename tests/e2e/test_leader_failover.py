@@ -37,6 +37,7 @@ def test_a_frozen_leader_is_replaced_within_the_lease(env: Env) -> None:
             [conv] = work.submit(1)
             wait_for(lambda: work.all_terminal([conv]), 30, "a conversion while the leader is frozen", env)
             elapsed = time.monotonic() - submitted
+            print(f"\nleader frozen: a new conversion completed in {elapsed:.2f} s (lease {LEASE_S:g} s)")
             # The bound: the lease, a standby's check and a sweep (1 s here), plus the model.
             assert elapsed <= LEASE_S + 2.0 + 1.0 + 2.0, env.logs()
             assert work.statuses([conv]) == {conv: "completed"}

@@ -244,3 +244,17 @@ def test_terminal_jobs_cannot_move_back(db: psycopg.Connection, bad: str) -> Non
         fail(db, claim, PERMANENT)
     with pytest.raises(psycopg.Error):
         db.execute("UPDATE conversion_jobs SET status = 'queued' WHERE conversion_id = %s", (conv,))
+
+
+def test_every_ended_attempt_is_kept(db: psycopg.Connection) -> None:
+    conv = make_conversion(db, max_retries=2)
+    [first] = claim_jobs(db, "w1", 1)
+    assert fail(db, first, TRANSIENT) == "queued"
+    make_available(db)
+    db.execute("UPDATE conversion_jobs SET scheduled = false WHERE conversion_id = %s", (conv,))
+    [second] = claim_jobs(db, "w2", 1)
+    complete_jobs(db, [completion(second)])
+    rows = db.execute("SELECT a.attempt, a.worker_id, a.outcome, a.error_type, a.started_at IS NOT NULL "
+                      "FROM conversion_job_attempts a JOIN conversion_jobs j ON j.id = a.job_id "
+                      "WHERE j.conversion_id = %s ORDER BY a.attempt", (conv,)).fetchall()
+    assert rows == [(1, "w1", "requeued", "storage", True), (2, "w2", "completed", None, True)]

@@ -27,7 +27,7 @@ from producer.images import ImageLimits
 from schema.queries import Q
 from stayler.cli import main
 from storage import LocalStorage
-from tests.factories import make_image, make_user, make_vendor
+from tests.factories import make_conversion, make_image, make_user, make_vendor
 
 
 @dataclass
@@ -324,3 +324,19 @@ def test_the_python_producer_runs_under_the_producer_role(db_url: str, world: Wo
         assert info.value.code == "idempotency_key_mismatch"
         assert cancel(producer, cid, user_id=world.alice) == "cancelled"
     assert (tmp_path / "storage" / person.file_path).is_file()
+
+
+def test_a_plain_sql_producer_reads_back_its_own_conversion_and_no_one_elses(db: psycopg.Connection,
+                                                                             db_url: str) -> None:
+    mine = make_conversion(db)
+    owner = db.execute("SELECT user_id FROM conversions WHERE id = %s", (mine,)).fetchone()
+    assert owner is not None
+    theirs = make_conversion(db)
+    with as_role(db_url, "stayler_producer") as conn:
+        row = conn.execute("SELECT status, attempt, retry_count FROM get_conversion(%s, user_id := %s)",
+                           (mine, owner[0])).fetchone()
+        assert row == ("pending", 0, 0)
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute("SELECT * FROM get_conversion(%s, user_id := %s)", (theirs, owner[0]))
+        assert info.value.sqlstate == "SA024"
+        _denied(conn, "SELECT status FROM conversions WHERE id = %s", (mine,))
