@@ -99,6 +99,24 @@ BEGIN
 END;
 $function$;
 
+-- conversion_jobs_record_attempt(): 0140_job_attempts.sql
+CREATE OR REPLACE FUNCTION public.conversion_jobs_record_attempt()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+BEGIN
+    INSERT INTO conversion_job_attempts (job_id, attempt, worker_id, started_at, outcome, error_type, error_message)
+    VALUES (OLD.id, OLD.attempt, OLD.worker_id, OLD.started_at,
+            CASE WHEN NEW.status = 'queued' THEN 'requeued' ELSE NEW.status END,
+            CASE WHEN NEW.status = 'completed' THEN NULL ELSE NEW.error_type END,
+            CASE WHEN NEW.status = 'completed' THEN NULL ELSE NEW.error_message END)
+    ON CONFLICT (job_id, attempt) DO NOTHING;
+    RETURN NULL;
+END;
+$function$;
+
 -- conversion_jobs_set_scheduled(): 0060_queue_for_real_networks.sql
 CREATE OR REPLACE FUNCTION public.conversion_jobs_set_scheduled()
  RETURNS trigger
@@ -254,6 +272,43 @@ BEGIN
             v_id, 'use_in_conversion');
 
     RETURN v_id;
+END;
+$function$;
+
+-- get_conversion(uuid,uuid,uuid): 0130_conversion_status_function.sql
+CREATE OR REPLACE FUNCTION public.get_conversion(conversion_id uuid, user_id uuid DEFAULT NULL::uuid, vendor_id uuid DEFAULT NULL::uuid)
+ RETURNS TABLE(id uuid, status text, attempt integer, retry_count integer, max_retries integer, error_type text, error_message text, result_image_id uuid, result_key text, created_at timestamp with time zone, updated_at timestamp with time zone)
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_conv conversions%ROWTYPE;
+BEGIN
+    IF num_nonnulls(get_conversion.user_id, get_conversion.vendor_id) <> 1 THEN
+        RAISE EXCEPTION 'owner_required: get_conversion needs exactly one of user_id or vendor_id'
+            USING ERRCODE = 'SA001';
+    END IF;
+    SELECT c.* INTO v_conv FROM conversions c WHERE c.id = get_conversion.conversion_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversion_not_found: conversion % does not exist', get_conversion.conversion_id
+            USING ERRCODE = 'SA020';
+    END IF;
+    IF v_conv.user_id IS DISTINCT FROM get_conversion.user_id
+       OR v_conv.vendor_id IS DISTINCT FROM get_conversion.vendor_id THEN
+        RAISE EXCEPTION 'not_owner: conversion % is not the caller''s', get_conversion.conversion_id
+            USING ERRCODE = 'SA024';
+    END IF;
+    RETURN QUERY
+    SELECT v_conv.id, v_conv.status, j.attempt, j.retry_count, j.max_retries, j.error_type,
+           COALESCE(j.error_message, v_conv.error_message), v_conv.result_image_id, r.file_path,
+           v_conv.created_at, v_conv.updated_at
+      FROM (SELECT 1) AS one
+      LEFT JOIN LATERAL (
+          SELECT * FROM conversion_jobs cj WHERE cj.conversion_id = v_conv.id ORDER BY cj.created_at DESC LIMIT 1
+      ) j ON true
+      LEFT JOIN images r ON r.id = v_conv.result_image_id;
 END;
 $function$;
 

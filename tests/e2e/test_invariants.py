@@ -48,6 +48,7 @@ def test_a_worker_killed_mid_job_is_rescued_and_the_job_completes_once_elsewhere
         assert files == ["a2.jpg", "a2.thumb.jpg"]
 
 
+@pytest.mark.slow  # the batch-8 variant below runs in the default suite
 def test_a_poison_job_that_kills_its_worker_every_time_ends_failed(env: Env) -> None:
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)

@@ -9,6 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.harness import Env
 
 #: A supervisor whose fleet dies at once, every time (a crash loop), with the preflight passed.
@@ -40,6 +42,7 @@ def test_sigterm_during_the_restart_back_off_stops_the_supervisor_at_once() -> N
     assert "restarting" not in rest  # no fleet started after the stop
 
 
+@pytest.mark.slow  # ~13 s of a crash loop; the stop-during-back-off test covers the default suite
 def test_the_back_off_stays_short() -> None:
     # Regression (issue 10, defect 11): the back-off climbed to 30 s and left the queue without a
     # worker for about 50 s of a 70 s window.
