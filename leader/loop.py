@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from core.logs import first_line
 from leader.duties import Duty
 from leader.lease import Lease
 
@@ -82,7 +83,7 @@ class LeaderLoop:
                 delay = 0.5
             except Exception as exc:
                 log.warning("leader loop: database unavailable; retrying",
-                            extra={"error": _first_line(exc), "retry_in_s": delay})
+                            extra={"error": first_line(exc), "retry_in_s": delay})
                 stop.wait(delay)
                 delay = min(delay * 2, MAX_RETRY_DELAY_S)
         self.state.is_leader = False
@@ -178,7 +179,3 @@ def start_in_thread(loop: LeaderLoop, stop: threading.Event) -> threading.Thread
     thread.start()
     return thread
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

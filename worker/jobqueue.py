@@ -35,6 +35,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from core.logs import first_line
 from core.settings import Settings
 from schema.connections import connection_kwargs
 from schema.queries import Q
@@ -191,7 +192,7 @@ class JobQueue:
                     raise
                 self.source.discard_broken()
                 if time.monotonic() + delay > deadline:
-                    raise QueueUnavailable(f"{what}: database unavailable: {_first_line(exc)}") from exc
+                    raise QueueUnavailable(f"{what}: database unavailable: {first_line(exc)}") from exc
                 self._sleep(delay)
                 delay = min(delay * 2, 1.0)
 
@@ -223,7 +224,7 @@ class JobQueue:
                 self._unreleased_claims.append(token)
             with contextlib.suppress(QueueUnavailable):
                 self.flush()
-            raise QueueUnavailable(f"claiming jobs: database unavailable: {_first_line(exc)}") from exc
+            raise QueueUnavailable(f"claiming jobs: database unavailable: {first_line(exc)}") from exc
 
     def flush(self) -> int:
         """Release the jobs of claims whose replies were lost; returns how many were released."""
@@ -267,7 +268,7 @@ class JobQueue:
             if not is_connection_error(exc):
                 raise
             log.warning("the connection broke while recording results; reading the outcome back",
-                        extra={"error": _first_line(exc), "jobs": len(completions)})
+                        extra={"error": first_line(exc), "jobs": len(completions)})
             self.source.discard_broken()
             return self._resolve(completions)
 
@@ -312,7 +313,7 @@ class JobQueue:
                 self.source.discard_broken()
                 if time.monotonic() + delay > deadline:
                     log.error("could not learn whether results were recorded; keeping their files",
-                              extra={"error": _first_line(exc)})
+                              extra={"error": first_line(exc)})
                     break
                 self._sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -362,7 +363,3 @@ def _release_claim_work(token: uuid.UUID) -> Callable[[psycopg.Connection], list
 
     return work
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

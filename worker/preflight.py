@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from core.logs import first_line
 from core.settings import get_settings
 from worker.process import make_runner, make_storage
 
@@ -23,12 +24,12 @@ def check() -> str | None:
     try:
         runner = make_runner(settings)
     except Exception as exc:  # ModelContractError, a missing file, a provider onnxruntime lacks
-        return f"model {settings.model!r} cannot be used: {_first_line(exc)}"
+        return f"model {settings.model!r} cannot be used: {first_line(exc)}"
     runner.close()
     try:
         make_storage(settings).check()
     except Exception as exc:
-        return f"storage not usable: {_first_line(exc)}"
+        return f"storage not usable: {first_line(exc)}"
     return None
 
 
@@ -40,10 +41,6 @@ def main() -> int:
         return REFUSED
     return 0
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":
