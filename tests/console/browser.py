@@ -57,10 +57,19 @@ def viewport(driver: Any, width: int, height: int, mobile: bool = False) -> None
 
 
 def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until truthy."""
+    """Poll ``predicate`` until truthy.
+
+    The overview replaces its fragment every few seconds, so an element found a moment ago may be
+    gone when it is read: that read is simply tried again.
+    """
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except (StaleElementReferenceException, NoSuchElementException):
+            value = None
         if value:
             return value
         time.sleep(0.2)

@@ -8,6 +8,7 @@ docs/img/console-conversion.png (1280×800)."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,8 +102,15 @@ def _login(driver: Any, api: ApiEnv, key: str) -> None:
 
 
 def _text(driver: Any, element_id: str) -> str:
+    """The element's text; read again when the overview's refresh replaced it under our feet."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
+    for _ in range(10):
+        try:
+            return str(driver.find_element(By.ID, element_id).text)
+        except StaleElementReferenceException:
+            time.sleep(0.1)
     return str(driver.find_element(By.ID, element_id).text)
 
 
