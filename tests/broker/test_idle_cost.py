@@ -22,8 +22,11 @@ def private_redis() -> Iterator[str]:
 def test_an_idle_worker_process_sends_few_redis_commands_and_picks_up_at_once(private_redis: str) -> None:
     cost = measure(private_redis, "blocking", idle_s=5.0, messages=5)
     print(cost.line())
+    # The old 10 ms poll sent about 100 commands/s; the speed budgets themselves live in `stayler bench idle`.
     assert cost.commands_per_s <= 20
-    assert cost.cpu_share <= 0.02  # the budget is 1 %; twice that absorbs a busy shared test machine
+    assert cost.cpu_share <= 0.05
     assert len(cost.latencies_ms) == 5
-    # Messages sent after 1.5 s of idleness (the consumers deep in their blocking wait).
-    assert sorted(cost.latencies_ms)[2] < 15 and max(cost.latencies_ms) < 100
+    # Messages sent after 1.5 s of idleness, the consumers deep in their blocking wait. Without a wake
+    # token each would wait for the 1 s idle timeout (uniform over 0–1000 ms); with one they start at once.
+    # The bounds tell the two apart on a loaded machine, they are not a latency target.
+    assert sorted(cost.latencies_ms)[2] < 150 and max(cost.latencies_ms) < 500

@@ -37,7 +37,7 @@ def test_sigterm_during_the_restart_back_off_stops_the_supervisor_at_once() -> N
     proc.send_signal(signal.SIGTERM)
     started = time.monotonic()
     _, rest = proc.communicate(timeout=10)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 1.8  # the back-off it must cut short is 2.0 s
     assert proc.returncode == 0
     assert "restarting" not in rest  # no fleet started after the stop
 
