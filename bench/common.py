@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import time
@@ -161,6 +162,20 @@ class Fleet:
     proc: subprocess.Popen[bytes]
     log_path: Path
     processes: int = 1
+    metrics_port: int | None = None
+
+    def stage_means_ms(self) -> dict[str, float]:
+        """Mean milliseconds per observation of each pipeline stage, from the fleet's /metrics."""
+        import urllib.request
+
+        if self.metrics_port is None:
+            return {}
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
+            body = reply.read().decode()
+        family = "stayler_stage_duration_seconds"
+        sums = {m[0]: float(m[1]) for m in re.findall(family + r'_sum\{stage="(\w+)"\} (\S+)', body)}
+        counts = {m[0]: float(m[1]) for m in re.findall(family + r'_count\{stage="(\w+)"\} (\S+)', body)}
+        return {stage: 1000 * total / counts[stage] for stage, total in sums.items() if counts.get(stage)}
 
     def rss_mib(self) -> list[float]:
         """Resident memory of each worker process, MiB (the master's ``processes`` largest children:
@@ -206,7 +221,7 @@ def fleet(db_url: str, redis_url: str, queue: str, work_dir: Path, *, processes:
         proc = subprocess.Popen(worker_command(settings, processes=processes, threads=threads), env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield Fleet(proc, log_path, processes)
+        yield Fleet(proc, log_path, processes, metrics_port=port)
     finally:
         stop_workers(proc, 20)
 

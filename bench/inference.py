@@ -32,8 +32,14 @@ def images(sizes: Sizes, count: int = PAIRS) -> list[tuple[bytes, bytes]]:
     return make_images(min(count, PAIRS), sizes.person_size, (384, 384))
 
 
-def _bare_loop(pairs: list[tuple[bytes, bytes]], count: int, threads: int, model: str) -> dict[str, float]:
-    """(In a spawned process) img/s of the bare end-to-end loop and of the bare model call alone."""
+def _bare_loop(pairs: list[tuple[bytes, bytes]], count: int, threads: int, model: str,
+               cadence_s: float = 0.0) -> dict[str, float]:
+    """(In a spawned process) img/s of the bare end-to-end loop and of the bare model call alone.
+
+    With ``cadence_s`` it also runs the loop once more starting one image every ``cadence_s``
+    seconds, as requests arrive at an idle service, and reports the median time per image
+    (``ms_isolated``): caches and the model's threads go cold between images.
+    """
     from imaging.decode import decode_image
     from imaging.encode import encode_image
     from models.pipeline import prepare_inputs, render_result
@@ -63,14 +69,24 @@ def _bare_loop(pairs: list[tuple[bytes, bytes]], count: int, threads: int, model
     for i in range(count):
         session.run(names, feeds[i % len(feeds)])
     bare = count / (time.perf_counter() - t0)
-    return {"e2e": e2e, "model": bare, "ms_e2e": 1000 / e2e, "ms_model": 1000 / bare}
+    numbers = {"e2e": e2e, "model": bare, "ms_e2e": 1000 / e2e, "ms_model": 1000 / bare}
+    if cadence_s > 0:
+        spent = []
+        for i in range(count):
+            time.sleep(cadence_s)
+            t0 = time.perf_counter()
+            one(*pairs[i % len(pairs)])
+            spent.append(time.perf_counter() - t0)
+        numbers["ms_isolated"] = 1000 * sorted(spent)[len(spent) // 2]
+    return numbers
 
 
-def bare_loop(pairs: list[tuple[bytes, bytes]], count: int, threads: int, model: str = MODEL) -> dict[str, float]:
+def bare_loop(pairs: list[tuple[bytes, bytes]], count: int, threads: int, model: str = MODEL, *,
+              cadence_s: float = 0.0) -> dict[str, float]:
     """Run :func:`_bare_loop` in a fresh spawned process and return its numbers."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
-        return pool.apply(_bare_loop, (pairs, count, threads, model))
+        return pool.apply(_bare_loop, (pairs, count, threads, model, cadence_s))
 
 
 def person_stage(pairs: list[tuple[bytes, bytes]], threads: int, batch: int) -> dict[str, float]:

@@ -6,6 +6,11 @@ the lag is reported, so slow service cannot hide latency: no coordinated omissio
 ``completed_at − created_at`` of each job, both stamped by PostgreSQL. The shipped model, one worker
 process with 2 threads, claim batch 1. "Model time" is the bare end-to-end loop's time per image
 for the same photo in a spawned process (see the inference benchmark); target: p50 ≤ it + 10 ms.
+
+That loop runs back to back, with warm caches and busy model threads. Requests at 5/s each find an
+idle machine, so the same loop is also timed at the run's arrival cadence (one image every
+``1/rate`` s) to tell the cost of arriving alone from the cost of the queue; and the fleet's
+/metrics split the worker's time into the model's stages and its own work (inputs, files, completion).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from bench.common import Row, Services, Sizes, Workload, fleet, percentile, wait
 from bench.inference import MODEL, bare_loop
 
 NAME = "latency"
+MODEL_STAGES = ("person", "decode", "preprocess", "inference", "postprocess", "encode")
+OWN_STAGES = ("read", "store", "database")
 
 
 def run(svc: Services, sizes: Sizes) -> list[Row]:
@@ -28,7 +35,9 @@ def run(svc: Services, sizes: Sizes) -> list[Row]:
     threads = available_cores()
     work = svc.work_dir / "latency"
     pair = (to_bytes(make_person(*sizes.person_size, seed=5).image), to_bytes(make_garment(seed=3)))
-    model_ms = bare_loop([pair], max(10, int(sizes.latency_rate_per_s * 2)), threads)["ms_e2e"]
+    bare = bare_loop([pair], max(10, int(sizes.latency_rate_per_s * 2)), threads,
+                     cadence_s=1.0 / sizes.latency_rate_per_s)
+    model_ms, isolated_ms = bare["ms_e2e"], bare["ms_isolated"]
     with svc.fresh_database("lat") as url, psycopg.connect(url, autocommit=True) as conn:
         from producer import Waker
 
@@ -56,6 +65,7 @@ def run(svc: Services, sizes: Sizes) -> list[Row]:
                 lags.append(max(0.0, time.perf_counter() - due))
                 load.submit_one()
             wait_terminal(conn, warm + total, 120 + total, flt, interval_s=0.05)
+            stages = flt.stage_means_ms()
         rows = conn.execute(
             "SELECT extract(epoch FROM completed_at - created_at) * 1000, status, "
             "       extract(epoch FROM started_at - created_at) * 1000 FROM conversion_jobs "
@@ -76,4 +86,23 @@ def run(svc: Services, sizes: Sizes) -> list[Row]:
             "ms", note=f"p95 {percentile(wait, 0.95):.1f} ms"),
         Row(NAME, "  of which claimed → completed (inputs, model, storage, completion) p50", percentile(work_ms, 0.5),
             "ms", note=f"p95 {percentile(work_ms, 0.95):.1f} ms"),
+        Row(NAME, "model time at the arrival cadence (bare loop, one image every "
+            f"{1000 / sizes.latency_rate_per_s:.0f} ms, median)", isolated_ms, "ms",
+            ratio=isolated_ms / model_ms, ratio_of="back-to-back model time",
+            note=f"enqueue → completed p50 is {p50 - isolated_ms:+.1f} ms over it"),
+        *_stage_rows(stages),
+    ]
+
+
+def _stage_rows(stages: dict[str, float]) -> list[Row]:
+    """The worker's time per conversion split into the model's stages and its own work (/metrics means)."""
+    model = [s for s in MODEL_STAGES if s in stages]
+    own = [s for s in OWN_STAGES if s in stages]
+    if not model or not own:
+        return []
+    return [
+        Row(NAME, "  worker: the model's stages per conversion (mean)", sum(stages[s] for s in model), "ms",
+            note=", ".join(f"{s} {stages[s]:.1f}" for s in model)),
+        Row(NAME, "  worker: its own work per conversion after the claim (mean)", sum(stages[s] for s in own), "ms",
+            note=", ".join(f"{s} {stages[s]:.1f}" for s in own) + " (database = the fenced completion)"),
     ]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 EXPECTED = {
     "queue": 2 + 2 * 4,  # pgqueuer no-op at 2 batch sizes; the fair peer and the project at 2 processes × 2 batches
     "inference": 5 + 4,  # bare model, bare loop, best at batch 1 / batched / overall; the person-stage rows
-    "latency": 6,
+    "latency": 6 + 3,  # p50/p95/p99 and its split; the bare loop at the arrival cadence, the worker's two stage groups
     "scale": 3,
     "memory": 3,
     "enqueue": 2,
