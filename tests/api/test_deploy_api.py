@@ -32,3 +32,12 @@ def test_api_probes_and_commands() -> None:
     assert sender["args"] == ["webhooks"]
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     assert compose["api"]["command"][0] == "api" and compose["webhooks"]["command"] == ["webhooks"]
+
+
+def test_the_api_listens_on_the_direct_url_and_wakes_workers_through_redis() -> None:
+    # ?wait LISTENs for completions (a transaction pooler drops them) and a commit wakes a worker at
+    # once only when the API knows the broker: without REDIS_URL every submit waited for the leader.
+    [api] = next(d for d in _docs() if d["metadata"]["name"] == "stayler-api")["spec"]["template"]["spec"]["containers"]
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in api["env"] if "valueFrom" in e}
+    assert secrets["DATABASE_URL"] == "DATABASE_URL"  # the direct one; POOLED_DATABASE_URL is PgBouncer
+    assert secrets["REDIS_URL"] == "REDIS_URL"
