@@ -56,19 +56,39 @@ def viewport(driver: Any, width: int, height: int, mobile: bool = False) -> None
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
 
 
+#: What ChromeDriver sometimes says instead of a stale-element error when a node it was reading was
+#: replaced between finding it and reading it.
+DETACHED_NODE = "does not belong to the document"
+
+
+def replaced_under_us(exc: Exception) -> bool:
+    """True when ``exc`` means the element was replaced (or not there yet): read it again."""
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        WebDriverException,
+    )
+
+    if isinstance(exc, StaleElementReferenceException | NoSuchElementException):
+        return True
+    return isinstance(exc, WebDriverException) and DETACHED_NODE in str(exc.msg or "")
+
+
 def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll ``predicate`` until truthy.
 
     The overview replaces its fragment every few seconds, so an element found a moment ago may be
     gone when it is read: that read is simply tried again.
     """
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import WebDriverException
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             value = predicate()
-        except (StaleElementReferenceException, NoSuchElementException):
+        except WebDriverException as exc:
+            if not replaced_under_us(exc):
+                raise
             value = None
         if value:
             return value

@@ -103,15 +103,30 @@ def _login(driver: Any, api: ApiEnv, key: str) -> None:
 
 def _text(driver: Any, element_id: str) -> str:
     """The element's text; read again when the overview's refresh replaced it under our feet."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, WebDriverException
     from selenium.webdriver.common.by import By
 
     for _ in range(10):
         try:
             return str(driver.find_element(By.ID, element_id).text)
-        except StaleElementReferenceException:
+        except NoSuchElementException:
+            raise
+        except WebDriverException as exc:
+            if not browser.replaced_under_us(exc):
+                raise
             time.sleep(0.1)
     return str(driver.find_element(By.ID, element_id).text)
+
+
+def _type_into_overview(driver: Any, reason: str) -> None:
+    """Type the dispatch form's reason; once it holds text the overview stops replacing itself."""
+    from selenium.webdriver.common.by import By
+
+    def typed() -> bool:
+        driver.find_element(By.CSS_SELECTOR, "form.action input[name=reason]").send_keys(reason)
+        return True
+
+    browser.until(typed, 10, "the dispatch form's reason field")
 
 
 def _act(driver: Any, reason_id: str, button_id: str, reason: str) -> None:
@@ -152,7 +167,8 @@ def test_an_operator_sees_the_fleet_and_retries_cancels_and_pauses_through_the_p
         workers = _text(driver, "workers")
         assert "null" in workers and len(driver.find_elements(By.CSS_SELECTOR, "#workers tr")) == 2
         assert len(driver.find_elements(By.CSS_SELECTOR, "svg.chart rect.ok")) >= 1
-        first = driver.find_element(By.ID, "overview").get_attribute("data-refreshed")
+        first = browser.until(lambda: driver.find_element(By.ID, "overview").get_attribute("data-refreshed"), 10,
+                              "the overview's refresh stamp")
         browser.until(lambda: driver.find_element(By.ID, "overview").get_attribute("data-refreshed") != first,
                       15, "the overview to refresh itself")
         assert driver.execute_script("return performance.getEntriesByType('navigation').length") == 1
@@ -204,11 +220,11 @@ def test_an_operator_sees_the_fleet_and_retries_cancels_and_pauses_through_the_p
 
         # Pause and resume dispatch from the overview.
         driver.get(f"{api.base_url}/console/")
-        driver.find_element(By.CSS_SELECTOR, "form.action input[name=reason]").send_keys("maintenance")
+        _type_into_overview(driver, "maintenance")
         driver.find_element(By.ID, "dispatch-toggle").click()
         browser.until(lambda: "PAUSED" in _text(driver, "dispatch-state"), 10, "dispatch paused")
         assert _rows(api, "SELECT dispatch_paused FROM fleet_controls") == [(True,)]
-        driver.find_element(By.CSS_SELECTOR, "form.action input[name=reason]").send_keys("done")
+        _type_into_overview(driver, "done")
         driver.find_element(By.ID, "dispatch-toggle").click()
         browser.until(lambda: "running" in _text(driver, "dispatch-state"), 10, "dispatch resumed")
         assert _rows(api, "SELECT dispatch_paused FROM fleet_controls") == [(False,)]
