@@ -21,7 +21,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ from producer.images import ImageLimits
 from schema.migrate import apply_migrations
 from storage import LocalStorage
 from tests.reliability.servers import ThrowawayPostgres, ThrowawayRedis
+from tests.scratch import run_folder
 
 LIMITS = ImageLimits(max_bytes=20_000_000, max_pixels=40_000_000, thumbnail_size=64)
 ROOT = Path(__file__).resolve().parents[2]
@@ -442,16 +442,12 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
 @contextlib.contextmanager
 def chaos_run(config: ChaosConfig, keep: bool = False) -> Iterator[Chaos]:
     """A chaos run in a temporary folder, cleaned up afterwards (unless ``keep``)."""
-    work_dir = Path(tempfile.mkdtemp(prefix="stayler-chaos-"))
-    chaos = Chaos(config, work_dir)
-    try:
-        yield chaos
-    finally:
-        chaos.close()
-        if not keep:
-            import shutil
-
-            shutil.rmtree(work_dir, ignore_errors=True)
+    with run_folder("stayler-chaos-", keep) as work_dir:
+        chaos = Chaos(config, work_dir)
+        try:
+            yield chaos
+        finally:
+            chaos.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 
 from tests.multihost.cluster import Checked, Cluster, ClusterConfig, render
+from tests.scratch import run_folder
 
 
 @dataclass
@@ -100,14 +98,12 @@ def pooled_config(direct_url: bool = True) -> ClusterConfig:
 @contextlib.contextmanager
 def pooled_cluster(config: ClusterConfig, keep: bool = False) -> Iterator[Cluster]:
     """A cluster in a temporary folder, stopped and removed afterwards (unless ``keep``)."""
-    work_dir = Path(tempfile.mkdtemp(prefix="stayler-pooled-"))
-    cluster = Cluster(config, work_dir)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
-        if not keep:
-            shutil.rmtree(work_dir, ignore_errors=True)
+    with run_folder("stayler-pooled-", keep) as work_dir:
+        cluster = Cluster(config, work_dir)
+        try:
+            yield cluster
+        finally:
+            cluster.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,19 +27,17 @@ import itertools
 import os
 import random
 import re
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psycopg
 
 from tests.multihost.cluster import Checked, Cluster, ClusterConfig, render
+from tests.scratch import run_folder
 
 
 @dataclass
@@ -273,17 +271,15 @@ class MultiHost:
 @contextlib.contextmanager
 def multihost_run(config: MultiHostConfig, keep: bool = False) -> Iterator[MultiHost]:
     """A run in a temporary folder, every service stopped and the folder removed afterwards."""
-    work_dir = Path(tempfile.mkdtemp(prefix="stayler-multihost-"))
-    cluster = Cluster(ClusterConfig(hosts=config.hosts, processes=config.processes, threads=config.threads,
-                                    max_retries=config.max_retries, direct_url=True, s3=True, sentinel=True,
-                                    extra_env={"STAYLER_BACKOFF_BASE_S": "1", "STAYLER_BACKOFF_MAX_S": "8"}),
-                      work_dir)
-    try:
-        yield MultiHost(config, cluster)
-    finally:
-        cluster.close()
-        if not keep:
-            shutil.rmtree(work_dir, ignore_errors=True)
+    with run_folder("stayler-multihost-", keep) as work_dir:
+        cluster = Cluster(ClusterConfig(hosts=config.hosts, processes=config.processes, threads=config.threads,
+                                        max_retries=config.max_retries, direct_url=True, s3=True, sentinel=True,
+                                        extra_env={"STAYLER_BACKOFF_BASE_S": "1", "STAYLER_BACKOFF_MAX_S": "8"}),
+                          work_dir)
+        try:
+            yield MultiHost(config, cluster)
+        finally:
+            cluster.close()
 
 
 def main(argv: list[str] | None = None) -> int:
