@@ -112,7 +112,8 @@ ON CONFLICT (id) DO UPDATE
        model_version = EXCLUDED.model_version;
 
 -- name: worker_renew
-UPDATE workers SET heartbeat_at = now() WHERE id = %(id)s;
+-- Alive now, even if the rescuer marked it stopped while it was silent; false when the row is gone.
+SELECT workers_renew(%(id)s);
 
 -- name: worker_stop
 UPDATE workers SET stopped_at = now(), heartbeat_at = now() WHERE id = %(id)s;

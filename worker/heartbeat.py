@@ -28,8 +28,8 @@ class RenewingDoor(Protocol):
         """Renew held claims; returns those still held."""
         ...
 
-    def renew_worker(self) -> None:
-        """Mark the process alive."""
+    def renew_worker(self) -> bool | None:
+        """Mark the process alive; False when its registry row is gone."""
         ...
 
     def flush(self) -> int:
@@ -41,13 +41,15 @@ class Heartbeat:
     """Renews this process's claims and its registry row every ``interval_s``."""
 
     def __init__(self, queue: RenewingDoor, inflight: InFlight, *, interval_s: float, job_timeout_s: float,
-                 on_beat: Callable[[float], None] | None = None) -> None:
+                 on_beat: Callable[[float], None] | None = None,
+                 on_unregistered: Callable[[], None] | None = None) -> None:
         """Prepare the heartbeat; ``start`` runs it in a daemon thread."""
         self.queue = queue
         self.inflight = inflight
         self.interval_s = interval_s
         self.job_timeout_s = job_timeout_s
         self.on_beat = on_beat
+        self.on_unregistered = on_unregistered
         self.last_beat: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stayler-heartbeat", daemon=True)
@@ -82,7 +84,8 @@ class Heartbeat:
                         extra={"job_ids": [str(j) for j in expired]})
             self.inflight.mark_lost(expired)
         renewed = self.queue.renew([(c.job_id, c.attempt) for c in live]) if live else set()
-        self.queue.renew_worker()
+        if self.queue.renew_worker() is False and self.on_unregistered is not None:
+            self.on_unregistered()  # pruned while this process was frozen: register again
         self.queue.flush()
         # A claim finalised between the snapshot and the renewal is gone from the registry already.
         self.inflight.mark_lost({c.job_id for c in live if c.job_id not in renewed})

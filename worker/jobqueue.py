@@ -338,9 +338,14 @@ class JobQueue:
                   "model_name": model_name, "model_version": model_version}
         self._retrying("registering the worker", lambda conn: conn.execute(Q.worker_register, params))
 
-    def renew_worker(self) -> None:
-        """Mark this process alive."""
-        self._retrying("renewing the worker", lambda conn: conn.execute(Q.worker_renew, {"id": self.worker_id}))
+    def renew_worker(self) -> bool:
+        """Mark this process alive (clearing a stop the rescuer marked while it was silent).
+
+        False when its registry row is gone (pruned while the process was frozen): register again.
+        """
+        row = self._retrying("renewing the worker",
+                             lambda conn: conn.execute(Q.worker_renew, {"id": self.worker_id}).fetchone())
+        return bool(row and row[0])
 
     def stop_worker(self) -> None:
         """Mark this process stopped."""

@@ -101,6 +101,7 @@ class ProcessContext:
         ctx = cls(settings=settings, broker=broker, worker_id=worker_id, queue=queue, storage=storage,
                   runner=runner, inflight=inflight, heartbeat=heartbeat, leader=leader, pipeline=pipeline)
         ctx.register()
+        heartbeat.on_unregistered = ctx.register
         heartbeat.start()
         start_in_thread(leader, ctx.stop)
         log.info("worker process ready", extra={"worker_id": worker_id, "model": runner.model_name,
