@@ -47,6 +47,16 @@ class Storage(Protocol):
         """Remove the object under ``key``; no error when it does not exist."""
         ...
 
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """Remove several objects in as few requests as the backend allows; returns the keys NOT removed.
+
+        A key that does not exist counts as removed. Never raises for a key: when the store is down
+        or refuses, the keys it did not remove are returned (an empty list means all are gone), so a
+        caller keeps exactly what it must try again. S3 sends one ``DeleteObjects`` per 1,000 keys;
+        the folder backend removes the files one by one (a local unlink is cheap).
+        """
+        ...
+
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object whose key starts with ``prefix``; returns how many."""
         ...

@@ -159,6 +159,16 @@ class LocalStorage:
             for partial in path.parent.glob(f".tmp-{glob.escape(path.name)}.*"):
                 partial.unlink(missing_ok=True)
 
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """Remove each key as :meth:`delete`; returns the keys that could not be removed."""
+        failed: list[str] = []
+        for key in keys:
+            try:
+                self.delete(key)
+            except (OSError, ValueError, StorageError):
+                failed.append(key)
+        return failed
+
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object under a folder-like prefix such as ``results/<id>/``."""
         folder = self.path_for(prefix.rstrip("/"))

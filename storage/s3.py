@@ -203,6 +203,37 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("delete", key, exc) from exc
 
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """One ``DeleteObjects`` per 1,000 keys; returns the keys S3 did not remove (or that were never sent).
+
+        A batch the store refuses as a whole (down, throttled past the client's retries) leaves its
+        keys and every later batch's keys in the answer, with one warning, so a dead store costs one
+        request, not one per key.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        failed: list[str] = []
+        names: dict[str, str] = {}
+        for key in keys:
+            try:
+                names[self.object_key(key)] = key
+            except ValueError:  # an invalid key can never be removed
+                failed.append(key)
+        pending = list(names)
+        for start in range(0, len(pending), _DELETE_BATCH):
+            batch = pending[start:start + _DELETE_BATCH]
+            try:
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": n} for n in batch], "Quiet": True})
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("could not delete objects", extra={"storage": self.describe(),
+                                                               "error": str(self._fail("delete", batch[0], exc)),
+                                                               "keys": len(pending) - start})
+                failed.extend(names[n] for n in pending[start:])
+                break
+            failed.extend(names[e["Key"]] for e in answer.get("Errors", []) if e.get("Key") in names)
+        return failed
+
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object under a folder-like prefix such as ``results/<id>/``."""
         from botocore.exceptions import BotoCoreError, ClientError

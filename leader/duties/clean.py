@@ -4,7 +4,10 @@ Markers are written in the same transaction as the move that turns files into ga
 ends failed or cancelled: the conversion's result folder; a rescued attempt: that attempt's keys),
 so no cleanup depends on when something committed. A marker whose files could not be deleted
 stays and is tried again next round; a storage error ends the round (the store is likely down, so
-the other markers wait too, logged once, not once per marker with a traceback). A folder marker of
+the other markers wait too, logged once, not once per marker with a traceback). The files of all
+attempt markers of a round go in one bulk delete (``Storage.delete_many``: one S3 ``DeleteObjects``
+per 1,000 keys), so a round after a mass rescue is a few requests, not one per file, and stays well
+inside the leader's lease. A folder marker of
 a conversion that is running again (an operator's re-run) or completed is dropped without deleting
 anything: a completed conversion's worker deletes its earlier attempts' files itself.
 """
@@ -12,6 +15,7 @@ anything: a completed conversion's worker deletes its earlier attempts' files it
 from __future__ import annotations
 
 import logging
+import uuid
 
 import psycopg
 
@@ -36,14 +40,15 @@ class CleanDuty:
 
     def run_once(self, conn: psycopg.Connection) -> int:
         """One round; returns the markers handled (their files are gone)."""
-        handled = 0
-        for conversion_id, attempt, conversion_status in conn.execute(
-                Q.storage_cleanup_list, {"limit": self.limit}).fetchall():
+        markers = conn.execute(Q.storage_cleanup_list, {"limit": self.limit}).fetchall()
+        handled = self._attempt_markers(conn, [(c, a) for c, a, _ in markers if a > 0])
+        if handled < 0:
+            return 0
+        for conversion_id, attempt, conversion_status in markers:
+            if attempt > 0:
+                continue
             try:
-                if attempt > 0:
-                    for key in attempt_keys(conversion_id, attempt):
-                        self.storage.delete(key)
-                elif conversion_status in (None, "failed", "cancelled"):
+                if conversion_status in (None, "failed", "cancelled"):
                     self.removed += self.storage.delete_prefix(result_prefix(conversion_id))
             except StorageError as exc:
                 # The store is down or refusing (an S3 outage): one line, and the rest of the round
@@ -57,4 +62,22 @@ class CleanDuty:
                 continue
             conn.execute(Q.storage_cleanup_done, {"conversion_id": conversion_id, "attempt": attempt})
             handled += 1
+        return handled
+
+    def _attempt_markers(self, conn: psycopg.Connection, markers: list[tuple[uuid.UUID, int]]) -> int:
+        """Delete the files of every attempt marker in one bulk call; -1 when the store refused them."""
+        if not markers:
+            return 0
+        keys = {m: attempt_keys(*m) for m in markers}
+        failed = set(self.storage.delete_many([k for ks in keys.values() for k in ks]))
+        handled = 0
+        for (conversion_id, attempt), mine in keys.items():
+            if failed.intersection(mine):
+                continue
+            conn.execute(Q.storage_cleanup_done, {"conversion_id": conversion_id, "attempt": attempt})
+            handled += 1
+        if failed:
+            log.warning("could not delete files of lost attempts; will retry next round",
+                        extra={"files": len(failed), "markers_left": len(markers) - handled})
+            return -1 if handled == 0 else handled
         return handled

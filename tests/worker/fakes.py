@@ -56,6 +56,11 @@ class MemoryStorage:
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
 
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        for key in keys:
+            self.objects.pop(key, None)
+        return []
+
     def delete_prefix(self, prefix: str) -> int:
         keys = [k for k in self.objects if k.startswith(prefix)]
         for key in keys:
