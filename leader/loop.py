@@ -8,7 +8,9 @@ exactly one of them holds the lease at a time.
 - **Leading**: one dedicated connection, named ``stayler-leader``, with keepalives and timeouts.
   When it is direct (not through a transaction pooler) the loop LISTENs on ``stayler_jobs`` and
   dispatches on each notification; through a pooler it polls. The lease is renewed every third of
-  its length; the duties run when due. The loop steps down as soon as a renewal fails or its local
+  its length by a **keeper thread** of its own, on a borrowed connection, whatever the duties are
+  doing: a duty round that takes longer than the lease (a mass cleanup against a slow store) never
+  lets it lapse. The duties run when due. The loop steps down as soon as a renewal fails or its local
   deadline passes (a frozen process wakes up past it), and on shutdown it releases the lease so a
   standby takes over at once.
 """
@@ -104,23 +106,40 @@ class LeaderLoop:
             self._step_down(conn, graceful=stop.is_set())
 
     def _serve(self, conn: psycopg.Connection, stop: threading.Event) -> None:
+        served = threading.Event()
+        keeper = threading.Thread(target=self._keep_lease, args=(stop, served), name="stayler-lease", daemon=True)
+        keeper.start()
+        try:
+            self._run_duties(conn, stop)
+        finally:
+            served.set()
+            keeper.join(timeout=self.lease.ttl_s)
+
+    def _keep_lease(self, stop: threading.Event, served: threading.Event) -> None:
+        """Renew the lease every third of its length until leading ends; independent of the duties."""
+        renew_every = self.lease.ttl_s / 3
+        while not served.wait(renew_every) and not stop.is_set():
+            try:
+                with self.borrow() as conn:
+                    if not self.lease.renew(conn):
+                        return  # taken: the duties loop sees epoch None and steps down
+            except Exception as exc:
+                # One failed renewal is not fatal: the next may succeed within the lease. When none
+                # does, the local deadline passes and the duties loop steps down.
+                log.warning("could not renew the leader lease; trying again", extra={"error": first_line(exc)})
+
+    def _run_duties(self, conn: psycopg.Connection, stop: threading.Event) -> None:
         now = time.monotonic()
         due = {d.name: now + float(getattr(d, "initial_delay_s", 0.0)) for d in self.duties}
-        renew_every = self.lease.ttl_s / 3
-        next_renew = now + renew_every
         while not stop.is_set():
             if not self.lease.valid():
-                log.warning("leader lease not renewed in time (frozen or cut off); stepping down")
+                log.warning("leader lease not renewed in time (frozen, cut off or taken); stepping down")
                 return
             now = time.monotonic()
-            if now >= next_renew:
-                if not self.lease.renew(conn):
-                    return
-                next_renew = now + renew_every
             for duty in self.duties:
                 if now >= due[duty.name] and self.lease.valid():
                     self._run_duty(conn, duty, due, now)
-            wake = min([*due.values(), next_renew, now + 1.0])
+            wake = min([*due.values(), now + min(1.0, self.lease.ttl_s / 3)])
             if self._wait(conn, stop, max(wake - time.monotonic(), 0.0)):
                 for duty in self.duties:
                     if getattr(duty, "on_notify", False):
