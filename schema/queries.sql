@@ -113,7 +113,7 @@ ON CONFLICT (id) DO UPDATE
 
 -- name: worker_renew
 -- Alive now, even if the rescuer marked it stopped while it was silent; false when the row is gone.
-SELECT workers_renew(%(id)s);
+SELECT workers_renew(%(id)s, %(services_down)s);
 
 -- name: worker_stop
 UPDATE workers SET stopped_at = now(), heartbeat_at = now() WHERE id = %(id)s;
@@ -512,7 +512,7 @@ SELECT coalesce(error_type, 'unknown') AS error_type, count(*) AS n
 -- Live workers (the registry is small) and their in-flight jobs (the processing jobs' partial index).
 SELECT w.id, w.hostname, w.pid, w.concurrency, w.model_name, w.model_version, w.started_at, w.heartbeat_at,
        extract(epoch FROM now() - w.heartbeat_at)::float8 AS heartbeat_age_s,
-       coalesce(j.in_flight, 0) AS in_flight
+       coalesce(j.in_flight, 0) AS in_flight, w.services_down
   FROM workers w
   LEFT JOIN (SELECT worker_id, count(*) AS in_flight FROM conversion_jobs
               WHERE status = 'processing' GROUP BY worker_id) j ON j.worker_id = w.id
@@ -633,3 +633,11 @@ SELECT operator_set_dispatch_paused(paused := %(paused)s, operator := %(operator
 -- The audit trail's newest rows (operator_actions' created_at index).
 SELECT created_at, operator, action, conversion_id, new_conversion_id, reason, status_before, status_after
   FROM operator_actions ORDER BY created_at DESC, id DESC LIMIT %(limit)s;
+
+-- ---------------------------------------------------------------------------
+-- Outages of shared services (issue 26)
+-- ---------------------------------------------------------------------------
+
+-- name: db_ping
+-- The worker's database health probe: one round trip, nothing read.
+SELECT 1;

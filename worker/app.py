@@ -39,6 +39,11 @@ def process_conversions() -> None:
         return
     batch_size = ctx.settings.claim_batch_size
     claimed_at = time.monotonic()
+    if not ctx.health.allow_claim():
+        # A shared service is down: claiming would only spend the jobs' retries. The health monitor
+        # probes it and wakes the claims when it is back; the leader's sweep re-sends meanwhile.
+        time.sleep(0.5)
+        return
     with ctx.claim_lock:
         if ctx.inflight.has_suspect():
             # A job that may kill this process runs alone in it: this message waits for it.
@@ -49,6 +54,7 @@ def process_conversions() -> None:
         except QueueUnavailable as exc:
             # The database is down: drop this message (the leader's sweep re-dispatches once it is back).
             log.warning("could not claim jobs; database unavailable", extra={"error": str(exc)})
+            ctx.health.report_down("database", str(exc))
             time.sleep(1.0)
             return
         for claim in claims:

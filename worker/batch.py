@@ -3,6 +3,9 @@
 Every job of the batch ends in exactly one of:
 - ``completed``: its result is recorded (the files stay);
 - ``retried`` / ``failed``: ``job_fail`` recorded the attempt (no file was kept);
+- ``released``: a shared service (storage, the database) was down, so the job was handed back
+  uncharged (``worker.health`` decides, by probing the service, that the failure was not the
+  job's own); when the database itself is away the door releases it once it is back;
 - ``dropped``: its claim was lost (cancelled or rescued meanwhile, or fenced out at completion);
   any file this attempt wrote is deleted;
 - ``left``: the database could not be reached to record the outcome, or the completion's outcome
@@ -33,6 +36,7 @@ from imaging.encode import make_thumbnail
 from storage import Storage, StorageError, StoredObject, attempt_keys, result_key
 from worker.errors import Failure, classify
 from worker.failpoints import Failpoints
+from worker.health import Health
 from worker.jobqueue import QueueUnavailable
 from worker.jobs import Claim, Completion
 from worker.ports import ClaimRegistry, ModelRunner, QueueDoor
@@ -88,6 +92,7 @@ class BatchReport:
     retried: list[uuid.UUID] = field(default_factory=list)
     dropped: list[uuid.UUID] = field(default_factory=list)
     left: list[uuid.UUID] = field(default_factory=list)
+    released: list[uuid.UUID] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     error_types: dict[uuid.UUID, str] = field(default_factory=dict)
     item_stage_seconds: list[dict[str, float]] = field(default_factory=list)
@@ -105,8 +110,8 @@ class BatchPipeline:
 
     def __init__(self, queue: QueueDoor, storage: Storage, runner: ModelRunner, claims: ClaimRegistry,
                  config: BatchConfig | None = None, failpoints: Failpoints | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """A pipeline over these ports."""
+                 clock: Callable[[], float] = time.monotonic, health: Health | None = None) -> None:
+        """A pipeline over these ports; ``health`` tells a shared service's outage from a job's own failure."""
         self.queue = queue
         self.storage = storage
         self.runner = runner
@@ -114,6 +119,7 @@ class BatchPipeline:
         self.config = config or BatchConfig()
         self.failpoints = failpoints or Failpoints()
         self.clock = clock
+        self.health = health
 
     def process(self, claims: Sequence[Claim], claimed_at: float) -> BatchReport:
         """Process a batch; never raises for a single job's failure.
@@ -127,6 +133,7 @@ class BatchPipeline:
             self._timed("read", report, lambda: self.read(records))
             for record in records:
                 self.failpoints.hit(record.claim.style_name)
+            self._skip_if_storage_down(records)
             self.infer(records, report)
             self._timed("store", report, lambda: self.store(records))
             for record in records:
@@ -199,12 +206,17 @@ class BatchPipeline:
         elapsed_ms = int((self.clock() - claimed_at) * 1000)
         ready = [r for r in records if r.running and r.stored is not None]
         self._complete(ready, elapsed_ms, report)
+        outage = [r for r in records if r.failure is not None and r.outcome == "running" and self._outage(r.failure)]
+        self._hand_back(outage, report, "a shared service is down")
+        unrecorded: list[JobRecord] = []
         for record in records:
             if record.failure is not None and record.outcome == "running":
-                self._fail(record, elapsed_ms, report)
+                if unrecorded or not self._fail(record, elapsed_ms, report):
+                    unrecorded.append(record)  # the database is away: no use asking it again per job
             elif record.outcome == "running":
                 # Lost before it was stored (cancelled or rescued): nothing of it remains.
                 self._drop(record, report, "claim lost (cancelled or rescued); dropping this attempt")
+        self._hand_back(unrecorded, report, "the database is down", defer=True)
 
 
     def _complete(self, ready: Sequence[JobRecord], elapsed_ms: int, report: BatchReport) -> None:
@@ -252,7 +264,8 @@ class BatchPipeline:
             processing_time_ms=elapsed_ms, ai_model_version=record.result.model_version,
         )
 
-    def _fail(self, record: JobRecord, elapsed_ms: int, report: BatchReport) -> None:
+    def _fail(self, record: JobRecord, elapsed_ms: int, report: BatchReport) -> bool:
+        """Record the failure; False when the database could not be reached (nothing recorded)."""
         failure = record.failure
         assert failure is not None
         report.error_types[record.job_id] = failure.error_type
@@ -261,16 +274,18 @@ class BatchPipeline:
                 status = self.queue.fail(record.claim, failure, processing_time_ms=elapsed_ms,
                                          ai_model_version=self.runner.model_version)
             except QueueUnavailable as exc:
-                record.outcome = "left"
-                report.left.append(record.job_id)
-                log.warning("database unavailable: could not record a failure; leaving the job to the rescuer",
+                # The database is away: the job is handed back uncharged once it is back (the door
+                # remembers it), since an outage must not decide what the attempt costs.
+                if self.health is not None:
+                    self.health.report_down("database", str(exc))
+                log.warning("database unavailable: could not record a failure",
                             extra={"error": str(exc), "error_type": failure.error_type})
-                return
+                return False
             except Exception:
                 record.outcome = "left"
                 report.left.append(record.job_id)
                 log.exception("could not record a failure; leaving the job to the rescuer")
-                return
+                return True
             if status == "queued":
                 record.outcome = "retried"
                 report.retried.append(record.job_id)
@@ -282,7 +297,34 @@ class BatchPipeline:
                 log.warning("conversion failed", extra={"error_type": failure.error_type, "error": failure.message})
             else:
                 self._drop(record, report, "failure fenced out (claim no longer held)")
+        return True
 
+
+    def _outage(self, failure: Failure) -> bool:
+        """Whether this failure is a shared service's outage (probed), not the job's own."""
+        return failure.transient and self.health is not None and self.health.confirm(failure.error_type)
+
+    def _skip_if_storage_down(self, records: Sequence[JobRecord]) -> None:
+        """With the store down, running the model is wasted: the results could not be stored."""
+        if self.health is None or self.health.is_up("storage"):
+            return
+        for record in records:
+            if record.running:
+                record.failure = Failure("storage", "storage unavailable (a shared-service outage)", True)
+
+    def _hand_back(self, records: Sequence[JobRecord], report: BatchReport, why: str, *, defer: bool = False) -> None:
+        """Give the jobs back uncharged, in one statement (or, ``defer``, when the database is back)."""
+        if not records:
+            return
+        now = self.queue.hand_back([(r.job_id, r.claim.attempt) for r in records], defer=defer)
+        for record in records:
+            record.outcome = "released"
+            report.released.append(record.job_id)
+            assert record.failure is not None
+            with bound(job_id=str(record.job_id), conversion_id=str(record.claim.conversion_id)):
+                log.warning("handed the job back uncharged: " + why,
+                            extra={"error_type": record.failure.error_type, "error": record.failure.message,
+                                   "deferred": not now})
 
     def _lost(self, record: JobRecord, report: BatchReport) -> bool:
         if self.claims.is_lost(record.job_id):
@@ -308,11 +350,16 @@ class BatchPipeline:
         return self.storage.put_many(items) if items else []
 
     def _delete(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            try:
-                self.storage.delete(key)
-            except Exception:
-                log.exception("could not delete a file of a dropped attempt", extra={"key": key})
+        if not keys:
+            return
+        try:
+            failed = self.storage.delete_many(keys)
+        except Exception:
+            log.exception("could not delete the files of a dropped attempt", extra={"keys": list(keys)})
+            return
+        if failed:
+            # A rescued, failed or released attempt has a cleanup marker: the leader deletes them later.
+            log.warning("could not delete the files of a dropped attempt yet", extra={"keys": failed})
 
     def _timed(self, stage: str, report: BatchReport, work: Callable[[], None]) -> None:
         t0 = time.perf_counter()

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from worker.health import Health, describe
 from worker.inflight import InFlight
 from worker.jobqueue import QueueUnavailable
 
@@ -28,8 +29,8 @@ class RenewingDoor(Protocol):
         """Renew held claims; returns those still held."""
         ...
 
-    def renew_worker(self) -> bool | None:
-        """Mark the process alive; False when its registry row is gone."""
+    def renew_worker(self, services_down: str | None = None) -> bool | None:
+        """Mark the process alive, naming the services it finds down; False when its registry row is gone."""
         ...
 
     def flush(self) -> int:
@@ -42,7 +43,7 @@ class Heartbeat:
 
     def __init__(self, queue: RenewingDoor, inflight: InFlight, *, interval_s: float, job_timeout_s: float,
                  on_beat: Callable[[float], None] | None = None,
-                 on_unregistered: Callable[[], None] | None = None) -> None:
+                 on_unregistered: Callable[[], None] | None = None, health: Health | None = None) -> None:
         """Prepare the heartbeat; ``start`` runs it in a daemon thread."""
         self.queue = queue
         self.inflight = inflight
@@ -50,6 +51,7 @@ class Heartbeat:
         self.job_timeout_s = job_timeout_s
         self.on_beat = on_beat
         self.on_unregistered = on_unregistered
+        self.health = health
         self.last_beat: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stayler-heartbeat", daemon=True)
@@ -70,6 +72,8 @@ class Heartbeat:
                 self.beat()
             except QueueUnavailable as exc:
                 log.warning("heartbeat failed; will retry", extra={"error": str(exc)})
+                if self.health is not None:
+                    self.health.report_down("database", str(exc))
             except Exception:
                 log.exception("heartbeat failed; will retry")
 
@@ -84,8 +88,11 @@ class Heartbeat:
                         extra={"job_ids": [str(j) for j in expired]})
             self.inflight.mark_lost(expired)
         renewed = self.queue.renew([(c.job_id, c.attempt) for c in live]) if live else set()
-        if self.queue.renew_worker() is False and self.on_unregistered is not None:
+        down = describe(self.health.down()) if self.health is not None else None
+        if self.queue.renew_worker(down) is False and self.on_unregistered is not None:
             self.on_unregistered()  # pruned while this process was frozen: register again
+        if self.health is not None:
+            self.health.report_up("database")
         self.queue.flush()
         # A claim finalised between the snapshot and the renewal is gone from the registry already.
         self.inflight.mark_lost({c.job_id for c in live if c.job_id not in renewed})

@@ -143,6 +143,7 @@ class JobQueue:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._unreleased_claims: list[uuid.UUID] = []
+        self._unreleased_holds: dict[uuid.UUID, int] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, worker_id: str, *, size: int = 2) -> JobQueue:
@@ -227,10 +228,23 @@ class JobQueue:
             raise QueueUnavailable(f"claiming jobs: database unavailable: {first_line(exc)}") from exc
 
     def flush(self) -> int:
-        """Release the jobs of claims whose replies were lost; returns how many were released."""
+        """Release what could not be released when the database was away; returns how many were released.
+
+        That is the jobs of claims whose replies were lost, and the jobs handed back (``hand_back``)
+        during the outage.
+        """
         with self._lock:
             tokens = list(self._unreleased_claims)
+            holds = list(self._unreleased_holds.items())
         released = 0
+        if holds:
+            done = self.release(holds)
+            released += len(done)
+            with self._lock:
+                for job_id, attempt in holds:
+                    if self._unreleased_holds.get(job_id) == attempt:
+                        del self._unreleased_holds[job_id]
+            log.warning("handed back jobs held during a database outage, uncharged", extra={"released": len(done)})
         for token in tokens:
             rows = self._retrying("releasing an unanswered claim", _release_claim_work(token))
             released += len(rows)
@@ -257,6 +271,29 @@ class JobQueue:
         rows = self._retrying("releasing claims", lambda conn: conn.execute(Q.job_release_batch, params).fetchall())
         return [row[0] for row in rows]
 
+
+    def hand_back(self, held: Sequence[tuple[uuid.UUID, int]], *, defer: bool = False) -> bool:
+        """Release claims uncharged (a shared service is down); True when done now.
+
+        When the database itself is away (or ``defer``: the caller just found it away), the claims
+        are remembered and released by the next ``flush`` (the heartbeat's), whichever comes first
+        of that and the rescuer (fenced on the attempt, so only one of them moves each job).
+        """
+        if not held:
+            return True
+        if not defer:
+            try:
+                self.release(held)
+                return True
+            except QueueUnavailable:
+                pass
+        with self._lock:
+            self._unreleased_holds.update(dict(held))
+        return False
+
+    def ping(self) -> None:
+        """One trivial statement: raises when the database cannot be reached (the health probe)."""
+        self._once(lambda conn: conn.execute(Q.db_ping).fetchone())
 
     def complete(self, completions: Sequence[Completion]) -> dict[uuid.UUID, CompletionOutcome]:
         """Record results in one fenced transaction; per job: completed, fenced out, or unknown."""
@@ -338,13 +375,14 @@ class JobQueue:
                   "model_name": model_name, "model_version": model_version}
         self._retrying("registering the worker", lambda conn: conn.execute(Q.worker_register, params))
 
-    def renew_worker(self) -> bool:
+    def renew_worker(self, services_down: str | None = None) -> bool:
         """Mark this process alive (clearing a stop the rescuer marked while it was silent).
 
+        ``services_down`` names the shared services this process finds down (the console shows it).
         False when its registry row is gone (pruned while the process was frozen): register again.
         """
-        row = self._retrying("renewing the worker",
-                             lambda conn: conn.execute(Q.worker_renew, {"id": self.worker_id}).fetchone())
+        params = {"id": self.worker_id, "services_down": services_down}
+        row = self._retrying("renewing the worker", lambda conn: conn.execute(Q.worker_renew, params).fetchone())
         return bool(row and row[0])
 
     def stop_worker(self) -> None:

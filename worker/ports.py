@@ -26,6 +26,10 @@ class QueueDoor(Protocol):
         """Record a failed attempt: 'queued', 'failed', or None when the claim is no longer held."""
         ...
 
+    def hand_back(self, held: Sequence[tuple[uuid.UUID, int]], *, defer: bool = False) -> bool:
+        """Release claims uncharged: now (True), or once the database is back (False; always with ``defer``)."""
+        ...
+
 
 class ModelRunner(Protocol):
     """What the pipeline asks of the model (``models.runner.TryOnRunner`` in a worker)."""

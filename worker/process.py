@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import dramatiq
 
+from broker.messages import send_follow_up
 from core.settings import Settings
 from leader.fleet import build_leader, default_duties
 from leader.loop import LeaderLoop, start_in_thread
@@ -24,6 +25,7 @@ from storage import Storage, from_settings
 from worker import metrics
 from worker.batch import BatchConfig, BatchPipeline
 from worker.failpoints import Failpoints
+from worker.health import Health
 from worker.heartbeat import Heartbeat
 from worker.inflight import InFlight
 from worker.jobqueue import JobQueue, QueueUnavailable
@@ -60,6 +62,20 @@ def make_storage(settings: Settings) -> Storage:
     return from_settings(settings)
 
 
+def make_health(settings: Settings, broker: dramatiq.Broker, queue: JobQueue, storage: Storage) -> Health:
+    """The process's breakers: the database (the door's ping), storage (its check), Redis (PING)."""
+    probes = {"database": queue.ping, "storage": storage.check}
+    client = getattr(broker, "client", None)
+    if client is not None:
+        probes["redis"] = client.ping
+
+    def wake_claims() -> None:
+        for _ in range(settings.worker_threads):
+            send_follow_up(broker, settings.queue_name)
+
+    return Health(probes, on_change=metrics.set_service_up, on_recovered=wake_claims)
+
+
 @dataclass
 class ProcessContext:
     """Everything a worker thread needs, shared by the threads of one process."""
@@ -74,6 +90,7 @@ class ProcessContext:
     heartbeat: Heartbeat
     leader: LeaderLoop
     pipeline: BatchPipeline
+    health: Health
     stop: threading.Event = field(default_factory=threading.Event)
     draining: threading.Event = field(default_factory=threading.Event)
     #: Serialises the claim with the registry, so a suspect job is never claimed beside another.
@@ -89,20 +106,23 @@ class ProcessContext:
         queue = JobQueue.from_settings(settings, worker_id, size=POOL_SIZE)
         storage = make_storage(settings)
         inflight = InFlight()
+        health = make_health(settings, broker, queue, storage)
         heartbeat = Heartbeat(queue, inflight, interval_s=settings.heartbeat_interval_s,
-                              job_timeout_s=settings.job_timeout_s, on_beat=metrics.record_heartbeat)
+                              job_timeout_s=settings.job_timeout_s, on_beat=metrics.record_heartbeat, health=health)
         duties = default_duties(settings, broker, storage, gauges=metrics.queue_gauges(settings),
                                 on_rescue=metrics.record_rescue)
         leader = build_leader(settings, duties, borrow=queue.borrow, holder=worker_id)
         pipeline = BatchPipeline(queue, storage, runner, inflight, BatchConfig.from_settings(settings),
-                                 Failpoints.parse(settings.failpoints))
+                                 Failpoints.parse(settings.failpoints), health=health)
         metrics.record_boot(model=runner.model_name, version=runner.model_version, providers=runner.providers,
                             threads=settings.worker_threads)
         ctx = cls(settings=settings, broker=broker, worker_id=worker_id, queue=queue, storage=storage,
-                  runner=runner, inflight=inflight, heartbeat=heartbeat, leader=leader, pipeline=pipeline)
+                  runner=runner, inflight=inflight, heartbeat=heartbeat, leader=leader, pipeline=pipeline,
+                  health=health)
         ctx.register()
         heartbeat.on_unregistered = ctx.register
         heartbeat.start()
+        health.start()
         start_in_thread(leader, ctx.stop)
         log.info("worker process ready", extra={"worker_id": worker_id, "model": runner.model_name,
                                                 "model_version": runner.model_version})
@@ -134,6 +154,7 @@ class ProcessContext:
         """Stop background threads, mark the worker stopped, close the pool."""
         self.stop.set()
         self.heartbeat.stop()
+        self.health.stop()
         try:
             self.queue.stop_worker()
         except Exception as exc:

@@ -7,16 +7,14 @@ import time
 
 import psycopg
 
-from tests.leader.test_lease_and_loop import make_loop
+from tests.leader.test_lease_and_loop import Duty, make_loop
 
 
-class SlowDuty:
+class SlowDuty(Duty):
     """A duty whose first round takes ``seconds`` (a mass cleanup against a slow store)."""
 
-    name = "clean"
-    interval_s = 0.1
-
     def __init__(self, seconds: float) -> None:
+        super().__init__("clean", 0.1)
         self.seconds = seconds
         self.rounds = 0
         self.slow_round_done = threading.Event()

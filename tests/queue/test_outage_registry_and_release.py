@@ -64,9 +64,9 @@ def test_a_heartbeat_makes_a_worker_marked_stopped_live_again(db: psycopg.Connec
     db.execute("UPDATE workers SET heartbeat_at = now() - interval '1 hour'")
     db.execute(Q.worker_mark_stopped, {"stale_after_s": 30})
     assert db.execute("SELECT stopped_at IS NOT NULL FROM workers").fetchone() == (True,)
-    assert db.execute(Q.worker_renew, {"id": "w1"}).fetchone() == (True,)
+    assert db.execute(Q.worker_renew, {"id": "w1", "services_down": None}).fetchone() == (True,)
     assert db.execute("SELECT stopped_at IS NULL, heartbeat_at > now() - interval '5 seconds' FROM workers"
                       ).fetchone() == (True, True)
     # The 7-day prune reads the truth: a live worker is not pruned.
     assert db.execute("SELECT prune_stopped_workers(interval '1 second')").fetchone() == (0,)
-    assert db.execute(Q.worker_renew, {"id": "gone"}).fetchone() == (False,)
+    assert db.execute(Q.worker_renew, {"id": "gone", "services_down": None}).fetchone() == (False,)

@@ -116,6 +116,8 @@ class FakeQueue:
     fail_status: str | None = "queued"
     completed: list[Completion] = field(default_factory=list)
     failures: list[tuple[Claim, Failure]] = field(default_factory=list)
+    handed_back: list[tuple[uuid.UUID, int]] = field(default_factory=list)
+    hand_back_now: bool = True
 
     def complete(self, completions: Sequence[Completion]) -> dict[uuid.UUID, CompletionOutcome]:
         if self.complete_raises is not None:
@@ -129,6 +131,10 @@ class FakeQueue:
             raise self.fail_raises
         self.failures.append((claim, failure))
         return self.fail_status
+
+    def hand_back(self, held: Sequence[tuple[uuid.UUID, int]], *, defer: bool = False) -> bool:
+        self.handed_back.extend(held)
+        return self.hand_back_now and not defer
 
 
 __all__ = ["EchoRunner", "FakeQueue", "MemoryStorage", "QueueUnavailable", "make_claim"]

@@ -82,13 +82,15 @@ def test_a_refused_completion_deletes_the_files_and_retries_the_jobs() -> None:
     assert queue.failures[0][1].error_type == "database"
 
 
-def test_database_down_while_recording_a_failure_leaves_the_job_to_the_rescuer() -> None:
+def test_database_down_while_recording_a_failure_hands_the_job_back_once_it_is_back() -> None:
+    # Issue 26: the job used to be left to the rescuer (a lost attempt); the outage is not its fault.
     claim = make_claim()
     storage = MemoryStorage().with_inputs(claim)
     storage.objects[claim.person_key] = b"bad"
     queue = FakeQueue(fail_raises=QueueUnavailable("recording a failure: database unavailable"))
     _, _, inflight, report = run([claim], queue=queue, storage=storage)
-    assert report.left == [claim.job_id]
+    assert report.released == [claim.job_id] and report.left == []
+    assert queue.handed_back == [(claim.job_id, claim.attempt)]
     assert report.error_types == {claim.job_id: "invalid_image"}
     assert len(inflight) == 0
 

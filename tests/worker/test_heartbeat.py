@@ -22,8 +22,9 @@ class Door:
         ids = {job_id for job_id, _ in held}
         return ids if self.still_held is None else ids & self.still_held
 
-    def renew_worker(self) -> None:
+    def renew_worker(self, services_down: str | None = None) -> bool:
         self.worker_beats += 1
+        return True
 
     def flush(self) -> int:
         self.flushes += 1

@@ -16,6 +16,7 @@ from worker.metrics.definitions import (
     record_heartbeat,
     record_rescue,
     set_in_flight,
+    set_service_up,
 )
 from worker.metrics.folder import enable_multiprocess, fleet_id, metrics_dir, prepare_dir
 from worker.metrics.middleware import MetricsMiddleware
@@ -25,5 +26,5 @@ __all__ = [
     "BATCH_STAGES", "JOB_STAGES", "FleetCollector", "Health", "MetricsMiddleware", "WorkerMetrics", "current",
     "enable_multiprocess", "fleet_id", "health", "install", "make_server", "metrics_dir", "prepare_dir",
     "queue_gauges", "record_batch", "record_boot", "record_claim", "record_heartbeat", "record_rescue",
-    "serve_metrics", "set_in_flight",
+    "serve_metrics", "set_in_flight", "set_service_up",
 ]

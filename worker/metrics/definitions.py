@@ -75,6 +75,12 @@ class WorkerMetrics:
         self.heartbeat = Gauge("stayler_worker_last_heartbeat_timestamp_seconds", "Last successful heartbeat of "
                                "the host's stalest live worker process (Unix time).", registry=reg,
                                multiprocess_mode="livemin")
+        self.service_up = Gauge("stayler_service_up", "Whether the host's worker processes reach each shared "
+                                "service (database, storage, redis): 1 up, 0 down (the lowest of the host's "
+                                "processes); while database or storage is down they claim nothing.", ["service"],
+                                registry=reg, multiprocess_mode="livemin")
+        self.released = Counter("stayler_jobs_released_total", "Jobs handed back uncharged because a shared service "
+                                "was down (they run again; no retry is spent).", ["conversion_type"], registry=reg)
         self.model_info = Gauge("stayler_model_info", "The model the workers run (value 1).",
                                 ["model", "version", "provider"], registry=reg, multiprocess_mode="livemax")
 
@@ -127,6 +133,8 @@ def record_batch(claims: Sequence[Claim], report: BatchReport, now: float | None
         m.retried.labels(_type_of(by_id, job_id), report.error_types.get(job_id, "internal")).inc()
     for job_id in report.dropped:
         m.dropped.labels(_type_of(by_id, job_id)).inc()
+    for job_id in report.released:
+        m.released.labels(_type_of(by_id, job_id)).inc()
     for timings in report.item_stage_seconds:
         for stage in JOB_STAGES:
             if stage in timings:
@@ -153,6 +161,12 @@ def record_heartbeat(at: float | None = None) -> None:
         _METRICS.heartbeat.set(time.time() if at is None else at)
 
 
+def set_service_up(service: str, up: bool) -> None:
+    """This process finds ``service`` up or down (``worker.health``)."""
+    if _METRICS is not None:
+        _METRICS.service_up.labels(service).set(1 if up else 0)
+
+
 def set_in_flight(count: int) -> None:
     """How many claims this process holds now."""
     if _METRICS is not None:
@@ -166,6 +180,8 @@ def record_boot(*, model: str, version: str, providers: Sequence[str], threads: 
         return
     m.model_info.labels(model, version, providers[0] if providers else "none").set(1)
     m.processes.set(1)
+    for service in ("database", "storage", "redis"):
+        m.service_up.labels(service).set(1)
     m.threads.set(threads)
     m.heartbeat.set(time.time())
 
