@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage import StorageError
+from models.runner import TryOnJob, TryOnResult
+from storage import StorageError, StoredObject
 from tests.worker.fakes import EchoRunner, FakeQueue, MemoryStorage, make_claim
-from worker.batch import BatchPipeline
+from worker.batch import BatchPipeline, BatchReport
 from worker.health import Health
 from worker.inflight import HeldClaim, InFlight
+from worker.jobs import Claim
 
 
 @dataclass
@@ -107,7 +110,7 @@ class DownStore(MemoryStorage):
 
     down: bool = False
 
-    def put(self, key: str, data: bytes):  # type: ignore[no-untyped-def]
+    def put(self, key: str, data: bytes) -> StoredObject:
         if self.down:
             raise StorageError(f"could not write {key}: Could not connect to the endpoint URL")
         return super().put(key, data)
@@ -117,7 +120,7 @@ class DownStore(MemoryStorage):
             raise StorageError("could not reach the store: Could not connect to the endpoint URL")
 
 
-def run_with_health(storage: MemoryStorage, queue: FakeQueue, claims: list, health: Health):  # type: ignore[no-untyped-def,type-arg]
+def run_with_health(storage: MemoryStorage, queue: FakeQueue, claims: list[Claim], health: Health) -> BatchReport:
     inflight = InFlight()
     for claim in claims:
         inflight.add(HeldClaim(claim.job_id, claim.attempt, time.monotonic()))
@@ -127,7 +130,8 @@ def run_with_health(storage: MemoryStorage, queue: FakeQueue, claims: list, heal
 def test_jobs_failing_because_the_store_is_down_are_handed_back_uncharged() -> None:
     # Regression (issue 26, defect 1): a 10 s S3 stop charged 600-900 retries per 1,500 conversions.
     claims = [make_claim(), make_claim()]
-    storage = DownStore().with_inputs(*claims)
+    storage = DownStore()
+    storage.with_inputs(*claims)
     storage.down = True
     queue = FakeQueue()
     health = Health({"storage": storage.check})
@@ -155,7 +159,7 @@ def test_with_the_store_known_down_the_model_is_not_run() -> None:
     runner_calls: list[int] = []
 
     class CountingRunner(EchoRunner):
-        def run_batch(self, jobs):  # type: ignore[no-untyped-def]
+        def run_batch(self, jobs: Sequence[TryOnJob]) -> list[TryOnResult | Exception]:
             runner_calls.append(len(jobs))
             return super().run_batch(jobs)
 
