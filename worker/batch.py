@@ -70,6 +70,8 @@ class JobRecord:
     stored: tuple[StoredObject, StoredObject] | None = None
     written: list[str] = field(default_factory=list)
     failure: Failure | None = None
+    #: The failure is a shared service's outage (confirmed when it happened), not the job's own.
+    outage: bool = False
     outcome: str = "running"
 
     @property
@@ -154,6 +156,7 @@ class BatchPipeline:
                 record.cloth = self.storage.get(record.claim.cloth_key)
             except Exception as exc:
                 record.failure = classify(exc, context="reading the input images")
+                record.outage = self._outage(record.failure)
 
     def infer(self, records: Sequence[JobRecord], report: BatchReport) -> None:
         """One batched model call for the running jobs whose claims are still held."""
@@ -194,6 +197,7 @@ class BatchPipeline:
             error = next((r for r in mine if isinstance(r, Exception)), None)
             if error is not None:
                 record.failure = classify(error, context="storing the result")
+                record.outage = self._outage(record.failure)
                 self._delete(record.written)
                 record.written.clear()
             else:
@@ -206,7 +210,8 @@ class BatchPipeline:
         elapsed_ms = int((self.clock() - claimed_at) * 1000)
         ready = [r for r in records if r.running and r.stored is not None]
         self._complete(ready, elapsed_ms, report)
-        outage = [r for r in records if r.failure is not None and r.outcome == "running" and self._outage(r.failure)]
+        outage = [r for r in records if r.failure is not None and r.outcome == "running"
+                  and (r.outage or self._outage(r.failure, since=claimed_at))]
         self._hand_back(outage, report, "a shared service is down")
         unrecorded: list[JobRecord] = []
         for record in records:
@@ -300,9 +305,13 @@ class BatchPipeline:
         return True
 
 
-    def _outage(self, failure: Failure) -> bool:
-        """Whether this failure is a shared service's outage (probed), not the job's own."""
-        return failure.transient and self.health is not None and self.health.confirm(failure.error_type)
+    def _outage(self, failure: Failure, since: float | None = None) -> bool:
+        """Whether this failure is a shared service's outage (probed), not the job's own.
+
+        ``since``: when the work began; an outage the process saw heal after it covers the failure
+        too (a read that failed in the last second of an S3 stop, probed once the store was back).
+        """
+        return failure.transient and self.health is not None and self.health.confirm(failure.error_type, since=since)
 
     def _skip_if_storage_down(self, records: Sequence[JobRecord]) -> None:
         """With the store down, running the model is wasted: the results could not be stored."""
@@ -311,6 +320,7 @@ class BatchPipeline:
         for record in records:
             if record.running:
                 record.failure = Failure("storage", "storage unavailable (a shared-service outage)", True)
+                record.outage = True
 
     def _hand_back(self, records: Sequence[JobRecord], report: BatchReport, why: str, *, defer: bool = False) -> None:
         """Give the jobs back uncharged, in one statement (or, ``defer``, when the database is back)."""

@@ -52,6 +52,8 @@ class Breaker:
     probe_reuse_s: float = 1.0
     clock: Callable[[], float] = time.monotonic
     down_since: float | None = None
+    #: When the breaker last closed again (the end of the last outage it saw).
+    healed_at: float | None = None
     last_error: str = ""
     _last_probe: tuple[float, bool] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -110,17 +112,21 @@ class Health:
         breaker = self.breakers.get(service)
         return breaker is None or breaker.up
 
-    def confirm(self, error_type: str) -> bool:
+    def confirm(self, error_type: str, *, since: float | None = None) -> bool:
         """Whether a job's failure of ``error_type`` is a shared service's outage (then it is not charged).
 
-        Only ``storage`` and ``database`` errors can be. An open breaker answers at once; a closed
-        one probes its service: a failed probe opens it and the answer is yes.
+        Only ``storage`` and ``database`` errors can be. An open breaker answers at once, and so does
+        one that healed after ``since`` (when the failed work began, on this health's clock: the
+        outage covered it). Otherwise the service is probed: a failed probe opens the breaker and
+        the answer is yes.
         """
         service = SERVICE_OF_ERROR.get(error_type)
         breaker = self.breakers.get(service or "")
         if breaker is None:
             return False
         if not breaker.up:
+            return True
+        if since is not None and breaker.healed_at is not None and breaker.healed_at >= since:
             return True
         if breaker.run_probe():
             return False
@@ -153,7 +159,8 @@ class Health:
         with self._lock:
             if breaker.up:
                 return
-            down_for = self.clock() - (breaker.down_since or self.clock())
+            breaker.healed_at = self.clock()
+            down_for = breaker.healed_at - (breaker.down_since or breaker.healed_at)
             breaker.down_since = None
         log.warning("shared service back: claiming again", extra={"service": service, "down_s": round(down_for, 1)})
         if self.on_change is not None:

@@ -168,3 +168,20 @@ def test_with_the_store_known_down_the_model_is_not_run() -> None:
     inflight.add(HeldClaim(claims[0].job_id, claims[0].attempt, time.monotonic()))
     report = BatchPipeline(queue, storage, CountingRunner(), inflight, health=health).process(claims, time.monotonic())
     assert runner_calls == [] and report.released == [claims[0].job_id] and queue.failures == []
+
+
+def test_a_failure_of_work_begun_before_an_outage_healed_is_the_outages() -> None:
+    # Found by the S3-stop e2e test: reads that failed in the last second of the stop were probed
+    # once the store was back, and charged.
+    store = Switch(up=False)
+    clock = Clock()
+    health = Health({"storage": store.probe}, clock=clock)
+    health.breakers["storage"].clock = clock
+    assert health.confirm("storage")
+    clock.now = 5.0
+    store.up = True
+    health.probe_down()
+    assert health.allow_claim()
+    assert health.confirm("storage", since=4.0)  # began at 4, the outage healed at 5
+    clock.now = 20.0
+    assert not health.confirm("storage", since=10.0)  # began after: the store answers, the job's own
