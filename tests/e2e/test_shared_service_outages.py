@@ -48,8 +48,8 @@ def test_an_s3_stop_under_a_fleet_charges_no_retry_and_loses_nothing(env: Env, s
             pass
         wait_for(lambda: work.all_terminal(ids), 120, "every conversion to end", env)
         statuses = set(work.statuses(ids).values())
-        retries = conn.execute("SELECT coalesce(sum(retry_count), 0) FROM conversion_jobs WHERE conversion_id = ANY(%s)",
-                               (ids,)).fetchone()
+        retries = conn.execute("SELECT coalesce(sum(retry_count), 0) FROM conversion_jobs "
+                               "WHERE conversion_id = ANY(%s)", (ids,)).fetchone()
         released = conn.execute("SELECT count(*) FROM conversion_job_attempts WHERE outcome = 'released'").fetchone()
         logs = "\n".join(p.read_text(errors="replace") for p in sorted(env.log_dir.glob("fleet-*.log")))
     assert statuses == {"completed"}, logs[-8000:]
