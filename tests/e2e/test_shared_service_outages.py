@@ -42,8 +42,8 @@ def test_an_s3_stop_under_a_fleet_charges_no_retry_and_loses_nothing(env: Env, s
         ids = work.submit(24, style="slow", max_retries=1)
         env.start_fleet(processes=1, threads=2, STAYLER_STORAGE_URL=url, STAYLER_FAILPOINTS="sleep=slow:0.4",
                         **s3_server.env())
-        wait_for(lambda: conn.execute("SELECT count(*) FROM conversions WHERE status = 'completed'").fetchone()[0]
-                 >= 2, 60, "the first results", env)
+        wait_for(lambda: (conn.execute("SELECT count(*) FROM conversions WHERE status = 'completed'").fetchone()
+                          or (0,))[0] >= 2, 60, "the first results", env)
         with s3_server.paused(4.0):
             pass
         wait_for(lambda: work.all_terminal(ids), 120, "every conversion to end", env)
