@@ -6,6 +6,12 @@ seconds, not hang for the kernel's two hours: each one carries TCP keepalives an
 timeout and an idle-in-transaction timeout. Each one names itself with ``application_name``
 (``stayler-worker host:pid``, ``stayler-leader …``) so operators can read ``pg_stat_activity``.
 
+Every statement also has a client-side deadline (``schema.deadline``): a watchdog cuts the
+connection when no reply arrives in time, which is what ends a statement that a black hole (a
+partition whose peer keeps TCP alive) would otherwise hang forever. Queue and leader statements
+(short by design) get ``STAYLER_DB_TIMEOUT_S``; the others ``STAYLER_DB_STATEMENT_TIMEOUT_S`` plus
+that margin; migrations none.
+
 Behind a transaction-mode pooler (``STAYLER_DATABASE_POOLED=true``) nothing may live in the
 session: prepared statements are off and startup ``options`` are not sent (PgBouncer refuses
 unknown startup parameters; set ``query_timeout`` there instead).
@@ -20,9 +26,21 @@ from typing import Any
 import psycopg
 
 from core.settings import Settings
+from schema.deadline import deadline_cursor
 
 #: Roles that name connections; the part after ``stayler-`` in ``application_name``.
 ROLES = ("worker", "leader", "producer", "api", "cli", "migrate", "webhooks", "bench")
+#: Roles whose statements are short by design: bounded by ``db_timeout_s`` alone.
+SHORT_STATEMENT_ROLES = ("worker", "leader")
+
+
+def statement_deadline_s(settings: Settings, role: str) -> float | None:
+    """How long a statement of ``role`` may wait for its reply before the connection is cut."""
+    if role == "migrate":
+        return None
+    if role in SHORT_STATEMENT_ROLES:
+        return settings.db_timeout_s
+    return settings.db_statement_timeout_s + settings.db_timeout_s
 
 
 def application_name(role: str) -> str:
@@ -44,6 +62,9 @@ def connection_kwargs(settings: Settings, role: str, *, pooled: bool | None = No
         "keepalives_count": 3,
         "tcp_user_timeout": int(timeout_s * 1000),
     }
+    deadline_s = statement_deadline_s(settings, role)
+    if deadline_s is not None:
+        kwargs["cursor_factory"] = deadline_cursor(deadline_s)
     if pooled:
         kwargs["prepare_threshold"] = None
     else:

@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from core.logs import first_line
 from core.settings import Settings
 from schema.connections import connection_kwargs
+from schema.deadline import WATCHDOG
 from schema.queries import Q
 from worker.errors import Failure
 from worker.jobs import Claim, Completion
@@ -93,6 +94,7 @@ class PoolSource:
         self.pool = ConnectionPool(url, min_size=1, max_size=size, kwargs=connection_kwargs(settings, role),
                                    open=False, name=f"stayler-{role}", timeout=settings.db_timeout_s,
                                    reconnect_timeout=0)
+        self._checking = threading.Lock()
         self.pool.open(wait=False)
 
     def borrow(self) -> contextlib.AbstractContextManager[psycopg.Connection]:
@@ -100,9 +102,22 @@ class PoolSource:
         return self.pool.connection()
 
     def discard_broken(self) -> None:
-        """Check the idle connections now; broken ones are replaced."""
-        with contextlib.suppress(Exception):
-            self.pool.check()
+        """Check the idle connections in the background; broken ones are replaced.
+
+        In the background because a check through a black hole waits for its statement deadline:
+        the caller's retry must not wait for it too (a connection it borrows meanwhile that is dead
+        fails fast, or at its own deadline).
+        """
+        if not self._checking.acquire(blocking=False):
+            return  # a check is under way
+        threading.Thread(target=self._check, name="stayler-pool-check", daemon=True).start()
+
+    def _check(self) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                self.pool.check()
+        finally:
+            self._checking.release()
 
     def close(self) -> None:
         """Close the pool."""
@@ -168,11 +183,15 @@ class JobQueue:
         self.source.close()
 
 
-    def _once(self, work: Callable[[psycopg.Connection], T]) -> T:
-        """Run ``work`` on one connection, again on lock conflicts (rolled back, so harmless)."""
+    def _once(self, work: Callable[[psycopg.Connection], T], *, budget_s: float | None = None) -> T:
+        """Run ``work`` on one connection, again on lock conflicts (rolled back, so harmless).
+
+        ``budget_s`` bounds this run as a whole (the caller's retry budget left): the connection is
+        cut when it passes, on top of each statement's own deadline (``schema.deadline``).
+        """
         for attempt in range(8):
             try:
-                with self.source.borrow() as conn:
+                with self.source.borrow() as conn, _within(conn, budget_s):
                     return work(conn)
             except psycopg.Error as exc:
                 if not is_conflict(exc) or attempt == 7:
@@ -187,7 +206,7 @@ class JobQueue:
         delay = 0.05
         while True:
             try:
-                return self._once(work)
+                return self._once(work, budget_s=max(deadline - time.monotonic(), 0.1))
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
@@ -388,6 +407,10 @@ class JobQueue:
     def stop_worker(self) -> None:
         """Mark this process stopped."""
         self._retrying("stopping the worker", lambda conn: conn.execute(Q.worker_stop, {"id": self.worker_id}))
+
+
+def _within(conn: psycopg.Connection, budget_s: float | None) -> contextlib.AbstractContextManager[None]:
+    return WATCHDOG.guard(conn, budget_s) if budget_s is not None else contextlib.nullcontext()
 
 
 def completion_items(completions: Sequence[Completion]) -> str:

@@ -4,6 +4,11 @@
 that contains the marker is forwarded to the server whole, then the client's side is closed at
 once, so the client never sees the reply while the server still runs (and commits) the statement.
 That is the ambiguous commit of a failover, a restart or a cut cable, made repeatable.
+
+``black_hole(True)`` makes it a partition that sends no RST: connections stay open (the kernel
+answers keepalives, so TCP never notices), new ones are accepted, and every byte either way is
+swallowed. ``black_hole(False)`` heals it; connections that lost bytes are closed then (their
+streams are corrupt), as a real partition ends them with a timeout on one side or the other.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class FaultProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._marker: bytes | None = None
+        self._black_hole = threading.Event()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.cuts = 0
@@ -34,6 +40,13 @@ class FaultProxy:
         """Arm: the next client message containing ``marker`` is forwarded, then the client is cut."""
         with self._lock:
             self._marker = marker
+
+    def black_hole(self, on: bool) -> None:
+        """Swallow every byte (on) or forward again (off; connections that lost bytes are closed)."""
+        if on:
+            self._black_hole.set()
+        else:
+            self._black_hole.clear()
 
     def url(self, database_url: str) -> str:
         """``database_url`` with its host and port replaced by the proxy's."""
@@ -60,8 +73,28 @@ class FaultProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        while self._black_hole.is_set() and not self._stop.is_set():
+            # A partition: the client's connect "succeeds" (the proxy accepted) but nothing answers.
+            ready, _, _ = select.select([client], [], [], 0.05)
+            if ready:
+                try:
+                    if not client.recv(65536):
+                        client.close()
+                        return
+                except OSError:
+                    return
+        if self._stop.is_set():
+            client.close()
+            return
+        try:
             server = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+        except OSError:
+            client.close()
+            return
+        self._pump(client, server)
 
     def _take_marker(self, data: bytes) -> bool:
         with self._lock:
@@ -73,8 +106,11 @@ class FaultProxy:
 
     def _pump(self, client: socket.socket, server: socket.socket) -> None:
         cut_at: float | None = None
+        swallowed = False
         with client, server:
             while not self._stop.is_set():
+                if swallowed and not self._black_hole.is_set():
+                    return  # healed: this connection lost bytes, so it ends
                 if cut_at is not None and time.monotonic() - cut_at > 0.5:
                     return  # the statement has run; the client hears nothing but a closed socket
                 ready, _, _ = select.select([client, server], [], [], 0.05)
@@ -85,6 +121,9 @@ class FaultProxy:
                         return
                     if not data:
                         return
+                    if self._black_hole.is_set():
+                        swallowed = True
+                        continue  # swallowed: no reply, no RST
                     if sock is client:
                         server.sendall(data)
                         if cut_at is None and self._take_marker(data):
