@@ -641,3 +641,9 @@ SELECT created_at, operator, action, conversion_id, new_conversion_id, reason, s
 -- name: db_ping
 -- The worker's database health probe: one round trip, nothing read.
 SELECT 1;
+
+-- name: conversion_by_idempotency_key
+-- The conversion an owner created with an idempotency key (a batch row's outcome, read back after
+-- its connection broke, or found when the same CSV is submitted again).
+SELECT id FROM conversions
+ WHERE COALESCE(user_id, vendor_id) = %(owner_id)s AND idempotency_key = %(idempotency_key)s;

@@ -35,13 +35,18 @@ err_console = Console(stderr=True)
 @contextmanager
 def connection(settings: Settings) -> Iterator[psycopg.Connection]:
     """An autocommit connection to the configured (or embedded) database."""
-    with database(settings) as url:
-        try:
-            conn = connect(url, settings, "cli")
-        except psycopg.OperationalError as exc:
-            raise ProducerError("database_unavailable", f"cannot connect to the database: {exc}".strip()) from exc
-        with conn:
-            yield conn
+    with database(settings) as url, _connected(url, settings) as conn:
+        yield conn
+
+
+@contextmanager
+def _connected(url: str, settings: Settings) -> Iterator[psycopg.Connection]:
+    try:
+        conn = connect(url, settings, "cli")
+    except psycopg.OperationalError as exc:
+        raise ProducerError("database_unavailable", f"cannot connect to the database: {exc}".strip()) from exc
+    with conn:
+        yield conn
 
 
 def parse_uuid(value: str) -> uuid.UUID:
@@ -113,7 +118,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     """stayler submit"""
     owner = owner_of(args)
     max_retries = settings.default_max_retries if args.max_retries is None else args.max_retries
-    with connection(settings) as conn:
+    with database(settings) as url, _connected(url, settings) as conn:
         if args.csv or args.folder:
             if args.csv:
                 rows = rows_from_csv(args.csv)
@@ -126,7 +131,8 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
                 task = progress.add_task("submit", total=len(rows))
                 outcomes = submit_batch(
                     conn, storage_for(settings), rows, owner, limits=ImageLimits.from_settings(settings),
-                    max_retries=max_retries, on_row=lambda _: progress.advance(task))
+                    max_retries=max_retries, on_row=lambda _: progress.advance(task),
+                    reconnect=lambda: connect(url, settings, "cli"), reconnect_for_s=max(settings.db_timeout_s, 10.0))
             refused = [o for o in outcomes if o.error]
             for o in outcomes:
                 print(o.conversion_id if o.conversion_id else f"refused\t{o.row.person}\t{o.error}")

@@ -121,6 +121,13 @@ class PgBouncer:
         keys = ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login")
         return sum(int(row[k]) for row in self.show("POOLS") if row["database"] != "pgbouncer" for k in keys)
 
+    def restart(self) -> None:
+        """Stop PgBouncer (every client connection ends) and start it again on the same port."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.start()
+
     def stop(self) -> None:
         """Stop PgBouncer and delete its folder."""
         if self.proc is not None and self.proc.poll() is None:
