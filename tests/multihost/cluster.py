@@ -41,6 +41,7 @@ from producer.images import ImageLimits, ImageRecord
 from schema.connections import connect
 from schema.migrate import apply_migrations
 from storage import Storage, from_url
+from tests.infra.fault_proxy import FaultProxy
 from tests.infra.pgbouncer import PgBouncer
 from tests.infra.postgres import SmallPostgres
 from tests.infra.redis_sentinel import RedisSentinelGroup
@@ -83,6 +84,9 @@ class ClusterConfig:
     s3: bool = True
     sentinel: bool = True
     max_retries: int = 3
+    #: Each host reaches PostgreSQL (pooled and direct) through fault proxies of its own, so the
+    #: run can partition one host (black-hole its connections, no RST).
+    proxied: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -95,6 +99,10 @@ class Checked:
     failed: int = 0
     cancelled: int = 0
     retries: int = 0
+    #: Attempts charged (requeued with a retry, or failed) for a storage or database error.
+    retries_for_shared_services: int = 0
+    #: Attempts handed back uncharged (a shared service down, or a graceful stop).
+    released: int = 0
     duplicates: int = 0
     lost: int = 0
     result_objects: int = 0
@@ -144,6 +152,8 @@ class Cluster:
         self.redis_url = ""
         self.storage_url = ""
         self.hosts: list[subprocess.Popen[bytes]] = []
+        #: Per host: the fault proxies in front of PgBouncer and of PostgreSQL (``proxied`` only).
+        self.proxies: list[tuple[FaultProxy, FaultProxy]] = []
         self.submitted: list[uuid.UUID] = []
         #: Most client backends seen on the server at once (this poller's own not counted).
         self.peak_connections = 0
@@ -182,6 +192,10 @@ class Cluster:
             folder = self.work_dir / "shared-storage"
             folder.mkdir()
             self.storage_url = f"file://{folder}"
+        if cfg.proxied:
+            assert self.bouncer is not None
+            self.proxies = [(FaultProxy(self.bouncer.port).start(), FaultProxy(self.pg.port).start())
+                            for _ in range(cfg.hosts)]
         self._poller = threading.Thread(target=self._poll_connections, name="connection-poller", daemon=True)
         self._poller.start()
 
@@ -219,6 +233,11 @@ class Cluster:
         env.pop("STAYLER_DIRECT_DATABASE_URL", None)
         if cfg.direct_url:
             env["STAYLER_DIRECT_DATABASE_URL"] = self.direct_url
+        if self.proxies:
+            pooled, direct = self.proxies[index]
+            env["DATABASE_URL"] = pooled.url(self.pooled_url)
+            if cfg.direct_url:
+                env["STAYLER_DIRECT_DATABASE_URL"] = direct.url(self.direct_url)
         if self.s3 is not None:
             env.update(self.s3.env())
         env.update(cfg.extra_env)
@@ -257,6 +276,48 @@ class Cluster:
                 raise RuntimeError("a host exited at start:\n" + self.logs())
             time.sleep(0.5)
         raise RuntimeError(f"{len(self.worker_pids())} of {want} worker processes after {timeout_s} s\n" + self.logs())
+
+    def host_of(self, pid: int) -> int | None:
+        """The index of the host whose process tree holds ``pid``."""
+        for index, host in enumerate(self.hosts):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if pid in {p.pid for p in psutil.Process(host.pid).children(recursive=True)}:
+                    return index
+        return None
+
+    def partition(self, index: int, on: bool) -> None:
+        """Black-hole (on) or heal (off) every database connection of host ``index``."""
+        for proxy in self.proxies[index]:
+            proxy.black_hole(on)
+
+    def freeze(self, index: int, on: bool) -> None:
+        """SIGSTOP (on) or SIGCONT (off) every process of host ``index``, as a stalled VM."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(self.hosts[index].pid)
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.send_signal(signal.SIGSTOP if on else signal.SIGCONT)
+
+    def leader(self) -> tuple[int, int | None]:
+        """The lease's epoch and its holder's pid (None when lapsed or unreadable)."""
+        with contextlib.suppress(psycopg.Error), psycopg.connect(self.direct_url, autocommit=True,
+                                                                  connect_timeout=2) as conn:
+            row = conn.execute("SELECT epoch, holder, expires_at > now() FROM leader_lease WHERE name = 'fleet'"
+                               ).fetchone()
+            if row:
+                pid = int(row[1].split(":")[1]) if row[1] and row[2] and row[1].count(":") >= 1 \
+                    and row[1].split(":")[1].isdigit() else None
+                return int(row[0]), pid
+        return -1, None
+
+    def registry_lies(self) -> int:
+        """Workers listed stopped although they heartbeat after the stop was written (0 when truthful)."""
+        with contextlib.suppress(psycopg.Error), psycopg.connect(self.direct_url, autocommit=True,
+                                                                  connect_timeout=2) as conn:
+            row = conn.execute("SELECT count(*) FROM workers WHERE stopped_at IS NOT NULL "
+                               "AND heartbeat_at > stopped_at").fetchone()
+            return int(row[0]) if row else 0
+        return 0
 
     def registered_workers(self) -> int:
         """Worker rows that are running."""
@@ -381,6 +442,10 @@ class Cluster:
             out.conversions = sum(by_status.values())
             out.completed, out.failed, out.cancelled = (by_status.get(s, 0) for s in TERMINAL)
             out.retries = one("SELECT sum(retry_count) FROM conversion_jobs")
+            out.retries_for_shared_services = one(
+                "SELECT count(*) FROM conversion_job_attempts WHERE outcome IN ('requeued', 'failed') "
+                "AND error_type IN ('storage', 'database')")
+            out.released = one("SELECT count(*) FROM conversion_job_attempts WHERE outcome = 'released'")
             out.failed_by_type = {str(r[0]): int(r[1]) for r in conn.execute(
                 "SELECT error_type, count(*) FROM conversion_jobs WHERE status = 'failed' GROUP BY 1 ORDER BY 1")}
             ids = {r[0] for r in conn.execute("SELECT id FROM conversions")}
@@ -468,6 +533,10 @@ class Cluster:
         self._stop_polling.set()
         if self._poller is not None:
             self._poller.join(5)
+        for pair in self.proxies:
+            for proxy in pair:
+                proxy.black_hole(False)
+                proxy.close()
         if self.bouncer is not None:
             self.bouncer.stop()
         if self.sentinel is not None:

@@ -10,13 +10,19 @@ and LISTEN go direct through ``STAYLER_DIRECT_DATABASE_URL``), a Sentinel-manage
 Conversions arrive at a steady rate through the pooler, by plain SQL and by the Python producer,
 some cancelled, some slow, a few with an input damaged after upload. During the run the runner
 SIGKILLs a busy worker process every few seconds, restarts PostgreSQL, kills the Redis master (a
-replica is promoted by the Sentinels) and makes the S3 server unavailable for 10 s.
+replica is promoted by the Sentinels), makes the S3 server unavailable for 10 s, partitions the
+leader's host for 20 s (every database connection of that host black-holed: no RST, TCP stays up)
+and freezes a host that holds jobs (SIGSTOP of all its processes) for 15 s.
 
 Afterwards it checks, from the database and the bucket, that every conversion ended, that each
 completed one has exactly one result row, one result object and one thumbnail, that nothing is
-stored for failed or cancelled ones, and that ``retry_count <= max_retries``; it prints the
-figures, with the stall of each fault: the longest time without a completed conversion from the
-fault's start until 30 s after it ended (or until the next fault began).
+stored for failed or cancelled ones, and that ``retry_count <= max_retries``; that no retry
+was charged for a shared service's fault (no attempt requeued or failed with ``storage`` or
+``database``); that the leader changed at most once per injected leader fault (the partition, the
+PostgreSQL restart, a kill or freeze that hit the leader); and that no worker was ever listed stopped
+while it heartbeats (sampled every second). It prints the figures, with the stall of each fault:
+the longest time without a completed conversion from the fault's start until 30 s after it ended
+(or until the next fault began).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import psycopg
@@ -55,6 +61,10 @@ class MultiHostConfig:
     redis_failover_at_s: float = 22.0
     s3_outage_at_s: float = 36.0
     s3_outage_s: float = 10.0
+    partition_at_s: float = 50.0
+    partition_s: float = 20.0
+    freeze_at_s: float = 76.0
+    freeze_s: float = 15.0
     cancel_share: float = 0.03
     slow_share: float = 0.05
     bad_share: float = 0.01
@@ -87,6 +97,11 @@ class MultiHostFigures:
     peak_server_connections: int = 0
     max_connections: int = 0
     leftover_cleanup_markers: int = 0
+    #: Lease epochs taken after the first election, and the faults that may move the leader.
+    leader_changes: int = 0
+    leader_faults: int = 0
+    #: The most workers ever listed stopped while heartbeating after the stop (sampled every second).
+    registry_lies: int = 0
     wall_s: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -106,7 +121,12 @@ class MultiHostFigures:
             ("kills (SIGKILL)", self.kills),
             ("fleet restarts", self.fleet_restarts),
             ("rescues", self.rescues),
-            ("retries", c.retries),
+            ("retries", f"{c.retries} (Σ retry_count; kills and damaged inputs included)"),
+            ("retries for shared-service faults", f"{c.retries_for_shared_services} (attempts charged with "
+                                                  "error_type storage or database)"),
+            ("released uncharged", c.released),
+            ("leader changes", f"{self.leader_changes} for {self.leader_faults} injected leader faults"),
+            ("workers listed stopped while heartbeating", f"{self.registry_lies} (most at once)"),
         ]
         rows += [(f"fault: {f.name}", f"down {f.down_s:.1f} s, stall {f.stall_s:.1f} s") for f in self.faults]
         rows += [
@@ -130,6 +150,9 @@ class MultiHost:
                                         max_connections=cluster.config.max_connections)
         self.submit_error: BaseException | None = None
         self._s3_thread: threading.Thread | None = None
+        self._timed: list[tuple[float, Callable[[], None]]] = []
+        self._epoch = -1
+        self._leader_pid: int | None = None
 
     def _submit(self) -> None:
         cfg = self.config
@@ -153,9 +176,47 @@ class MultiHost:
         busy = self._busy_pids()
         preferred = [p for p in pids if p in busy] or pids
         if preferred:
+            victim = self.rng.choice(preferred)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.rng.choice(preferred), signal.SIGKILL)
+                os.kill(victim, signal.SIGKILL)
                 self.figures.kills += 1
+                if victim == self._leader_pid:
+                    self.figures.leader_faults += 1
+
+    def _watch_leader(self) -> None:
+        epoch, pid = self.cluster.leader()
+        if epoch < 0:
+            return
+        if self._epoch >= 0 and epoch != self._epoch:
+            self.figures.leader_changes += epoch - self._epoch
+        self._epoch = epoch
+        self._leader_pid = pid if pid is not None else self._leader_pid
+
+    def _partition_leader_host(self) -> None:
+        host = self.cluster.host_of(self._leader_pid) if self._leader_pid is not None else None
+        host = 0 if host is None else host
+        fault = Fault(f"leader's host {host} partitioned", time.time(), self.config.partition_s)
+        self.figures.faults.append(fault)
+        self.figures.leader_faults += 1
+        self.cluster.partition(host, True)
+        self._timed.append((time.monotonic() + self.config.partition_s, lambda: self.cluster.partition(host, False)))
+
+    def _freeze_a_busy_host(self) -> None:
+        busy = [self.cluster.host_of(p) for p in self._busy_pids()]
+        candidates = [h for h in busy if h is not None] or list(range(len(self.cluster.hosts)))
+        host = self.rng.choice(sorted(set(candidates)))
+        fault = Fault(f"host {host} frozen (SIGSTOP)", time.time(), self.config.freeze_s)
+        self.figures.faults.append(fault)
+        if self._leader_pid is not None and self.cluster.host_of(self._leader_pid) == host:
+            self.figures.leader_faults += 1
+        self.cluster.freeze(host, True)
+        self._timed.append((time.monotonic() + self.config.freeze_s, lambda: self.cluster.freeze(host, False)))
+
+    def _run_due(self) -> None:
+        now = time.monotonic()
+        for item in [t for t in self._timed if t[0] <= now]:
+            self._timed.remove(item)
+            item[1]()
 
     def _restart_postgres(self) -> None:
         fault = Fault("PostgreSQL restart", time.time(), 0.0)
@@ -204,11 +265,15 @@ class MultiHost:
             elapsed = time.monotonic() - t0
             counts = cluster.counts()
             done = sum(counts.get(s, 0) for s in ("completed", "failed", "cancelled"))
-            if not submitter.is_alive() and done >= cfg.conversions and len(done_faults) == 3 \
+            self._run_due()
+            self._watch_leader()
+            self.figures.registry_lies = max(self.figures.registry_lies, self.cluster.registry_lies())
+            if not submitter.is_alive() and done >= cfg.conversions and len(done_faults) == 5 and not self._timed \
                     and (self._s3_thread is None or not self._s3_thread.is_alive()):
                 break
             if "pg" not in done_faults and elapsed >= cfg.postgres_restart_at_s:
                 done_faults.add("pg")
+                self.figures.leader_faults += 1  # the leader's own connection ends with the server
                 self._restart_postgres()
             elif "redis" not in done_faults and elapsed >= cfg.redis_failover_at_s:
                 done_faults.add("redis")
@@ -216,10 +281,19 @@ class MultiHost:
             elif "s3" not in done_faults and elapsed >= cfg.s3_outage_at_s:
                 done_faults.add("s3")
                 self._pause_s3()
+            elif "partition" not in done_faults and elapsed >= cfg.partition_at_s:
+                done_faults.add("partition")
+                self._partition_leader_host()
+            elif "freeze" not in done_faults and elapsed >= cfg.freeze_at_s:
+                done_faults.add("freeze")
+                self._freeze_a_busy_host()
             if (submitter.is_alive() or done < cfg.conversions * 0.97) and time.monotonic() >= next_kill:
                 self._kill_one()
                 next_kill = time.monotonic() + self.rng.uniform(*cfg.kill_every_s)
         submitter.join(timeout=5)
+        for _, undo in self._timed:  # timed out mid-fault: heal before checking
+            undo()
+        self._timed.clear()
         if self._s3_thread is not None:
             self._s3_thread.join(timeout=cfg.s3_outage_s + 5)
         self.figures.leftover_cleanup_markers = self._wait_for_cleanup()
@@ -250,8 +324,14 @@ class MultiHost:
             f.problems.append(f"submission failed: {self.submit_error!r}")
         if f.leftover_cleanup_markers:
             f.problems.append(f"{f.leftover_cleanup_markers} storage_cleanup markers left after 30 s")
-        if {x.name for x in f.faults} != {"PostgreSQL restart", "Redis master killed", "S3 unavailable"}:
+        if len(f.faults) != 5:
             f.problems.append(f"not every fault ran: {[x.name for x in f.faults]}")
+        if f.checked.retries_for_shared_services:
+            f.problems.append(f"{f.checked.retries_for_shared_services} retries charged for shared-service faults")
+        if f.leader_changes > f.leader_faults:
+            f.problems.append(f"{f.leader_changes} leader changes for {f.leader_faults} injected leader faults")
+        if f.registry_lies:
+            f.problems.append(f"up to {f.registry_lies} workers listed stopped while heartbeating")
         logs = "\n".join(p.read_text(errors="replace") for p in sorted(cluster.log_dir.glob("host-*.log")))
         f.fleet_restarts = len(re.findall(r"the fleet exited unexpectedly", logs))
         f.rescues = len(re.findall(r"rescued a job from a dead worker", logs))
@@ -274,6 +354,7 @@ def multihost_run(config: MultiHostConfig, keep: bool = False) -> Iterator[Multi
     with run_folder("stayler-multihost-", keep) as work_dir:
         cluster = Cluster(ClusterConfig(hosts=config.hosts, processes=config.processes, threads=config.threads,
                                         max_retries=config.max_retries, direct_url=True, s3=True, sentinel=True,
+                                        proxied=True,
                                         extra_env={"STAYLER_BACKOFF_BASE_S": "1", "STAYLER_BACKOFF_MAX_S": "8"}),
                           work_dir)
         try:
@@ -290,11 +371,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2, help="worker processes per host")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--time-scale", type=float, default=1.0,
+                        help="multiply every fault's start time (a smaller run: its faults come sooner)")
     parser.add_argument("--keep", action="store_true", help="keep the run's folder (logs)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     config = MultiHostConfig(conversions=args.conversions, rate_per_s=args.rate, processes=args.processes,
                              threads=args.threads, seed=args.seed)
+    for name in ("postgres_restart_at_s", "redis_failover_at_s", "s3_outage_at_s", "partition_at_s", "freeze_at_s"):
+        setattr(config, name, getattr(config, name) * args.time_scale)
     with multihost_run(config, keep=args.keep) as run:
         figures = run.run()
         print(figures.render(), flush=True)
