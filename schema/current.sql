@@ -99,19 +99,21 @@ BEGIN
 END;
 $function$;
 
--- conversion_jobs_record_attempt(): 0140_job_attempts.sql
+-- conversion_jobs_record_attempt(): 0430_outages.sql
 CREATE OR REPLACE FUNCTION public.conversion_jobs_record_attempt()
  RETURNS trigger
  LANGUAGE plpgsql
  SECURITY DEFINER
  SET search_path TO 'public', 'pg_temp'
 AS $function$
+DECLARE
+    v_released boolean := NEW.status = 'queued' AND current_setting('stayler.releasing', true) = 'on';
 BEGIN
     INSERT INTO conversion_job_attempts (job_id, attempt, worker_id, started_at, outcome, error_type, error_message)
     VALUES (OLD.id, OLD.attempt, OLD.worker_id, OLD.started_at,
-            CASE WHEN NEW.status = 'queued' THEN 'requeued' ELSE NEW.status END,
-            CASE WHEN NEW.status = 'completed' THEN NULL ELSE NEW.error_type END,
-            CASE WHEN NEW.status = 'completed' THEN NULL ELSE NEW.error_message END)
+            CASE WHEN v_released THEN 'released' WHEN NEW.status = 'queued' THEN 'requeued' ELSE NEW.status END,
+            CASE WHEN NEW.status = 'completed' OR v_released THEN NULL ELSE NEW.error_type END,
+            CASE WHEN NEW.status = 'completed' OR v_released THEN NULL ELSE NEW.error_message END)
     ON CONFLICT (job_id, attempt) DO NOTHING;
     RETURN NULL;
 END;
@@ -715,12 +717,13 @@ AS $function$
     SELECT count(*)::integer FROM promoted;
 $function$;
 
--- jobs_release(uuid[],integer[]): 0030_queue_operations.sql
+-- jobs_release(uuid[],integer[]): 0430_outages.sql
 CREATE OR REPLACE FUNCTION public.jobs_release(p_job_ids uuid[], p_attempts integer[])
  RETURNS TABLE(job_id uuid)
  LANGUAGE plpgsql
 AS $function$
 BEGIN
+    PERFORM set_config('stayler.releasing', 'on', true);
     RETURN QUERY
     WITH held AS (
         SELECT j.id, j.conversion_id FROM conversion_jobs j
@@ -731,21 +734,30 @@ BEGIN
     ), released AS (
         UPDATE conversion_jobs j SET status = 'queued', worker_id = NULL, heartbeat_at = NULL, run_after = now()
           FROM held WHERE j.id = held.id
-        RETURNING j.id, j.conversion_id
+        RETURNING j.id, j.conversion_id, j.attempt
     ), pending AS (
         UPDATE conversions c SET status = 'pending'
           FROM released WHERE c.id = released.conversion_id AND c.status = 'processing'
         RETURNING c.id
+    ), marked AS (
+        INSERT INTO storage_cleanup (conversion_id, attempt)
+        SELECT released.conversion_id, released.attempt FROM released
+        ON CONFLICT DO NOTHING
+        RETURNING 1
     )
     SELECT released.id FROM released;
+    PERFORM set_config('stayler.releasing', '', true);
 END;
 $function$;
 
--- jobs_release_claim(uuid): 0060_queue_for_real_networks.sql
+-- jobs_release_claim(uuid): 0430_outages.sql
 CREATE OR REPLACE FUNCTION public.jobs_release_claim(p_claim_token uuid)
  RETURNS TABLE(job_id uuid)
- LANGUAGE sql
+ LANGUAGE plpgsql
 AS $function$
+BEGIN
+    PERFORM set_config('stayler.releasing', 'on', true);
+    RETURN QUERY
     WITH held AS (
         SELECT j.id, j.conversion_id FROM conversion_jobs j
          WHERE j.claim_token = p_claim_token AND j.status = 'processing'
@@ -755,13 +767,20 @@ AS $function$
         UPDATE conversion_jobs j
            SET status = 'queued', worker_id = NULL, heartbeat_at = NULL, claim_token = NULL, run_after = now()
           FROM held WHERE j.id = held.id
-        RETURNING j.id, j.conversion_id
+        RETURNING j.id, j.conversion_id, j.attempt
     ), pending AS (
         UPDATE conversions c SET status = 'pending'
           FROM released WHERE c.id = released.conversion_id AND c.status = 'processing'
         RETURNING c.id
+    ), marked AS (
+        INSERT INTO storage_cleanup (conversion_id, attempt)
+        SELECT released.conversion_id, released.attempt FROM released
+        ON CONFLICT DO NOTHING
+        RETURNING 1
     )
     SELECT released.id FROM released;
+    PERFORM set_config('stayler.releasing', '', true);
+END;
 $function$;
 
 -- jobs_rescue(double precision,double precision,double precision,integer): 0060_queue_for_real_networks.sql
@@ -1538,4 +1557,16 @@ AS $function$
         RETURNING 1
     )
     SELECT count(*)::integer FROM stale;
+$function$;
+
+-- workers_renew(text,text): 0430_outages.sql
+CREATE OR REPLACE FUNCTION public.workers_renew(p_id text, p_services_down text DEFAULT NULL::text)
+ RETURNS boolean
+ LANGUAGE sql
+AS $function$
+    WITH renewed AS (
+        UPDATE workers SET heartbeat_at = now(), stopped_at = NULL, services_down = p_services_down
+         WHERE id = p_id RETURNING 1
+    )
+    SELECT count(*) > 0 FROM renewed;
 $function$;

@@ -202,6 +202,7 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(_TSTZ, server_default=_NOW)
     heartbeat_at: Mapped[datetime] = mapped_column(_TSTZ, server_default=_NOW)
     stopped_at: Mapped[datetime | None] = mapped_column(_TSTZ)
+    services_down: Mapped[str | None] = mapped_column(Text)
 
 
 class OperatorAction(Base):
