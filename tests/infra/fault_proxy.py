@@ -124,14 +124,17 @@ class FaultProxy:
                     if self._black_hole.is_set():
                         swallowed = True
                         continue  # swallowed: no reply, no RST
-                    if sock is client:
-                        server.sendall(data)
-                        if cut_at is None and self._take_marker(data):
-                            # Keep forwarding the rest of the client's message (it may span
-                            # several packets) but no reply, so the server runs and commits it.
-                            cut_at = time.monotonic()
-                    elif cut_at is None:
-                        client.sendall(data)
+                    try:
+                        if sock is client:
+                            server.sendall(data)
+                            if cut_at is None and self._take_marker(data):
+                                # Keep forwarding the rest of the client's message (it may span
+                                # several packets) but no reply, so the server runs and commits it.
+                                cut_at = time.monotonic()
+                        elif cut_at is None:
+                            client.sendall(data)
+                    except OSError:
+                        return  # the other side went away
 
 
 @contextlib.contextmanager

@@ -371,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=2, help="worker processes per host")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--kill-every", default="3,6", help="seconds between SIGKILLs of a busy worker: LOW,HIGH")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="multiply every fault's start time (a smaller run: its faults come sooner)")
     parser.add_argument("--keep", action="store_true", help="keep the run's folder (logs)")
@@ -378,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     config = MultiHostConfig(conversions=args.conversions, rate_per_s=args.rate, processes=args.processes,
                              threads=args.threads, seed=args.seed)
+    low, high = (float(x) for x in args.kill_every.split(","))
+    config.kill_every_s = (low, high)
     for name in ("postgres_restart_at_s", "redis_failover_at_s", "s3_outage_at_s", "partition_at_s", "freeze_at_s"):
         setattr(config, name, getattr(config, name) * args.time_scale)
     with multihost_run(config, keep=args.keep) as run:
