@@ -2,27 +2,88 @@
 -- verb. Parameters are bound (%(name)s), never formatted in. schema/queries.py loads this file.
 
 -- name: job_claim_batch
--- Claim up to %(limit)s ready jobs in one short transaction: pick from the ready index with SKIP
--- LOCKED in a materialised CTE (only jobs whose conversion can still run), mark them processing
--- under a new attempt and the caller's claim token, move their conversions to processing, write
--- the 'convert' usage row on a conversion's first attempt (usage counts conversions, not
--- attempts), and return what the worker needs. A suspect job (lost with a worker before) runs
--- alone in its process: only a caller holding nothing (%(allow_suspect)s) may take one, and then
--- the batch is that job alone when it heads the queue; otherwise suspects are left for later.
--- While an operator has paused dispatch (fleet_controls, the console) nothing is claimed.
-WITH picked AS MATERIALIZED (
-    SELECT j.id, j.suspect, j.priority, j.created_at FROM conversion_jobs j
-     WHERE j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
-       AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
-       AND NOT EXISTS (SELECT 1 FROM fleet_controls f WHERE f.dispatch_paused)
-     ORDER BY j.priority DESC, j.created_at
-     LIMIT %(limit)s
-       FOR UPDATE OF j SKIP LOCKED
+-- Claim up to %(limit)s ready jobs in one short transaction, fairly between owners (docs/
+-- architecture.md, "Fair share"). `slots`: the head of the ready index in fair order (band, then
+-- virtual start) with SKIP LOCKED, only jobs whose conversion can still run and whose owner is not
+-- at its cap. `owners`: those owners' load rows locked in owner order and read as committed now, so
+-- two claims never take one owner past its cap. `best`: each owner's own best jobs (its priority,
+-- then age), as many as it got slots and has room for. A slot left queued takes the virtual start of
+-- the job claimed in its place (`swapped`), so an owner spends its earliest virtual times whichever
+-- of its jobs runs; the clock moves to the latest virtual start spent. The chosen jobs are marked
+-- processing under a new attempt and the caller's claim token, their conversions move to
+-- processing, a conversion's first attempt writes the 'convert' usage row (usage counts
+-- conversions, not attempts), and the worker gets what it needs. A suspect job (lost with a worker
+-- before) runs alone in its process: only a caller holding nothing (%(allow_suspect)s) may take one,
+-- and then the batch is that job alone when it heads the claim; otherwise suspects are left for
+-- later. While an operator has paused dispatch (fleet_controls, the console) nothing is claimed.
+WITH slots AS MATERIALIZED (
+    SELECT j.id, j.owner_id, j.vstart,
+           row_number() OVER (ORDER BY j.band DESC, j.vstart, j.created_at) AS pos
+      FROM (SELECT j.id, j.owner_id, j.vstart, j.band, j.created_at FROM conversion_jobs j
+             WHERE j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
+               AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
+               AND NOT EXISTS (SELECT 1 FROM fleet_controls f WHERE f.dispatch_paused)
+               AND NOT EXISTS (SELECT 1 FROM owner_load o
+                                 JOIN owner_lanes l ON l.owner_id = o.owner_id
+                                 JOIN fair_plans p ON p.plan = l.plan
+                                WHERE o.owner_id = j.owner_id AND o.processing > 0
+                                  AND p.max_processing > 0 AND o.processing >= p.max_processing)
+             ORDER BY j.band DESC, j.vstart, j.created_at
+             LIMIT %(limit)s
+               FOR UPDATE OF j SKIP LOCKED) AS j
+), owners AS MATERIALIZED (
+    SELECT o.owner_id, o.processing FROM owner_load o
+     WHERE o.owner_id IN (SELECT owner_id FROM slots)
+     ORDER BY o.owner_id
+       FOR UPDATE OF o
+), room AS MATERIALIZED (
+    SELECT s.owner_id, min(s.pos) AS first_pos,
+           CASE WHEN coalesce(max(p.max_processing), 0) = 0 THEN count(*)
+                ELSE LEAST(count(*), GREATEST(max(p.max_processing) - coalesce(max(o.processing), 0), 0))
+           END AS room
+      FROM slots s
+      LEFT JOIN owners o ON o.owner_id = s.owner_id
+      LEFT JOIN owner_lanes l ON l.owner_id = s.owner_id
+      LEFT JOIN fair_plans p ON p.plan = l.plan
+     GROUP BY s.owner_id
+), best AS MATERIALIZED (
+    SELECT b.id, b.suspect, b.owner_id, b.vstart, r.first_pos, b.rn
+      FROM room r CROSS JOIN LATERAL (
+        SELECT j.id, j.suspect, j.owner_id, j.vstart,
+               row_number() OVER (ORDER BY j.priority DESC, j.created_at) AS rn
+          FROM (SELECT j.id, j.suspect, j.owner_id, j.vstart, j.priority, j.created_at FROM conversion_jobs j
+                 WHERE j.owner_id = r.owner_id AND j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
+                   AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
+                 ORDER BY j.priority DESC, j.created_at
+                 LIMIT %(limit)s
+                   FOR UPDATE OF j SKIP LOCKED) AS j
+      ) AS b
+     WHERE b.rn <= r.room
+), ordered AS (
+    SELECT b.*, row_number() OVER (ORDER BY b.first_pos, b.rn) AS pos FROM best b
 ), head AS (
-    SELECT id, suspect FROM picked ORDER BY priority DESC, created_at LIMIT 1
+    SELECT id, suspect FROM ordered WHERE pos = 1
 ), chosen AS (
-    SELECT p.id FROM picked p, head h
+    SELECT p.id, p.owner_id, p.vstart FROM ordered p, head h
      WHERE CASE WHEN h.suspect AND %(allow_suspect)s THEN p.id = h.id ELSE NOT p.suspect END
+), spent AS (
+    SELECT s.id, s.owner_id, s.vstart,
+           row_number() OVER (PARTITION BY s.owner_id ORDER BY s.vstart, s.id) AS k
+      FROM slots s WHERE s.owner_id IN (SELECT owner_id FROM chosen)
+), taken AS (
+    SELECT owner_id, count(*) AS n FROM chosen GROUP BY owner_id
+), swapped AS (
+    UPDATE conversion_jobs j SET vstart = n.vstart
+      FROM (SELECT s.id, s.owner_id, row_number() OVER (PARTITION BY s.owner_id ORDER BY s.vstart, s.id) AS k
+              FROM spent s WHERE s.id NOT IN (SELECT id FROM chosen)) AS u
+      JOIN (SELECT c.owner_id, c.vstart, row_number() OVER (PARTITION BY c.owner_id ORDER BY c.vstart, c.id) AS k
+              FROM chosen c WHERE c.id NOT IN (SELECT id FROM slots)) AS n
+        ON n.owner_id = u.owner_id AND n.k = u.k
+     WHERE j.id = u.id
+), clock AS (
+    UPDATE fair_clock SET vtime = GREATEST(vtime, x.v)
+      FROM (SELECT max(s.vstart) AS v FROM spent s JOIN taken t ON t.owner_id = s.owner_id WHERE s.k <= t.n) AS x
+     WHERE x.v IS NOT NULL
 ), claimed AS (
     UPDATE conversion_jobs j
        SET status = 'processing', worker_id = %(worker_id)s, started_at = now(), heartbeat_at = now(),
