@@ -79,18 +79,24 @@ COMMENT ON COLUMN conversion_jobs.plan IS 'free | paid | vendor (set on insert b
 COMMENT ON COLUMN conversion_jobs.band IS 'Across owners, higher bands are claimed first (the plan''s or an operator''s).';
 COMMENT ON COLUMN conversion_jobs.vstart IS 'Virtual start time (start-time fair queueing): within a band the claim serves the smallest.';
 
--- Stamp owner, plan, band and virtual start: S = max(clock, owner''s last finish), the owner''s
--- last finish becomes S + 1/weight. A loader that stamps rows itself (owner_id given) is trusted:
--- producers cannot insert jobs directly (roles: only create_conversion inserts them).
+-- Stamp owner, plan, band and virtual start: S = max(clock, owner's last finish); the owner's last
+-- finish becomes S + 1/weight. The first job of an owner in a transaction locks and reads its lane;
+-- the running last finish of the transaction's later jobs is kept in a transaction-local setting and
+-- written back once per statement (trg_conversion_jobs_lane_insert), so a bulk insert of n jobs of
+-- one owner costs O(n), not n updates of one row. A loader that stamps rows itself (owner_id given)
+-- is trusted: producers cannot insert jobs directly (roles: only create_conversion inserts them).
 CREATE FUNCTION conversion_jobs_stamp_fair() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     v_kind TEXT;
     v_plan TEXT;
     v_weight DOUBLE PRECISION;
+    v_plan_band INTEGER;
     v_band INTEGER;
+    v_last DOUBLE PRECISION;
     v_clock DOUBLE PRECISION;
-    v_start DOUBLE PRECISION;
+    v_key TEXT;
+    v_cached TEXT;
 BEGIN
     IF NEW.owner_id IS NOT NULL THEN
         RETURN NEW;
@@ -103,17 +109,24 @@ BEGIN
     IF NEW.owner_id IS NULL THEN
         RETURN NEW;  -- the foreign key reports the missing conversion
     END IF;
-    SELECT p.weight, p.band INTO v_weight, v_band FROM fair_plans p WHERE p.plan = v_plan;
+    SELECT p.weight, p.band INTO v_weight, v_plan_band FROM fair_plans p WHERE p.plan = v_plan;
     SELECT vtime INTO v_clock FROM fair_clock;
-    INSERT INTO owner_lanes AS l (owner_id, owner_kind, plan, last_finish)
-    VALUES (NEW.owner_id, v_kind, v_plan, COALESCE(v_clock, 0) + 1.0 / v_weight)
-    ON CONFLICT (owner_id) DO UPDATE
-       SET last_finish = GREATEST(l.last_finish, COALESCE(v_clock, 0)) + 1.0 / v_weight,
-           plan = EXCLUDED.plan, updated_at = now()
-    RETURNING l.last_finish - 1.0 / v_weight, COALESCE(l.band, v_band) INTO v_start, NEW.band;
+    v_key := 'stayler_fair.o' || replace(NEW.owner_id::text, '-', '');
+    v_cached := current_setting(v_key, true);
+    IF v_cached IS NULL OR v_cached = '' THEN
+        INSERT INTO owner_lanes AS l (owner_id, owner_kind, plan)
+        VALUES (NEW.owner_id, v_kind, v_plan)
+        ON CONFLICT (owner_id) DO UPDATE SET plan = EXCLUDED.plan, updated_at = now()
+        RETURNING l.last_finish, l.band INTO v_last, v_band;
+        INSERT INTO owner_load (owner_id) VALUES (NEW.owner_id) ON CONFLICT DO NOTHING;
+    ELSE
+        v_last := split_part(v_cached, ':', 1)::double precision;
+        v_band := NULLIF(split_part(v_cached, ':', 2), '')::integer;
+    END IF;
     NEW.plan := v_plan;
-    NEW.vstart := v_start;
-    INSERT INTO owner_load (owner_id) VALUES (NEW.owner_id) ON CONFLICT DO NOTHING;
+    NEW.band := COALESCE(v_band, v_plan_band);
+    NEW.vstart := GREATEST(v_last, COALESCE(v_clock, 0));
+    PERFORM set_config(v_key, (NEW.vstart + 1.0 / v_weight)::text || ':' || COALESCE(v_band::text, ''), true);
     RETURN NEW;
 END;
 $$;
@@ -121,6 +134,25 @@ $$;
 CREATE TRIGGER trg_conversion_jobs_stamp_fair
     BEFORE INSERT ON conversion_jobs
     FOR EACH ROW EXECUTE FUNCTION conversion_jobs_stamp_fair();
+
+-- Write the running last finish of each owner the statement inserted for back to its lane.
+CREATE FUNCTION conversion_jobs_lane_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE owner_lanes l
+       SET last_finish = GREATEST(l.last_finish, split_part(x.cached, ':', 1)::double precision)
+      FROM (SELECT o.owner_id,
+                   current_setting('stayler_fair.o' || replace(o.owner_id::text, '-', ''), true) AS cached
+              FROM (SELECT DISTINCT owner_id FROM new_rows WHERE owner_id IS NOT NULL) AS o) AS x
+     WHERE l.owner_id = x.owner_id AND x.cached IS NOT NULL AND x.cached <> '';
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER trg_conversion_jobs_lane_insert
+    AFTER INSERT ON conversion_jobs
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION conversion_jobs_lane_insert();
 
 -- owner_load.processing follows the jobs: one statement-level trigger per kind of statement, the
 -- owners' rows updated in owner order (after the jobs: the lock order of every queue statement).
@@ -258,8 +290,8 @@ ALTER TABLE api_keys
 COMMENT ON COLUMN api_keys.max_priority IS
     'Highest priority this key may ask for (the API answers 422 priority_not_allowed above it).';
 
--- The triggers write the fairness tables whoever runs the statement (worker, producer, operator).
-ALTER FUNCTION conversion_jobs_stamp_fair() SECURITY DEFINER SET search_path = public, pg_temp;
+-- The load triggers write owner_load whoever runs the statement (worker, producer, operator); the
+-- stamp keeps its running totals in transaction-local settings, which a SET clause would undo.
 ALTER FUNCTION owner_load_apply(jsonb) SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION conversion_jobs_count_load_insert() SECURITY DEFINER SET search_path = public, pg_temp;
 
