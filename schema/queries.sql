@@ -746,3 +746,10 @@ SELECT count(*) FROM (
        AND c.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
      LIMIT %(cap)s
 ) AS today;
+
+-- name: api_key_max_priority
+-- The highest priority an API key may ask for.
+SELECT max_priority FROM api_keys WHERE id = %(id)s;
+
+-- name: api_key_set_max_priority
+UPDATE api_keys SET max_priority = %(max_priority)s WHERE id = %(id)s RETURNING id;
