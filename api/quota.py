@@ -57,7 +57,8 @@ def check_quota(conn: psycopg.Connection, principal: Principal, conversion_type:
     quota = quota_of(settings, plan)
     if quota <= 0:
         return
-    row = conn.execute(Q.conversion_count_owner_today, {**principal.owner_params(), "cap": quota}).fetchone()
+    row = conn.execute(Q.conversion_count_owner_today, {**principal.owner_params(), "cap": quota,
+                                                        "conversion_type": conversion_type}).fetchone()
     used = int(row[0]) if row is not None else 0
     if used >= quota:
         raise Problem("quota_exceeded", f"the {plan} plan allows {quota} conversions per day; all are used",

@@ -738,12 +738,14 @@ SELECT b.owner_id, l.owner_kind, l.plan, b.queued, coalesce(o.processing, 0) AS 
 SELECT fair_owner_set_band(%(owner_id)s, %(band)s);
 
 -- name: conversion_count_owner_today
--- Conversions an owner created since the start of the UTC day (its daily quota; the per-owner
--- (user_id|vendor_id, created_at) indexes of conversions), counted no further than %(cap)s.
+-- Conversions an owner created on a plan since the start of the UTC day (its daily quota; the
+-- per-owner (user_id|vendor_id, created_at) indexes of conversions), counted no further than %(cap)s.
+-- A vendor's plan is 'vendor' whatever its conversions' type; a user's is the conversion_type.
 SELECT count(*) FROM (
     SELECT 1 FROM conversions c
      WHERE (c.user_id = %(user_id)s::uuid OR c.vendor_id = %(vendor_id)s::uuid)
        AND c.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+       AND (%(vendor_id)s::uuid IS NOT NULL OR c.conversion_type = %(conversion_type)s)
      LIMIT %(cap)s
 ) AS today;
 
