@@ -24,11 +24,11 @@ def submit(conn: psycopg.Connection, owner: uuid.UUID, count: int, *, vendor: bo
     kind = "vendor" if vendor else "user"
     person = make_image(conn, owner, owner_type=kind, type_="user")
     cloth = make_image(conn, owner, owner_type=kind, type_="cloth")
-    who = "vendor_id" if vendor else "user_id"
+    user_id, vendor_id = (None, owner) if vendor else (owner, None)
     rows = conn.execute(
-        f"SELECT create_conversion({who} := %s, user_image_id := %s, cloth_image_id := %s, priority := %s, "
-        "conversion_type := %s) FROM generate_series(1, %s)",
-        (owner, person, cloth, priority, conversion_type, count)).fetchall()
+        "SELECT create_conversion(user_id := %s, vendor_id := %s, user_image_id := %s, cloth_image_id := %s, "
+        "priority := %s, conversion_type := %s) FROM generate_series(1, %s)",
+        (user_id, vendor_id, person, cloth, priority, conversion_type, count)).fetchall()
     return [r[0] for r in rows]
 
 
@@ -131,7 +131,7 @@ def test_the_cap_holds_under_concurrent_claims(db: psycopg.Connection, db_url: s
                     assert row is not None
                     peak.append(int(row[0]))
                     release_jobs(conn, [(c.job_id, c.attempt) for c in claims])
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(4)]
