@@ -7,7 +7,7 @@
 -- virtual start) with SKIP LOCKED, only jobs whose conversion can still run and whose owner is not
 -- at its cap. `owners`: those owners' load rows locked in owner order and read as committed now, so
 -- two claims never take one owner past its cap. `best`: each owner's own best jobs (its priority,
--- then age), as many as it got slots and has room for. A slot left queued takes the virtual start of
+-- then its order: virtual start), as many as it got slots and has room for. A slot left queued takes the virtual start of
 -- the job claimed in its place (`swapped`), so an owner spends its earliest virtual times whichever
 -- of its jobs runs; the clock moves to the latest virtual start spent. The chosen jobs are marked
 -- processing under a new attempt and the caller's claim token, their conversions move to
@@ -23,11 +23,11 @@ WITH slots AS MATERIALIZED (
              WHERE j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
                AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
                AND NOT EXISTS (SELECT 1 FROM fleet_controls f WHERE f.dispatch_paused)
-               AND NOT EXISTS (SELECT 1 FROM owner_load o
-                                 JOIN owner_lanes l ON l.owner_id = o.owner_id
-                                 JOIN fair_plans p ON p.plan = l.plan
-                                WHERE o.owner_id = j.owner_id AND o.processing > 0
-                                  AND p.max_processing > 0 AND o.processing >= p.max_processing)
+               AND NOT coalesce((SELECT o.processing >= p.max_processing FROM owner_load o
+                                   JOIN owner_lanes l ON l.owner_id = o.owner_id
+                                   JOIN fair_plans p ON p.plan = l.plan
+                                  WHERE o.owner_id = j.owner_id AND o.processing > 0 AND p.max_processing > 0),
+                                 false)
              ORDER BY j.band DESC, j.vstart, j.created_at
              LIMIT %(limit)s
                FOR UPDATE OF j SKIP LOCKED) AS j
@@ -50,12 +50,12 @@ WITH slots AS MATERIALIZED (
     SELECT b.id, b.suspect, b.owner_id, b.vstart, r.first_pos, b.rn
       FROM room r CROSS JOIN LATERAL (
         SELECT j.id, j.suspect, j.owner_id, j.vstart,
-               row_number() OVER (ORDER BY j.priority DESC, j.created_at) AS rn
-          FROM (SELECT j.id, j.suspect, j.owner_id, j.vstart, j.priority, j.created_at FROM conversion_jobs j
+               row_number() OVER (ORDER BY j.priority DESC, j.vstart) AS rn
+          FROM (SELECT j.id, j.suspect, j.owner_id, j.vstart, j.priority FROM conversion_jobs j
                  WHERE j.owner_id = r.owner_id AND j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
                    AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
-                 ORDER BY j.priority DESC, j.created_at
-                 LIMIT %(limit)s
+                 ORDER BY j.priority DESC, j.vstart
+                 LIMIT r.room
                    FOR UPDATE OF j SKIP LOCKED) AS j
       ) AS b
      WHERE b.rn <= r.room

@@ -156,15 +156,33 @@ CREATE TRIGGER trg_conversion_jobs_lane_insert
 
 -- owner_load.processing follows the jobs: one statement-level trigger per kind of statement, the
 -- owners' rows updated in owner order (after the jobs: the lock order of every queue statement).
+-- An owner that drops below its cap may have ready jobs no claim message is left for (the claims
+-- that found it at its cap were no-ops): its drop wakes the dispatcher like a new job does.
 CREATE FUNCTION owner_load_apply(p_delta jsonb) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_freed boolean;
+BEGIN
     WITH d AS (
         SELECT key::uuid AS owner_id, value::integer AS delta FROM jsonb_each_text(p_delta)
     ), locked AS (
         SELECT o.owner_id FROM owner_load o JOIN d USING (owner_id) ORDER BY o.owner_id FOR UPDATE OF o
+    ), moved AS (
+        UPDATE owner_load o SET processing = GREATEST(o.processing + d.delta, 0)
+          FROM d, locked WHERE o.owner_id = d.owner_id AND locked.owner_id = d.owner_id
+        RETURNING o.owner_id, o.processing, d.delta
     )
-    UPDATE owner_load o SET processing = GREATEST(o.processing + d.delta, 0)
-      FROM d, locked WHERE o.owner_id = d.owner_id AND locked.owner_id = d.owner_id;
+    SELECT EXISTS (
+        SELECT 1 FROM moved m
+          JOIN owner_lanes l ON l.owner_id = m.owner_id
+          JOIN fair_plans p ON p.plan = l.plan
+         WHERE m.delta < 0 AND p.max_processing > 0
+           AND m.processing < p.max_processing AND m.processing - m.delta >= p.max_processing
+    ) INTO v_freed;
+    IF v_freed THEN
+        PERFORM pg_notify('stayler_jobs', '');
+    END IF;
+END;
 $$;
 
 CREATE FUNCTION conversion_jobs_count_load_update() RETURNS trigger
@@ -255,7 +273,7 @@ SELECT owner_id, count(*) FILTER (WHERE status = 'processing')
 DROP INDEX IF EXISTS idx_conversion_jobs_ready;
 CREATE INDEX idx_conversion_jobs_ready ON conversion_jobs (band DESC, vstart, created_at)
     WHERE status = 'queued' AND NOT scheduled;
-CREATE INDEX idx_conversion_jobs_owner_ready ON conversion_jobs (owner_id, priority DESC, created_at)
+CREATE INDEX idx_conversion_jobs_owner_ready ON conversion_jobs (owner_id, priority DESC, vstart)
     WHERE status = 'queued' AND NOT scheduled;
 -- Retention and owner deletes; the console's backlog by owner.
 CREATE INDEX idx_conversion_jobs_owner_queued ON conversion_jobs (owner_id) WHERE status = 'queued';

@@ -88,7 +88,7 @@ def test_a_customers_priority_orders_only_its_own_jobs(db: psycopg.Connection) -
     submit(db, loud, 20, priority=1000)
     [urgent] = submit(db, loud, 1, priority=2000)
     [other] = submit(db, quiet, 1)
-    order = []
+    order: list[uuid.UUID] = []
     for _ in range(4):
         claims = claim_jobs(db, "w", 1)
         order.extend(c.conversion_id for c in claims)
