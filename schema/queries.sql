@@ -755,3 +755,7 @@ SELECT max_priority FROM api_keys WHERE id = %(id)s;
 
 -- name: api_key_set_max_priority
 UPDATE api_keys SET max_priority = %(max_priority)s WHERE id = %(id)s RETURNING id;
+
+-- name: fair_plans_list
+-- Each plan's weight, band and per-owner cap (the console's fair-share page).
+SELECT plan, weight, band, max_processing FROM fair_plans ORDER BY plan;
