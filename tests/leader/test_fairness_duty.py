@@ -17,7 +17,7 @@ def test_settings_reach_fair_plans_and_the_gauges_count_by_plan(db: psycopg.Conn
     duty = FairnessDuty(Settings(fair_weight_paid=3.0, fair_weight_vendor=2.0, owner_max_processing=1,
                                  owner_max_processing_vendor=5), FairGauges(registry))
     assert duty.run_once(db) == 3
-    plans = dict((p, (w, c)) for p, w, c in db.execute("SELECT plan, weight, max_processing FROM fair_plans"))
+    plans = {p: (w, c) for p, w, c in db.execute("SELECT plan, weight, max_processing FROM fair_plans")}
     assert plans == {"free": (1.0, 1), "paid": (3.0, 1), "vendor": (2.0, 5)}
     user = make_user(db)
     for _ in range(3):
