@@ -16,6 +16,7 @@ from api.db import Database
 from api.metrics import ApiMetrics
 from api.middleware import AccessLogMiddleware, BodyLimitMiddleware
 from api.problems import MEDIA_TYPE, Problem
+from api.ratelimit import rate_limiter
 from api.results import open_storage
 from api.routes import conversions, health, images, stats, webhooks
 from api.waiting import CompletionHub
@@ -74,7 +75,8 @@ def create_app(settings: Settings, database_url: str, *, storage: Storage | None
     ctx = ApiContext(settings=settings, db=Database(database_url, settings.api_db_pool_size, settings),
                      storage=storage or open_storage(settings), hub=CompletionHub(database_url), metrics=metrics,
                      limits=ImageLimits.from_settings(settings),
-                     waker=Waker.from_url(settings.redis_url, settings.queue_name) if settings.redis_url else None)
+                     waker=Waker.from_url(settings.redis_url, settings.queue_name) if settings.redis_url else None,
+                     limiter=rate_limiter(settings))
     metrics.track_waiting(lambda: ctx.hub.waiting)
 
     @contextlib.asynccontextmanager

@@ -51,7 +51,7 @@ def cmd_apikeys_create(args: argparse.Namespace, settings: Settings) -> int:
     with database(settings) as url, _connect(url, settings) as conn:
         try:
             key_id, key = create_key(conn, scope=args.scope, user_id=args.user_id, vendor_id=args.vendor_id,
-                                     name=args.name)
+                                     name=args.name, max_priority=_max_priority(args, settings))
         except psycopg.errors.ForeignKeyViolation:
             owner = f"user {args.user_id}" if args.user_id else f"vendor {args.vendor_id}"
             print(f"stayler: error: there is no {owner}", file=sys.stderr)
@@ -62,6 +62,11 @@ def cmd_apikeys_create(args: argparse.Namespace, settings: Settings) -> int:
         print(key)
         print(f"key id {key_id}, scope {args.scope}: store the key now, it is not shown again", file=sys.stderr)
     return 0
+
+
+def _max_priority(args: argparse.Namespace, settings: Settings) -> int:
+    value = getattr(args, "max_priority", None)
+    return settings.api_key_max_priority if value is None else int(value)
 
 
 def cmd_apikeys_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,6 +8,7 @@ from fastapi import Request
 
 from api.db import Database
 from api.metrics import ApiMetrics
+from api.ratelimit import RateLimiter
 from api.waiting import CompletionHub
 from core.settings import Settings
 from producer import Waker
@@ -27,6 +28,8 @@ class ApiContext:
     limits: ImageLimits
     #: Wakes a worker right after a conversion is committed (None without a Redis URL).
     waker: Waker | None = None
+    #: Per-key token buckets for conversion creation (None: no rate limit).
+    limiter: RateLimiter | None = None
 
 
 def get_context(request: Request) -> ApiContext:

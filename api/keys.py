@@ -64,8 +64,12 @@ def new_key() -> str:
 
 
 def create_key(conn: psycopg.Connection, *, scope: str, user_id: uuid.UUID | None = None,
-               vendor_id: uuid.UUID | None = None, name: str | None = None) -> tuple[uuid.UUID, str]:
-    """Create a key for exactly one owner; returns its id and the key (shown once, never stored)."""
+               vendor_id: uuid.UUID | None = None, name: str | None = None,
+               max_priority: int | None = None) -> tuple[uuid.UUID, str]:
+    """Create a key for exactly one owner; returns its id and the key (shown once, never stored).
+
+    ``max_priority`` is the highest priority the key may ask for (None: the column's default, 10).
+    """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}")
     if (user_id is None) == (vendor_id is None):
@@ -75,6 +79,8 @@ def create_key(conn: psycopg.Connection, *, scope: str, user_id: uuid.UUID | Non
                                           "name": name, "scope": scope, "user_id": user_id,
                                           "vendor_id": vendor_id}).fetchone()
     assert row is not None
+    if max_priority is not None:
+        conn.execute(Q.api_key_set_max_priority, {"id": row[0], "max_priority": max_priority})
     return row[0], key
 
 

@@ -44,7 +44,9 @@ def api_server(db_url: str, work: Path) -> Iterator[str]:
     port = free_port()
     env = dict(os.environ)
     env.update({"DATABASE_URL": db_url, "STAYLER_STORAGE_DIR": str(work / "storage"), "STAYLER_LOG_LEVEL": "WARNING",
-                "STAYLER_STATE_DIR": str(work / "state"), "STAYLER_API_DB_POOL_SIZE": "20"})
+                "STAYLER_STATE_DIR": str(work / "state"), "STAYLER_API_DB_POOL_SIZE": "20",
+                # the API's speed is measured, not its rate limit and quota
+                "STAYLER_API_RATE_PER_S": "0", "STAYLER_API_QUOTA_FREE_PER_DAY": "0"})
     env.pop("STAYLER_STORAGE_URL", None)
     log = (work / "api.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "stayler.cli", "api", "--port", str(port)], env=env, stdout=log,

@@ -62,6 +62,14 @@ class Sizes:
     profile_processes: int = 1
     floor_jobs: int = 2_000
     idle_seconds: float = 10.0
+    fairness_queue: int = 1_000_000
+    fairness_owners: int = 10_000
+    fairness_flood: int = 20_000
+    fairness_users: int = 20
+    fairness_idle: int = 10
+    fairness_cap: int = 8
+    fairness_alone_s: float = 10.0
+    fairness_users_s: float = 10.0
 
 
 FULL = Sizes()
@@ -72,6 +80,8 @@ SMOKE = Sizes(
     enqueue_bulk=200, person_size=(96, 128), repeats=1,
     inference_grid=((1, 2, 1, 2), (2, 1, 4, 1)), inference_budget_s=60.0,
     profile_jobs=100, floor_jobs=30, idle_seconds=2.0,
+    fairness_queue=2_000, fairness_owners=100, fairness_flood=600, fairness_users=4, fairness_idle=3,
+    fairness_alone_s=2.0, fairness_users_s=1.0,
 )
 
 

@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from api.context import ApiContext
 from api.results import thumbnail_key_of
-from console import access, actions, data
+from console import access, actions, data, fairness
 from console.access import Session
 from console.chart import throughput_svg
 from console.security import ConsoleHeadersMiddleware
@@ -322,5 +322,6 @@ async def dispatch(request: Request) -> Response:
 def mount_console(app: FastAPI) -> None:
     """Serve the console under ``/console`` of ``app`` (its pages, static files and headers)."""
     app.include_router(router)
+    app.include_router(fairness.router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.add_middleware(ConsoleHeadersMiddleware, prefix=PREFIX)

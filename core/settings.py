@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     idle_poll_ms: int = Field(default=1000, ge=1, description="Longest blocking wait of an idle Redis consumer.")
     failpoints: str = Field(default="", description="Fault injection for tests only (worker/failpoints.py).")
+    fair_weight_free: float = Field(default=1.0, gt=0, le=1000, description="Share weight of a free-plan owner.")
+    fair_weight_paid: float = Field(default=4.0, gt=0, le=1000, description="Share weight of a paid-plan owner.")
+    fair_weight_vendor: float = Field(default=1.0, gt=0, le=1000, description="Share weight of a vendor.")
+    owner_max_processing: int = Field(default=16, ge=0,
+                                      description="Most jobs of one owner processing at once (0 = no cap).")
+    owner_max_processing_vendor: int | None = Field(
+        default=None, ge=0, description="The cap for vendors; unset = STAYLER_OWNER_MAX_PROCESSING.")
 
     retention_interval_s: float = Field(default=300.0, gt=0, description="How often the leader prunes.")
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows deleted per statement.")
@@ -102,6 +109,12 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook POST.")
     console_session_ttl_s: float = Field(default=8 * 3600.0, gt=0,
                                          description="Lifetime of an operations console login (/console).")
+    api_key_max_priority: int = Field(default=10, description="Highest priority a new API key may ask for.")
+    api_rate_per_s: float = Field(default=10.0, ge=0, description="Token refill per API key (0 = no limit).")
+    api_rate_burst: int = Field(default=50, ge=1, description="Token bucket size per API key.")
+    api_quota_free_per_day: int = Field(default=200, ge=0, description="Conversions per day, free plan (0 = none).")
+    api_quota_paid_per_day: int = Field(default=5000, ge=0, description="Conversions per day, paid plan (0 = none).")
+    api_quota_vendor_per_day: int = Field(default=0, ge=0, description="Conversions per day, vendors (0 = none).")
 
     @field_validator("state_dir", mode="after")
     @classmethod

@@ -18,6 +18,7 @@ from leader.duties.dispatch import DispatchDuty
 from leader.duties.gauges import GaugesDuty
 from leader.duties.rescue import RescueDuty
 from leader.duties.retention import RetentionDuty
+from leader.fairness import FairGauges, FairnessDuty
 from leader.gauges import QueueGauges
 from leader.lease import Lease
 from leader.loop import LeaderLoop
@@ -46,7 +47,7 @@ def max_waiting(settings: Settings) -> int:
 def default_duties(settings: Settings, broker: dramatiq.Broker, storage: Storage, *,
                    gauges: QueueGauges | None = None, on_rescue: Callable[[str], None] | None = None
                    ) -> list[Duty]:
-    """Dispatch, rescue, clean, retention (and the gauges when metrics are on)."""
+    """Dispatch, rescue, clean, retention, fairness (and the gauges when metrics are on)."""
     duties: list[Duty] = [
         DispatchDuty(broker, settings.queue_name, batch_size=settings.claim_batch_size,
                      max_waiting=max_waiting(settings), interval_s=settings.sweep_interval_s),
@@ -57,6 +58,7 @@ def default_duties(settings: Settings, broker: dramatiq.Broker, storage: Storage
     ]
     if gauges is not None:
         duties.append(GaugesDuty(gauges))
+    duties.append(FairnessDuty(settings, FairGauges() if gauges is not None else None))
     return duties
 
 

@@ -40,6 +40,7 @@ FLEET_METRICS = frozenset({
     "stayler_queue_oldest_available_age_seconds",
     "stayler_queue_jobs_processing", "stayler_queue_jobs_failed_last_hour", "stayler_queue_workers_alive",
     "stayler_queue_stats_timestamp_seconds", "stayler_queue_stats_duration_seconds",
+    "stayler_fair_jobs_queued", "stayler_fair_jobs_processing", "stayler_fair_owners_throttled",
 })
 #: The gauge whose age decides whether a host still exports the fleet families.
 TIMESTAMP_METRIC = "stayler_queue_stats_timestamp_seconds"

@@ -87,6 +87,88 @@ BEGIN
 END;
 $function$;
 
+-- conversion_jobs_count_load_delete(): 0420_fair_share.sql
+CREATE OR REPLACE FUNCTION public.conversion_jobs_count_load_delete()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_delta jsonb;
+BEGIN
+    SELECT jsonb_object_agg(owner_id, -n) INTO v_delta FROM (
+        SELECT owner_id, count(*) AS n FROM old_rows
+         WHERE status = 'processing' AND owner_id IS NOT NULL GROUP BY owner_id
+    ) y;
+    IF v_delta IS NOT NULL THEN
+        PERFORM owner_load_apply(v_delta);
+    END IF;
+    RETURN NULL;
+END;
+$function$;
+
+-- conversion_jobs_count_load_insert(): 0420_fair_share.sql
+CREATE OR REPLACE FUNCTION public.conversion_jobs_count_load_insert()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_delta jsonb;
+BEGIN
+    SELECT jsonb_object_agg(owner_id, n) INTO v_delta FROM (
+        SELECT owner_id, count(*) AS n FROM new_rows
+         WHERE status = 'processing' AND owner_id IS NOT NULL GROUP BY owner_id
+    ) y;
+    IF v_delta IS NOT NULL THEN
+        INSERT INTO owner_load (owner_id)
+        SELECT key::uuid FROM jsonb_each(v_delta) ON CONFLICT DO NOTHING;
+        PERFORM owner_load_apply(v_delta);
+    END IF;
+    RETURN NULL;
+END;
+$function$;
+
+-- conversion_jobs_count_load_update(): 0420_fair_share.sql
+CREATE OR REPLACE FUNCTION public.conversion_jobs_count_load_update()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_delta jsonb;
+BEGIN
+    SELECT jsonb_object_agg(owner_id, delta) INTO v_delta FROM (
+        SELECT owner_id, sum(delta) AS delta FROM (
+            SELECT n.owner_id, 1 AS delta FROM new_rows n
+             WHERE n.status = 'processing' AND n.owner_id IS NOT NULL
+            UNION ALL
+            SELECT o.owner_id, -1 FROM old_rows o
+             WHERE o.status = 'processing' AND o.owner_id IS NOT NULL
+        ) x GROUP BY owner_id HAVING sum(delta) <> 0
+    ) y;
+    IF v_delta IS NOT NULL THEN
+        PERFORM owner_load_apply(v_delta);
+    END IF;
+    RETURN NULL;
+END;
+$function$;
+
+-- conversion_jobs_lane_insert(): 0420_fair_share.sql
+CREATE OR REPLACE FUNCTION public.conversion_jobs_lane_insert()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    UPDATE owner_lanes l
+       SET last_finish = GREATEST(l.last_finish, split_part(x.cached, ':', 1)::double precision)
+      FROM (SELECT o.owner_id,
+                   current_setting('stayler_fair.o' || replace(o.owner_id::text, '-', ''), true) AS cached
+              FROM (SELECT DISTINCT owner_id FROM new_rows WHERE owner_id IS NOT NULL) AS o) AS x
+     WHERE l.owner_id = x.owner_id AND x.cached IS NOT NULL AND x.cached <> '';
+    RETURN NULL;
+END;
+$function$;
+
 -- conversion_jobs_mark_cleanup(): 0060_queue_for_real_networks.sql
 CREATE OR REPLACE FUNCTION public.conversion_jobs_mark_cleanup()
  RETURNS trigger
@@ -126,6 +208,55 @@ CREATE OR REPLACE FUNCTION public.conversion_jobs_set_scheduled()
 AS $function$
 BEGIN
     NEW.scheduled := NEW.status = 'queued' AND NEW.run_after > now();
+    RETURN NEW;
+END;
+$function$;
+
+-- conversion_jobs_stamp_fair(): 0420_fair_share.sql
+CREATE OR REPLACE FUNCTION public.conversion_jobs_stamp_fair()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_kind TEXT;
+    v_plan TEXT;
+    v_weight DOUBLE PRECISION;
+    v_plan_band INTEGER;
+    v_band INTEGER;
+    v_last DOUBLE PRECISION;
+    v_clock DOUBLE PRECISION;
+    v_key TEXT;
+    v_cached TEXT;
+BEGIN
+    IF NEW.owner_id IS NOT NULL THEN
+        RETURN NEW;
+    END IF;
+    SELECT COALESCE(c.user_id, c.vendor_id),
+           CASE WHEN c.vendor_id IS NOT NULL THEN 'vendor' ELSE 'user' END,
+           CASE WHEN c.vendor_id IS NOT NULL THEN 'vendor' ELSE c.conversion_type END
+      INTO NEW.owner_id, v_kind, v_plan
+      FROM conversions c WHERE c.id = NEW.conversion_id;
+    IF NEW.owner_id IS NULL THEN
+        RETURN NEW;  -- the foreign key reports the missing conversion
+    END IF;
+    SELECT p.weight, p.band INTO v_weight, v_plan_band FROM fair_plans p WHERE p.plan = v_plan;
+    SELECT vtime INTO v_clock FROM fair_clock;
+    v_key := 'stayler_fair.o' || replace(NEW.owner_id::text, '-', '');
+    v_cached := current_setting(v_key, true);
+    IF v_cached IS NULL OR v_cached = '' THEN
+        INSERT INTO owner_lanes AS l (owner_id, owner_kind, plan)
+        VALUES (NEW.owner_id, v_kind, v_plan)
+        ON CONFLICT (owner_id) DO UPDATE SET plan = EXCLUDED.plan, updated_at = now()
+        RETURNING l.last_finish, l.band INTO v_last, v_band;
+        INSERT INTO owner_load (owner_id) VALUES (NEW.owner_id) ON CONFLICT DO NOTHING;
+    ELSE
+        v_last := split_part(v_cached, ':', 1)::double precision;
+        v_band := NULLIF(split_part(v_cached, ':', 2), '')::integer;
+    END IF;
+    NEW.plan := v_plan;
+    NEW.band := COALESCE(v_band, v_plan_band);
+    NEW.vstart := GREATEST(v_last, COALESCE(v_clock, 0));
+    PERFORM set_config(v_key, (NEW.vstart + 1.0 / v_weight)::text || ':' || COALESCE(v_band::text, ''), true);
     RETURN NEW;
 END;
 $function$;
@@ -274,6 +405,26 @@ BEGIN
             v_id, 'use_in_conversion');
 
     RETURN v_id;
+END;
+$function$;
+
+-- fair_owner_set_band(uuid,integer): 0420_fair_share.sql
+CREATE OR REPLACE FUNCTION public.fair_owner_set_band(p_owner_id uuid, p_band integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_moved integer;
+BEGIN
+    UPDATE owner_lanes SET band = p_band, updated_at = now() WHERE owner_id = p_owner_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'owner_not_found: % has never queued a job', p_owner_id USING ERRCODE = 'SA003';
+    END IF;
+    UPDATE conversion_jobs j SET band = COALESCE(p_band, p.band)
+      FROM fair_plans p
+     WHERE j.owner_id = p_owner_id AND j.status = 'queued' AND p.plan = j.plan;
+    GET DIAGNOSTICS v_moved = ROW_COUNT;
+    RETURN v_moved;
 END;
 $function$;
 
@@ -1080,6 +1231,38 @@ BEGIN
             CASE WHEN v_before THEN 'paused' ELSE 'running' END,
             CASE WHEN operator_set_dispatch_paused.paused THEN 'paused' ELSE 'running' END);
     RETURN operator_set_dispatch_paused.paused;
+END;
+$function$;
+
+-- owner_load_apply(jsonb): 0420_fair_share.sql
+CREATE OR REPLACE FUNCTION public.owner_load_apply(p_delta jsonb)
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_freed boolean;
+BEGIN
+    WITH d AS (
+        SELECT key::uuid AS owner_id, value::integer AS delta FROM jsonb_each_text(p_delta)
+    ), locked AS (
+        SELECT o.owner_id FROM owner_load o JOIN d USING (owner_id) ORDER BY o.owner_id FOR UPDATE OF o
+    ), moved AS (
+        UPDATE owner_load o SET processing = GREATEST(o.processing + d.delta, 0)
+          FROM d, locked WHERE o.owner_id = d.owner_id AND locked.owner_id = d.owner_id
+        RETURNING o.owner_id, o.processing, d.delta
+    )
+    SELECT EXISTS (
+        SELECT 1 FROM moved m
+          JOIN owner_lanes l ON l.owner_id = m.owner_id
+          JOIN fair_plans p ON p.plan = l.plan
+         WHERE m.delta < 0 AND p.max_processing > 0
+           AND m.processing < p.max_processing AND m.processing - m.delta >= p.max_processing
+    ) INTO v_freed;
+    IF v_freed THEN
+        PERFORM pg_notify('stayler_jobs', '');
+    END IF;
 END;
 $function$;
 

@@ -2,27 +2,88 @@
 -- verb. Parameters are bound (%(name)s), never formatted in. schema/queries.py loads this file.
 
 -- name: job_claim_batch
--- Claim up to %(limit)s ready jobs in one short transaction: pick from the ready index with SKIP
--- LOCKED in a materialised CTE (only jobs whose conversion can still run), mark them processing
--- under a new attempt and the caller's claim token, move their conversions to processing, write
--- the 'convert' usage row on a conversion's first attempt (usage counts conversions, not
--- attempts), and return what the worker needs. A suspect job (lost with a worker before) runs
--- alone in its process: only a caller holding nothing (%(allow_suspect)s) may take one, and then
--- the batch is that job alone when it heads the queue; otherwise suspects are left for later.
--- While an operator has paused dispatch (fleet_controls, the console) nothing is claimed.
-WITH picked AS MATERIALIZED (
-    SELECT j.id, j.suspect, j.priority, j.created_at FROM conversion_jobs j
-     WHERE j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
-       AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
-       AND NOT EXISTS (SELECT 1 FROM fleet_controls f WHERE f.dispatch_paused)
-     ORDER BY j.priority DESC, j.created_at
-     LIMIT %(limit)s
-       FOR UPDATE OF j SKIP LOCKED
+-- Claim up to %(limit)s ready jobs in one short transaction, fairly between owners (docs/
+-- architecture.md, "Fair share"). `slots`: the head of the ready index in fair order (band, then
+-- virtual start) with SKIP LOCKED, only jobs whose conversion can still run and whose owner is not
+-- at its cap. `owners`: those owners' load rows locked in owner order and read as committed now, so
+-- two claims never take one owner past its cap. `best`: each owner's own best jobs (its priority,
+-- then its order: virtual start), as many as it got slots and has room for. A slot left queued takes the virtual start of
+-- the job claimed in its place (`swapped`), so an owner spends its earliest virtual times whichever
+-- of its jobs runs; the clock moves to the latest virtual start spent. The chosen jobs are marked
+-- processing under a new attempt and the caller's claim token, their conversions move to
+-- processing, a conversion's first attempt writes the 'convert' usage row (usage counts
+-- conversions, not attempts), and the worker gets what it needs. A suspect job (lost with a worker
+-- before) runs alone in its process: only a caller holding nothing (%(allow_suspect)s) may take one,
+-- and then the batch is that job alone when it heads the claim; otherwise suspects are left for
+-- later. While an operator has paused dispatch (fleet_controls, the console) nothing is claimed.
+WITH slots AS MATERIALIZED (
+    SELECT j.id, j.owner_id, j.vstart,
+           row_number() OVER (ORDER BY j.band DESC, j.vstart, j.created_at) AS pos
+      FROM (SELECT j.id, j.owner_id, j.vstart, j.band, j.created_at FROM conversion_jobs j
+             WHERE j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
+               AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
+               AND NOT EXISTS (SELECT 1 FROM fleet_controls f WHERE f.dispatch_paused)
+               AND NOT coalesce((SELECT o.processing >= p.max_processing FROM owner_load o
+                                   JOIN owner_lanes l ON l.owner_id = o.owner_id
+                                   JOIN fair_plans p ON p.plan = l.plan
+                                  WHERE o.owner_id = j.owner_id AND o.processing > 0 AND p.max_processing > 0),
+                                 false)
+             ORDER BY j.band DESC, j.vstart, j.created_at
+             LIMIT %(limit)s
+               FOR UPDATE OF j SKIP LOCKED) AS j
+), owners AS MATERIALIZED (
+    SELECT o.owner_id, o.processing FROM owner_load o
+     WHERE o.owner_id IN (SELECT owner_id FROM slots)
+     ORDER BY o.owner_id
+       FOR UPDATE OF o
+), room AS MATERIALIZED (
+    SELECT s.owner_id, min(s.pos) AS first_pos,
+           CASE WHEN coalesce(max(p.max_processing), 0) = 0 THEN count(*)
+                ELSE LEAST(count(*), GREATEST(max(p.max_processing) - coalesce(max(o.processing), 0), 0))
+           END AS room
+      FROM slots s
+      LEFT JOIN owners o ON o.owner_id = s.owner_id
+      LEFT JOIN owner_lanes l ON l.owner_id = s.owner_id
+      LEFT JOIN fair_plans p ON p.plan = l.plan
+     GROUP BY s.owner_id
+), best AS MATERIALIZED (
+    SELECT b.id, b.suspect, b.owner_id, b.vstart, r.first_pos, b.rn
+      FROM room r CROSS JOIN LATERAL (
+        SELECT j.id, j.suspect, j.owner_id, j.vstart,
+               row_number() OVER (ORDER BY j.priority DESC, j.vstart) AS rn
+          FROM (SELECT j.id, j.suspect, j.owner_id, j.vstart, j.priority FROM conversion_jobs j
+                 WHERE j.owner_id = r.owner_id AND j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
+                   AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
+                 ORDER BY j.priority DESC, j.vstart
+                 LIMIT r.room
+                   FOR UPDATE OF j SKIP LOCKED) AS j
+      ) AS b
+     WHERE b.rn <= r.room
+), ordered AS (
+    SELECT b.*, row_number() OVER (ORDER BY b.first_pos, b.rn) AS pos FROM best b
 ), head AS (
-    SELECT id, suspect FROM picked ORDER BY priority DESC, created_at LIMIT 1
+    SELECT id, suspect FROM ordered WHERE pos = 1
 ), chosen AS (
-    SELECT p.id FROM picked p, head h
+    SELECT p.id, p.owner_id, p.vstart FROM ordered p, head h
      WHERE CASE WHEN h.suspect AND %(allow_suspect)s THEN p.id = h.id ELSE NOT p.suspect END
+), spent AS (
+    SELECT s.id, s.owner_id, s.vstart,
+           row_number() OVER (PARTITION BY s.owner_id ORDER BY s.vstart, s.id) AS k
+      FROM slots s WHERE s.owner_id IN (SELECT owner_id FROM chosen)
+), taken AS (
+    SELECT owner_id, count(*) AS n FROM chosen GROUP BY owner_id
+), swapped AS (
+    UPDATE conversion_jobs j SET vstart = n.vstart
+      FROM (SELECT s.id, s.owner_id, row_number() OVER (PARTITION BY s.owner_id ORDER BY s.vstart, s.id) AS k
+              FROM spent s WHERE s.id NOT IN (SELECT id FROM chosen)) AS u
+      JOIN (SELECT c.owner_id, c.vstart, row_number() OVER (PARTITION BY c.owner_id ORDER BY c.vstart, c.id) AS k
+              FROM chosen c WHERE c.id NOT IN (SELECT id FROM slots)) AS n
+        ON n.owner_id = u.owner_id AND n.k = u.k
+     WHERE j.id = u.id
+), clock AS (
+    UPDATE fair_clock SET vtime = GREATEST(vtime, x.v)
+      FROM (SELECT max(s.vstart) AS v FROM spent s JOIN taken t ON t.owner_id = s.owner_id WHERE s.k <= t.n) AS x
+     WHERE x.v IS NOT NULL
 ), claimed AS (
     UPDATE conversion_jobs j
        SET status = 'processing', worker_id = %(worker_id)s, started_at = now(), heartbeat_at = now(),
@@ -647,3 +708,68 @@ SELECT 1;
 -- its connection broke, or found when the same CSV is submitted again).
 SELECT id FROM conversions
  WHERE COALESCE(user_id, vendor_id) = %(owner_id)s AND idempotency_key = %(idempotency_key)s;
+-- Fair share between customers (docs/architecture.md, "Fair share"; migration 0420).
+
+-- name: fair_plans_configure
+-- The fleet's settings into fair_plans (the leader, each gauges interval); rows only change when a
+-- value differs, so an unchanged fleet writes nothing.
+UPDATE fair_plans p SET weight = x.weight, max_processing = x.max_processing
+  FROM (VALUES ('free', %(weight_free)s::float8, %(cap_free)s::int),
+               ('paid', %(weight_paid)s::float8, %(cap_paid)s::int),
+               ('vendor', %(weight_vendor)s::float8, %(cap_vendor)s::int)) AS x (plan, weight, max_processing)
+ WHERE p.plan = x.plan AND (p.weight, p.max_processing) IS DISTINCT FROM (x.weight, x.max_processing);
+
+-- name: fair_plan_stats
+-- Per plan (never per owner: the label set stays bounded): queued and processing jobs, and owners
+-- throttled now (at their cap with ready jobs waiting). Reads the queued / processing partial
+-- indexes and the busy owners' load rows.
+SELECT p.plan,
+       (SELECT count(*) FROM conversion_jobs j WHERE j.status = 'queued' AND j.plan = p.plan) AS queued,
+       (SELECT count(*) FROM conversion_jobs j WHERE j.status = 'processing' AND j.plan = p.plan) AS processing,
+       (SELECT count(*) FROM owner_load o JOIN owner_lanes l ON l.owner_id = o.owner_id
+         WHERE o.processing > 0 AND l.plan = p.plan AND p.max_processing > 0 AND o.processing >= p.max_processing
+           AND EXISTS (SELECT 1 FROM conversion_jobs j
+                        WHERE j.owner_id = o.owner_id AND j.status = 'queued' AND NOT j.scheduled)) AS throttled
+  FROM fair_plans p
+ ORDER BY p.plan;
+
+-- name: fair_owner_backlog
+-- The owners with the largest backlog (queued jobs), with what they have processing, their cap and
+-- whether the cap holds them back now (the console's fair-share page).
+SELECT b.owner_id, l.owner_kind, l.plan, b.queued, coalesce(o.processing, 0) AS processing,
+       p.max_processing, coalesce(l.band, p.band) AS band,
+       (p.max_processing > 0 AND coalesce(o.processing, 0) >= p.max_processing) AS throttled
+  FROM (SELECT owner_id, count(*) AS queued FROM conversion_jobs
+         WHERE status = 'queued' AND owner_id IS NOT NULL
+         GROUP BY owner_id ORDER BY count(*) DESC LIMIT %(limit)s) AS b
+  JOIN owner_lanes l ON l.owner_id = b.owner_id
+  JOIN fair_plans p ON p.plan = l.plan
+  LEFT JOIN owner_load o ON o.owner_id = b.owner_id
+ ORDER BY b.queued DESC, b.owner_id;
+
+-- name: fair_owner_set_band
+-- An operator moves an owner to a band (NULL: its plan's); returns the queued jobs moved.
+SELECT fair_owner_set_band(%(owner_id)s, %(band)s);
+
+-- name: conversion_count_owner_today
+-- Conversions an owner created on a plan since the start of the UTC day (its daily quota; the
+-- per-owner (user_id|vendor_id, created_at) indexes of conversions), counted no further than %(cap)s.
+-- A vendor's plan is 'vendor' whatever its conversions' type; a user's is the conversion_type.
+SELECT count(*) FROM (
+    SELECT 1 FROM conversions c
+     WHERE (c.user_id = %(user_id)s::uuid OR c.vendor_id = %(vendor_id)s::uuid)
+       AND c.created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+       AND (%(vendor_id)s::uuid IS NOT NULL OR c.conversion_type = %(conversion_type)s)
+     LIMIT %(cap)s
+) AS today;
+
+-- name: api_key_max_priority
+-- The highest priority an API key may ask for.
+SELECT max_priority FROM api_keys WHERE id = %(id)s;
+
+-- name: api_key_set_max_priority
+UPDATE api_keys SET max_priority = %(max_priority)s WHERE id = %(id)s RETURNING id;
+
+-- name: fair_plans_list
+-- Each plan's weight, band and per-owner cap (the console's fair-share page).
+SELECT plan, weight, band, max_processing FROM fair_plans ORDER BY plan;

@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", choices=["read", "producer", "operator"], default="producer",
                    help="read: GET only; producer: + images, conversions, cancel; operator: + webhooks")
     p.add_argument("--name", help="a label for lists")
+    p.add_argument("--max-priority", type=int, default=None,
+                   help="highest priority the key may ask for (default: STAYLER_API_KEY_MAX_PRIORITY, 10)")
     p.add_argument("--json", action="store_true", help="print id, key and scope as JSON")
     p = add("list", "list keys (never their secrets)", _lazy("api.commands", "cmd_apikeys_list"), parent=apikeys_sub)
     _owner_args(p)

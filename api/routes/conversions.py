@@ -20,6 +20,8 @@ from api.auth import Context, Producer, Reader
 from api.context import ApiContext
 from api.keys import Principal
 from api.problems import Problem, from_producer
+from api.quota import admit
+from api.ratelimit import limit_rate
 from api.results import conversion_view, location, presign, result_links, thumbnail_key_of, url_ttl_s
 from api.schemas import ConversionIn, ConversionOut, ConversionPage, ConversionStatus
 from producer.conversions import cancel
@@ -52,7 +54,10 @@ async def create_conversion(ctx: Context, principal: Producer, body: ConversionI
                             idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
                             ) -> ConversionOut:
     """Queue a conversion of ``user_image_id`` wearing ``cloth_image_id``; 202 with ``Location``."""
+    await limit_rate(ctx, principal, response)
+
     def work(conn: psycopg.Connection) -> tuple[dict[str, Any], bool]:
+        admit(conn, principal, priority=body.priority, conversion_type=body.conversion_type, settings=ctx.settings)
         try:
             conversion_id, replayed = idempotency.create(conn, principal, body, idempotency_key,
                                                          ctx.settings.default_max_retries)
