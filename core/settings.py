@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     webhook_backoff_base_s: float = Field(default=5.0, gt=0)
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook POST.")
-    webhook_resolve_timeout_s: float = Field(default=2.0, gt=0, description="Longest wait for a webhook host's addresses.")
+    webhook_resolve_timeout_s: float = Field(default=2.0, gt=0,
+                                             description="Longest wait for a webhook host's addresses.")
     webhook_concurrency: int = Field(default=16, ge=1, le=256,
                                      description="Webhook POSTs in flight per sender process (one per endpoint).")
     webhook_max_response_bytes: int = Field(default=64 * 1024, ge=0,

@@ -15,6 +15,7 @@ Several senders may run: SKIP LOCKED and the lease keep them apart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -112,10 +113,8 @@ class Sender:
         os.close(self._wake_w)
 
     def _wake(self, _future: Future[Outcome]) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the pipe is full (already woken) or closed
             os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass
 
     def step(self, conn: psycopg.Connection) -> int:
         """Record finished POSTs, fan out new events, claim and start due deliveries; returns how many started."""
