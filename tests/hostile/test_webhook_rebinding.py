@@ -8,13 +8,12 @@ import datetime as dt
 import ssl
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.api.conftest import api, make_api, problem_type  # noqa: F401  (fixtures)
+from tests.api.conftest import problem_type
 from tests.hostile.webhook_peers import FakeDns, add_endpoint, deliveries, receiver, run_sender_once
 
 #: A global address (documentation ranges are not global, so the guard would refuse them); FakeDns
@@ -22,7 +21,7 @@ from tests.hostile.webhook_peers import FakeDns, add_endpoint, deliveries, recei
 PUBLIC = "93.184.215.14"
 
 
-def test_a_name_that_rebinds_to_loopback_after_the_check_gets_no_post(make_api, monkeypatch) -> None:  # noqa: F811
+def test_a_name_that_rebinds_to_loopback_after_the_check_gets_no_post(make_api, monkeypatch) -> None:
     dns = FakeDns(monkeypatch)
     api = make_api(webhook_allow_private=False, webhook_timeout_s=1.0)
     with receiver() as inside:
@@ -41,7 +40,7 @@ def test_a_name_that_rebinds_to_loopback_after_the_check_gets_no_post(make_api, 
         assert dns.outside == [PUBLIC]  # the sender went to the address it had checked
 
 
-def test_every_address_of_a_name_is_checked(make_api, monkeypatch) -> None:  # noqa: F811
+def test_every_address_of_a_name_is_checked(make_api, monkeypatch) -> None:
     dns = FakeDns(monkeypatch)
     api = make_api(webhook_allow_private=False, webhook_timeout_s=1.0)
     with receiver() as inside:
@@ -59,7 +58,7 @@ def test_every_address_of_a_name_is_checked(make_api, monkeypatch) -> None:  # n
         assert log[0][1].startswith("refused:") and "STAYLER_WEBHOOK_ALLOW_PRIVATE" in log[0][1]
 
 
-def test_a_redirect_is_not_followed(api) -> None:  # noqa: F811
+def test_a_redirect_is_not_followed(api) -> None:
     with receiver() as target:
         location = target.url()
 
@@ -100,7 +99,7 @@ def _certificate(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLCont
     return server, client
 
 
-def test_the_host_header_and_the_tls_name_stay_the_urls(api, monkeypatch, tmp_path) -> None:  # noqa: F811
+def test_the_host_header_and_the_tls_name_stay_the_urls(api, monkeypatch, tmp_path) -> None:
     from api.webhooks.resolver import Resolver
 
     name = "hooks.customer.test"

@@ -15,15 +15,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.api.conftest import api, make_api  # noqa: F401  (fixtures)
-from tests.api.test_webhooks import run_sender, wait_until  # noqa: F401  (fixture)
+from tests.api.test_webhooks import wait_until
 from tests.hostile.webhook_peers import deliveries, receiver, run_sender_once
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_dripping_receiver_is_cut_at_the_deadline_and_holds_up_no_other_endpoint(make_api,  # noqa: F811
-                                                                                   run_sender) -> None:  # noqa: F811
+def test_a_dripping_receiver_is_cut_at_the_deadline_and_holds_up_no_other_endpoint(make_api,
+                                                                                   run_sender) -> None:
     api = make_api(webhook_timeout_s=2.0)
     with receiver("drip", drip_s=0.5) as drip, receiver() as fast:
         mallory, bob = api.owner(), api.owner()
@@ -44,7 +43,7 @@ def test_a_dripping_receiver_is_cut_at_the_deadline_and_holds_up_no_other_endpoi
         assert drip.sent < 60
 
 
-def test_a_huge_answer_is_read_up_to_the_cap_and_dropped(make_api) -> None:  # noqa: F811
+def test_a_huge_answer_is_read_up_to_the_cap_and_dropped(make_api) -> None:
     api = make_api(webhook_max_response_bytes=64 * 1024)
     with receiver("huge", answer_bytes=400 * 2**20) as huge:
         owner = api.owner()
@@ -77,7 +76,7 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 @pytest.mark.slow
-def test_the_sender_process_stays_small_under_a_400_mb_answer(api, tmp_path) -> None:  # noqa: F811
+def test_the_sender_process_stays_small_under_a_400_mb_answer(api, tmp_path) -> None:
     with receiver("huge", answer_bytes=400 * 2**20) as huge, receiver() as calm:
         owner = api.owner()
         owner.client("operator").post("/v1/webhooks", json={"url": huge.url()})
@@ -100,7 +99,7 @@ def test_the_sender_process_stays_small_under_a_400_mb_answer(api, tmp_path) -> 
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_sender_that_is_talking_to_a_dripping_receiver(api, tmp_path) -> None:  # noqa: F811
+def test_sigterm_stops_a_sender_that_is_talking_to_a_dripping_receiver(api, tmp_path) -> None:
     timeout_s = 3.0
     with receiver("drip", drip_s=1.0) as drip:
         owner = api.owner()
@@ -125,7 +124,7 @@ def test_sigterm_stops_a_sender_that_is_talking_to_a_dripping_receiver(api, tmp_
         assert attempts == (1,)  # the attempt in flight was recorded before the process left
 
 
-def test_one_dripping_endpoint_takes_one_slot_not_the_sender(make_api, run_sender) -> None:  # noqa: F811
+def test_one_dripping_endpoint_takes_one_slot_not_the_sender(make_api, run_sender) -> None:
     """Mallory's many deliveries queue behind each other; other owners keep getting theirs."""
     api = make_api(webhook_timeout_s=2.0, webhook_concurrency=2)
     with receiver("drip", drip_s=0.5) as drip, receiver() as fast:

@@ -57,7 +57,7 @@ class RawReceiver:
         try:
             if self.tls is not None:
                 names: list[str | None] = []
-                self.tls.sni_callback = lambda s, name, ctx: names.append(name)  # type: ignore[assignment,misc]
+                self.tls.sni_callback = lambda s, name, ctx: names.append(name)
                 conn = self.tls.wrap_socket(conn, server_side=True)
                 self.server_names.extend(names)
             data = b""
