@@ -260,14 +260,18 @@ class Sender:
             after = rows[-1][0]
 
     def _wait(self, conn: psycopg.Connection, timeout_s: float) -> None:
-        """Sleep until a NOTIFY, a finished POST or ``timeout_s``; consumes what woke it."""
+        """Sleep until a NOTIFY, a finished POST or ``timeout_s``; consumes what woke it.
+
+        A NOTIFY that arrived while a statement ran was read off the socket with the statement's results
+        (psycopg queues it), so the socket alone would not show it: such a round starts again at once.
+        """
+        if list(conn.notifies(timeout=0.0)):
+            return
         readable, _, _ = select.select([conn.fileno(), self._wake_r], [], [], timeout_s)
         if self._wake_r in readable:
-            try:
+            with contextlib.suppress(BlockingIOError):
                 while os.read(self._wake_r, 4096):
                     pass
-            except BlockingIOError:
-                pass
         for _ in conn.notifies(timeout=0.0):
             pass
 
