@@ -44,12 +44,6 @@ def test_names_that_take_long_to_resolve_hold_no_request_thread(make_api, monkey
     assert mallory.client("read").get("/v1/webhooks").json() == []
 
 
-def test_a_private_url_refusal_names_the_setting(make_api) -> None:
-    api = make_api(webhook_allow_private=False)
-    refused = api.owner().client("operator").post("/v1/webhooks", json={"url": "http://10.0.0.8/hook"})
-    assert refused.status_code == 422 and "STAYLER_WEBHOOK_ALLOW_PRIVATE" in refused.json()["detail"]
-
-
 def _as_role(db_url: str, role: str) -> psycopg.Connection:
     conn = psycopg.connect(db_url, autocommit=True)
     conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
@@ -128,7 +122,8 @@ def test_an_owner_has_at_most_the_configured_endpoints(make_api) -> None:
 
 
 def test_the_terminal_move_writes_one_event_and_the_sender_fans_out(make_api) -> None:
-    api = make_api(webhook_max_endpoints=50, webhook_timeout_s=1.0)
+    api = make_api(webhook_max_endpoints=50, webhook_timeout_s=1.0, webhook_backoff_base_s=600.0,
+                   webhook_backoff_max_s=600.0)
     owner = api.owner()
     for i in range(50):
         assert owner.client("operator").post("/v1/webhooks", json={"url": f"http://127.0.0.1:9/{i}"}
@@ -143,7 +138,7 @@ def test_the_terminal_move_writes_one_event_and_the_sender_fans_out(make_api) ->
     assert rows == (1, 0)
     run_sender_once(api)
     outcomes = deliveries(api)
-    assert len(outcomes) == 50 and min(attempts for _, attempts, _ in outcomes.values()) >= 1
+    assert len(outcomes) == 50 and {attempts for _, attempts, _ in outcomes.values()} == {1}
 
 
 def test_finished_webhook_rows_are_pruned_by_retention(make_api) -> None:

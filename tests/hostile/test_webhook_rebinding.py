@@ -8,6 +8,7 @@ import datetime as dt
 import ssl
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -58,6 +59,7 @@ def test_every_address_of_a_name_is_checked(make_api, monkeypatch) -> None:
         assert log[0][1].startswith("refused:") and "STAYLER_WEBHOOK_ALLOW_PRIVATE" in log[0][1]
 
 
+@pytest.mark.slow  # held at abfa2b2 already
 def test_a_redirect_is_not_followed(api) -> None:
     with receiver() as target:
         location = target.url()

@@ -31,6 +31,7 @@ class RawReceiver:
         self.server_names: list[str | None] = []
         self.sent = 0
         self.open_connections = 0
+        self.most_open = 0
         self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -54,6 +55,7 @@ class RawReceiver:
     def _serve(self, conn: socket.socket) -> None:
         with self.lock:
             self.open_connections += 1
+            self.most_open = max(self.most_open, self.open_connections)
         try:
             if self.tls is not None:
                 names: list[str | None] = []
