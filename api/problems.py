@@ -41,6 +41,7 @@ KINDS: dict[str, ProblemKind] = {k.name: k for k in (
     _k(404, "image_not_found", "Image not found"),
     _k(404, "conversion_not_found", "Conversion not found"),
     _k(404, "webhook_not_found", "Webhook endpoint not found"),
+    _k(409, "webhook_limit_reached", "The owner has as many webhook endpoints as allowed"),
     _k(404, "result_not_available", "The conversion has no result"),
     _k(405, "method_not_allowed", "Method not allowed"),
     _k(409, "invalid_status_transition", "The conversion cannot make this move"),

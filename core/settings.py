@@ -6,12 +6,13 @@ Every variable is documented in the README's configuration table. ``DATABASE_URL
 
 from __future__ import annotations
 
+import base64
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -88,6 +89,8 @@ class Settings(BaseSettings):
     retention_usage_history_after_s: float = Field(default=0.0, ge=0, description="image_usage_history (user data).")
     retention_metrics_after_s: float = Field(default=0.0, ge=0, description="conversion_metrics (audit data).")
     retention_operator_actions_after_s: float = Field(default=0.0, ge=0, description="operator_actions (audit).")
+    retention_webhooks_after_s: float = Field(default=30 * 86400.0, ge=0,
+                                              description="Delivered or failed webhook deliveries and their events.")
 
     metrics_port: int = Field(default=9191, ge=0, le=65535)
     metrics_dir: Path | None = Field(default=None, description="Prometheus multiprocess folder (wiped at fleet start).")
@@ -107,6 +110,15 @@ class Settings(BaseSettings):
     webhook_backoff_base_s: float = Field(default=5.0, gt=0)
     webhook_backoff_max_s: float = Field(default=3600.0, gt=0)
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook POST.")
+    webhook_resolve_timeout_s: float = Field(default=2.0, gt=0,
+                                             description="Longest wait for a webhook host's addresses.")
+    webhook_concurrency: int = Field(default=16, ge=1, le=256,
+                                     description="Webhook POSTs in flight per sender process (one per endpoint).")
+    webhook_max_response_bytes: int = Field(default=64 * 1024, ge=0,
+                                            description="Bytes of a receiver's answer read, then dropped.")
+    webhook_max_endpoints: int = Field(default=20, ge=1, le=10_000, description="Webhook endpoints per owner.")
+    secret_keys: SecretStr = Field(default=SecretStr(""),
+                                   description="Fernet keys for webhook secrets at rest: first encrypts, all decrypt.")
     console_session_ttl_s: float = Field(default=8 * 3600.0, gt=0,
                                          description="Lifetime of an operations console login (/console).")
     api_key_max_priority: int = Field(default=10, description="Highest priority a new API key may ask for.")
@@ -115,6 +127,18 @@ class Settings(BaseSettings):
     api_quota_free_per_day: int = Field(default=200, ge=0, description="Conversions per day, free plan (0 = none).")
     api_quota_paid_per_day: int = Field(default=5000, ge=0, description="Conversions per day, paid plan (0 = none).")
     api_quota_vendor_per_day: int = Field(default=0, ge=0, description="Conversions per day, vendors (0 = none).")
+
+    @field_validator("secret_keys", mode="after")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr) -> SecretStr:
+        for key in (k.strip() for k in value.get_secret_value().split(",") if k.strip()):
+            try:
+                ok = len(base64.urlsafe_b64decode(key.encode())) == 32
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError("each STAYLER_SECRET_KEYS entry must be a Fernet key (url-safe base64 of 32 bytes)")
+        return value
 
     @field_validator("state_dir", mode="after")
     @classmethod

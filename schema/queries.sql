@@ -408,9 +408,9 @@ SELECT c.id, c.status, c.user_id, c.vendor_id, c.user_image_id, c.cloth_image_id
  ORDER BY c.created_at DESC, c.id DESC;
 
 -- name: webhook_endpoint_create
-INSERT INTO webhook_endpoints (user_id, vendor_id, url, events, secret)
-VALUES (%(user_id)s, %(vendor_id)s, %(url)s, %(events)s, %(secret)s)
-RETURNING id, url, events, enabled, failing_since, disabled_at, disabled_reason, created_at;
+-- A new endpoint unless the owner has %(max_endpoints)s already (SA040 webhook_limit_reached, 0400).
+SELECT id, url, events, enabled, failing_since, disabled_at, disabled_reason, created_at
+  FROM webhook_endpoint_create(%(user_id)s, %(vendor_id)s, %(url)s, %(events)s, %(secret)s, %(max_endpoints)s);
 
 -- name: webhook_endpoint_list
 SELECT id, url, events, enabled, failing_since, disabled_at, disabled_reason, created_at
@@ -443,14 +443,20 @@ SELECT d.id, d.event_id, e.type, e.conversion_id, d.status, d.attempts, d.next_a
  LIMIT %(limit)s;
 
 -- name: webhook_delivery_claim
--- Take up to %(limit)s due deliveries: the attempt is counted and next_attempt_at moved %(lease_s)s
--- ahead before the POST, so a sender that dies mid-post leaves them due again (at least once).
-WITH due AS (
-    SELECT id FROM webhook_deliveries
-     WHERE status = 'pending' AND next_attempt_at <= now()
+-- Take up to %(limit)s due deliveries, at most one per endpoint and none of the endpoints in %(busy)s
+-- (the sender's in-flight ones): the attempt is counted and next_attempt_at moved %(lease_s)s ahead
+-- before the POST, so a sender that dies mid-post leaves them due again (at least once).
+WITH candidates AS (
+    SELECT id, endpoint_id, next_attempt_at FROM webhook_deliveries
+     WHERE status = 'pending' AND next_attempt_at <= now() AND endpoint_id <> ALL (%(busy)s::uuid[])
+     ORDER BY next_attempt_at
+     LIMIT %(limit)s * 4
+       FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT id FROM (SELECT DISTINCT ON (endpoint_id) id, next_attempt_at FROM candidates
+                     ORDER BY endpoint_id, next_attempt_at) one_each
      ORDER BY next_attempt_at
      LIMIT %(limit)s
-       FOR UPDATE SKIP LOCKED
 )
 UPDATE webhook_deliveries d
    SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => %(lease_s)s)
@@ -460,8 +466,10 @@ RETURNING d.id, d.attempts, d.created_at, e.id AS endpoint_id, e.url, e.secret, 
           ev.conversion_id, ev.created_at AS event_created_at;
 
 -- name: webhook_attempt_record
+-- Nothing when the delivery is gone (its endpoint was deleted while it was being sent).
 INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms, error)
-VALUES (%(delivery_id)s, %(attempt)s, %(status_code)s, %(latency_ms)s, %(error)s);
+SELECT %(delivery_id)s::uuid, %(attempt)s::integer, %(status_code)s::integer, %(latency_ms)s::integer, %(error)s::text
+ WHERE EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = %(delivery_id)s::uuid);
 
 -- name: webhook_delivery_delivered
 WITH d AS (
@@ -773,3 +781,31 @@ UPDATE api_keys SET max_priority = %(max_priority)s WHERE id = %(id)s RETURNING 
 -- name: fair_plans_list
 -- Each plan's weight, band and per-owner cap (the console's fair-share page).
 SELECT plan, weight, band, max_processing FROM fair_plans ORDER BY plan;
+-- Webhooks at the boundary (0400): the sender's fan-out, a delivery that cannot be built, secrets
+-- re-encrypted under the first key, and retention.
+
+-- name: webhook_fan_out
+-- Deliveries for up to %(batch_size)s events not yet fanned out; returns how many were written.
+SELECT webhook_fan_out(%(batch_size)s);
+
+-- name: webhook_delivery_fail
+-- A delivery whose message cannot be built fails for good (it would fail the same way again).
+UPDATE webhook_deliveries SET status = 'failed', finished_at = now()
+ WHERE id = %(delivery_id)s AND status = 'pending';
+
+-- name: webhook_secrets_to_rewrap
+-- Endpoints whose stored secret is not under the key tagged %(prefix)s (plaintext or an older key).
+SELECT id, secret FROM webhook_endpoints
+ WHERE substring(secret FROM 1 FOR length(%(prefix)s::bytea)) <> %(prefix)s::bytea AND id > %(after)s
+ ORDER BY id
+ LIMIT %(limit)s;
+
+-- name: webhook_secret_rewrap
+-- Store the re-encrypted secret unless the row changed meanwhile.
+UPDATE webhook_endpoints SET secret = %(new)s WHERE id = %(id)s AND secret = %(old)s;
+
+-- name: retention_prune_webhook_deliveries
+SELECT prune_webhook_deliveries(make_interval(secs => %(older_than_s)s), %(batch_size)s);
+
+-- name: retention_prune_webhook_events
+SELECT prune_webhook_events(make_interval(secs => %(older_than_s)s), %(batch_size)s);

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-import anyio.to_thread
 import psycopg
 from fastapi import APIRouter, Query, Response
 from psycopg.rows import dict_row
@@ -14,18 +13,26 @@ from api.auth import Context, Operator, Reader
 from api.keys import Principal
 from api.problems import Problem
 from api.schemas import DeliveryOut, WebhookCreated, WebhookIn, WebhookOut
+from api.webhooks.resolver import Resolver
+from api.webhooks.secretbox import SecretBox
 from api.webhooks.signing import format_secret, new_secret
-from api.webhooks.urlguard import UrlRefusedError, check_url
+from api.webhooks.urlguard import UrlRefusedError, check_url_async
 from schema.queries import Q
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
 
+#: Registration's name lookups run on these few threads of their own, never on the request threads, so
+#: names that take long to resolve cannot take the threads other customers' requests need.
+RESOLVER = Resolver(threads=4)
 
-def _create(conn: psycopg.Connection, principal: Principal, body: WebhookIn, secret: bytes) -> dict[str, Any]:
+
+def _create(conn: psycopg.Connection, principal: Principal, body: WebhookIn, stored_secret: bytes,
+            max_endpoints: int) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(Q.webhook_endpoint_create, {**principal.owner_params(), "url": body.url,
                                                       "events": list(dict.fromkeys(body.events)),
-                                                      "secret": secret}).fetchone()
+                                                      "secret": stored_secret,
+                                                      "max_endpoints": max_endpoints}).fetchone()
     assert row is not None
     return row
 
@@ -33,12 +40,15 @@ def _create(conn: psycopg.Connection, principal: Principal, body: WebhookIn, sec
 @router.post("/webhooks", status_code=201, response_model=WebhookCreated, summary="Add a webhook endpoint")
 async def create_webhook(ctx: Context, principal: Operator, body: WebhookIn) -> WebhookCreated:
     """Deliver the given events of the caller's conversions to ``url``, signed with the returned secret."""
+    settings = ctx.settings
     try:
-        await anyio.to_thread.run_sync(lambda: check_url(body.url, allow_private=ctx.settings.webhook_allow_private))
+        await check_url_async(body.url, RESOLVER, timeout_s=settings.webhook_resolve_timeout_s,
+                              allow_private=settings.webhook_allow_private)
     except UrlRefusedError as exc:
         raise Problem("webhook_url_refused", str(exc)) from None
     secret = new_secret()
-    row = await ctx.db.run(_create, principal, body, secret)
+    stored = SecretBox.from_setting(settings.secret_keys.get_secret_value()).seal(secret)
+    row = await ctx.db.run(_create, principal, body, stored, settings.webhook_max_endpoints)
     return WebhookCreated(**row, secret=format_secret(secret))
 
 

@@ -49,6 +49,8 @@ class RetentionDuty:
             Prune("conversion_metrics", Q.retention_prune_metrics, settings.retention_metrics_after_s),
             Prune("operator_actions", Q.retention_prune_operator_actions,
                   settings.retention_operator_actions_after_s),
+            Prune("webhook_deliveries", Q.retention_prune_webhook_deliveries, settings.retention_webhooks_after_s),
+            Prune("webhook_events", Q.retention_prune_webhook_events, settings.retention_webhooks_after_s),
         ]
 
     def run_once(self, conn: psycopg.Connection) -> int:
