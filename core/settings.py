@@ -102,6 +102,25 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook POST.")
     console_session_ttl_s: float = Field(default=8 * 3600.0, gt=0,
                                          description="Lifetime of an operations console login (/console).")
+    max_decode_bytes: int = Field(default=192 * 1024 * 1024, gt=0,
+                                  description="Memory one image decode may need, estimated from its header "
+                                              "(pixels × bytes per pixel of its mode and bit depth).")
+    api_max_concurrent_decodes: int = Field(default=2, ge=1,
+                                            description="Image uploads read and decoded at once per API process.")
+    api_max_metadata_bytes: int = Field(default=16 * 1024, ge=2, le=1024 * 1024,
+                                        description="Largest `metadata` object, serialized (conversions, images).")
+    api_max_metadata_depth: int = Field(default=32, ge=1, le=256, description="Deepest nesting of `metadata`.")
+    api_body_timeout_s: float = Field(default=30.0, gt=0, description="Time a client has to send a request body.")
+    api_max_spooled_bytes: int = Field(default=256 * 1024 * 1024, gt=0,
+                                       description="Request body bytes one API process holds at once (uploads "
+                                                   "spool to disk); more is answered 503 with Retry-After.")
+    api_max_waiters: int = Field(default=1000, ge=1, description="`?wait=` requests held at once per API process.")
+    api_max_waiters_per_key: int = Field(default=50, ge=1, description="`?wait=` requests held at once per API key.")
+    api_trusted_proxies: str = Field(default="", description="Comma-separated addresses or networks whose "
+                                                             "X-Forwarded-For/-Proto/-Host are honoured (none).")
+    api_public_base_url: str = Field(default="", description="The API's public URL (e.g. https://api.example.com):"
+                                                             " result URLs and the console cookie's Secure flag "
+                                                             "follow it.")
 
     @field_validator("state_dir", mode="after")
     @classmethod

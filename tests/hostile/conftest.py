@@ -1,0 +1,3 @@
+"""The hostile-customer suite shares the API tests' real uvicorn server, owners and helpers."""
+
+from tests.api.conftest import api, make_api  # noqa: F401  (fixtures)
