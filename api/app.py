@@ -11,11 +11,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.body import BodyGuardMiddleware
 from api.context import ApiContext
+from api.forwarded import ForwardedMiddleware
 from api.db import Database
+from api.decoding import DecodeGate
 from api.metrics import ApiMetrics
 from api.middleware import AccessLogMiddleware, BodyLimitMiddleware
 from api.problems import MEDIA_TYPE, Problem
+from api.request_ids import RequestIdMiddleware, log_unexpected, request_id_of
 from api.results import open_storage
 from api.routes import conversions, health, images, stats, webhooks
 from api.waiting import CompletionHub
@@ -34,13 +38,19 @@ Authenticate with `Authorization: Bearer <key>` (`stayler apikeys create`). Erro
 
 
 def _problem_response(request: Request, problem: Problem) -> JSONResponse:
-    return JSONResponse(problem.body(instance=request.url.path), status_code=problem.kind.status,
-                        media_type=MEDIA_TYPE, headers=problem.headers or None)
+    body = problem.body(instance=request.url.path)
+    request_id = request_id_of(request.scope)
+    if request_id:
+        body["request_id"] = request_id
+    return JSONResponse(body, status_code=problem.kind.status, media_type=MEDIA_TYPE,
+                        headers=problem.headers or None)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def on_problem(request: Request, exc: Problem) -> JSONResponse:
+        if exc.kind.name == "internal":  # an unexpected error turned into a problem: its cause is logged once
+            log_unexpected(request.scope, exc.__cause__ or exc)
         return _problem_response(request, exc)
 
     @app.exception_handler(HTTPException)
@@ -64,7 +74,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_anything(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        log_unexpected(request.scope, exc)  # RequestIdMiddleware takes these first; kept for safety
         return _problem_response(request, Problem("internal"))
 
 
@@ -74,7 +84,8 @@ def create_app(settings: Settings, database_url: str, *, storage: Storage | None
     ctx = ApiContext(settings=settings, db=Database(database_url, settings.api_db_pool_size, settings),
                      storage=storage or open_storage(settings), hub=CompletionHub(database_url), metrics=metrics,
                      limits=ImageLimits.from_settings(settings),
-                     waker=Waker.from_url(settings.redis_url, settings.queue_name) if settings.redis_url else None)
+                     waker=Waker.from_url(settings.redis_url, settings.queue_name) if settings.redis_url else None,
+                     decodes=DecodeGate(settings.api_max_concurrent_decodes))
     metrics.track_waiting(lambda: ctx.hub.waiting)
 
     @contextlib.asynccontextmanager
@@ -96,7 +107,10 @@ def create_app(settings: Settings, database_url: str, *, storage: Storage | None
     from console.web import mount_console  # the operations console (imported here: it imports api)
 
     mount_console(app)
+    app.add_middleware(BodyGuardMiddleware, settings=settings)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.api_max_upload_bytes)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
+    app.add_middleware(ForwardedMiddleware, settings=settings)
+    app.add_middleware(RequestIdMiddleware)
     app.openapi_tags = [{"name": k} for k in ("images", "conversions", "stats", "webhooks", "health")]
     return app

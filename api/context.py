@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from api.db import Database
+from api.decoding import DecodeGate
 from api.metrics import ApiMetrics
 from api.waiting import CompletionHub
 from core.settings import Settings
@@ -27,6 +28,8 @@ class ApiContext:
     limits: ImageLimits
     #: Wakes a worker right after a conversion is committed (None without a Redis URL).
     waker: Waker | None = None
+    #: Bounds the image decodes this process runs at once (STAYLER_API_MAX_CONCURRENT_DECODES).
+    decodes: DecodeGate = field(default_factory=lambda: DecodeGate(2))
 
 
 def get_context(request: Request) -> ApiContext:

@@ -19,6 +19,7 @@ from api import idempotency
 from api.auth import Context, Producer, Reader
 from api.context import ApiContext
 from api.keys import Principal
+from api.limits import check_metadata
 from api.problems import Problem, from_producer
 from api.results import conversion_view, location, presign, result_links, thumbnail_key_of, url_ttl_s
 from api.schemas import ConversionIn, ConversionOut, ConversionPage, ConversionStatus
@@ -52,6 +53,8 @@ async def create_conversion(ctx: Context, principal: Producer, body: ConversionI
                             idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
                             ) -> ConversionOut:
     """Queue a conversion of ``user_image_id`` wearing ``cloth_image_id``; 202 with ``Location``."""
+    check_metadata(body.metadata, max_bytes=ctx.settings.api_max_metadata_bytes,
+                   max_depth=ctx.settings.api_max_metadata_depth)
     def work(conn: psycopg.Connection) -> tuple[dict[str, Any], bool]:
         try:
             conversion_id, replayed = idempotency.create(conn, principal, body, idempotency_key,

@@ -96,3 +96,15 @@ def test_the_sql_function_refuses_deep_or_large_metadata_with_a_named_sqlstate(a
                              "metadata := %s::jsonb)", (owner.id, body["user_image_id"], body["cloth_image_id"],
                                                        json.dumps(metadata)))
             assert info.value.sqlstate == code
+
+
+def test_a_stored_row_too_deep_to_serialize_does_not_break_the_owners_list(api: ApiEnv) -> None:
+    owner = api.owner()
+    created = owner.conversion()
+    with psycopg.connect(api.db_url, autocommit=True) as conn:  # as a row stored before the limit existed
+        conn.execute("UPDATE conversions SET metadata = %s::jsonb WHERE id = %s", (json.dumps(nested(300)),
+                                                                                   created["id"]))
+    listed = owner.client().get("/v1/conversions")
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"][0]["metadata"] == {}
+    assert owner.client().get(f"/v1/conversions/{created['id']}").status_code == 200
