@@ -13,15 +13,16 @@ from starlette.exceptions import HTTPException
 
 from api.body import BodyGuardMiddleware
 from api.context import ApiContext
-from api.forwarded import ForwardedMiddleware
 from api.db import Database
 from api.decoding import DecodeGate
+from api.forwarded import ForwardedMiddleware
 from api.metrics import ApiMetrics
 from api.middleware import AccessLogMiddleware, BodyLimitMiddleware
 from api.problems import MEDIA_TYPE, Problem
 from api.request_ids import RequestIdMiddleware, log_unexpected, request_id_of
 from api.results import open_storage
 from api.routes import conversions, health, images, stats, webhooks
+from api.waiters import WaiterLimits
 from api.waiting import CompletionHub
 from core.settings import Settings
 from producer import Waker
@@ -85,7 +86,8 @@ def create_app(settings: Settings, database_url: str, *, storage: Storage | None
                      storage=storage or open_storage(settings), hub=CompletionHub(database_url), metrics=metrics,
                      limits=ImageLimits.from_settings(settings),
                      waker=Waker.from_url(settings.redis_url, settings.queue_name) if settings.redis_url else None,
-                     decodes=DecodeGate(settings.api_max_concurrent_decodes))
+                     decodes=DecodeGate(settings.api_max_concurrent_decodes),
+                     waiters=WaiterLimits(settings.api_max_waiters, settings.api_max_waiters_per_key))
     metrics.track_waiting(lambda: ctx.hub.waiting)
 
     @contextlib.asynccontextmanager

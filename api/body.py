@@ -20,7 +20,7 @@ import anyio.to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.keys import Principal, authenticate
-from api.limits import InvalidJson, parse_strict
+from api.limits import InvalidJsonError, parse_strict
 from api.problems import Problem
 from api.request_ids import send_problem
 from core.settings import Settings
@@ -132,7 +132,7 @@ class BodyGuardMiddleware:
         if raw.strip():
             try:
                 await anyio.to_thread.run_sync(parse_strict, raw)
-            except InvalidJson as exc:
+            except InvalidJsonError as exc:
                 await send_problem(scope, send, Problem("invalid_json", str(exc)))
                 return None
         sent = False

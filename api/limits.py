@@ -41,36 +41,36 @@ def check_metadata(metadata: Any, *, max_bytes: int, max_depth: int) -> None:
         raise Problem("metadata_too_large", f"metadata is {size:,} bytes serialized; at most {max_bytes:,} are allowed")
 
 
-class InvalidJson(ValueError):
+class InvalidJsonError(ValueError):
     """A JSON document PostgreSQL's jsonb cannot hold (or that is not JSON at all)."""
 
 
 def _refuse_constant(name: str) -> Any:
-    raise InvalidJson(f"{name} is not a JSON number")
+    raise InvalidJsonError(f"{name} is not a JSON number")
 
 
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise InvalidJson(f"the number {text[:40]} is out of range")
+        raise InvalidJsonError(f"the number {text[:40]} is out of range")
     return value
 
 
 def parse_strict(raw: bytes) -> Any:
     """Parse ``raw`` as JSON that jsonb can store: no NaN or infinities (also by overflow, ``1e400``), no NUL
-    character and no lone surrogate in any string or key. Raises :class:`InvalidJson`."""
+    character and no lone surrogate in any string or key. Raises :class:`InvalidJsonError`."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InvalidJson("the body is not UTF-8") from exc
+        raise InvalidJsonError("the body is not UTF-8") from exc
     try:
         value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
     except RecursionError:
-        raise InvalidJson("the document nests too deeply") from None
+        raise InvalidJsonError("the document nests too deeply") from None
     except json.JSONDecodeError as exc:
-        raise InvalidJson(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise InvalidJsonError(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError as exc:  # an integer with more digits than Python converts
-        raise InvalidJson(str(exc).split(";")[0][:120]) from None
+        raise InvalidJsonError(str(exc).split(";")[0][:120]) from None
     stack: list[Any] = [value]
     while stack:
         item = stack.pop()
@@ -81,9 +81,9 @@ def parse_strict(raw: bytes) -> Any:
             stack.extend(item)
         elif isinstance(item, str):
             if "\x00" in item:
-                raise InvalidJson("a string holds a NUL character (\\u0000)")
+                raise InvalidJsonError("a string holds a NUL character (\\u0000)")
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                raise InvalidJson("a string holds a lone surrogate") from None
+                raise InvalidJsonError("a string holds a lone surrogate") from None
     return value

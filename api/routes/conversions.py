@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import time
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -23,9 +22,9 @@ from api.limits import check_metadata
 from api.problems import Problem, from_producer
 from api.results import conversion_view, location, presign, result_links, thumbnail_key_of, url_ttl_s
 from api.schemas import ConversionIn, ConversionOut, ConversionPage, ConversionStatus
+from api.waiters import wait_for_end
 from producer.conversions import cancel
 from producer.errors import ProducerError
-from producer.wait import POLL_FALLBACK_S, TERMINAL
 from schema.queries import Q
 
 router = APIRouter(prefix="/v1", tags=["conversions"])
@@ -92,20 +91,11 @@ async def get_conversion(ctx: Context, principal: Reader, conversion_id: uuid.UU
     """The conversion; with ``wait=N`` the answer comes when it is terminal or after N seconds."""
     if wait <= 0:
         return _view(ctx, request, await ctx.db.run(fetch, principal, conversion_id))
-    deadline = time.monotonic() + wait
-    with ctx.hub.subscribe(conversion_id) as changed:
-        row = await ctx.db.run(fetch, principal, conversion_id)
-        while row["status"] not in TERMINAL:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=min(remaining, POLL_FALLBACK_S))
-            except TimeoutError:
-                if deadline - time.monotonic() <= 0:
-                    break
-            changed.clear()
-            row = await ctx.db.run(fetch, principal, conversion_id)
+    with ctx.waiters.admit(principal.key_id):
+        row = await wait_for_end(request, ctx.hub, conversion_id, wait,
+                                 lambda: ctx.db.run(fetch, principal, conversion_id))
+    if row is None:  # the client hung up: nobody reads this answer
+        return Response(status_code=499)  # type: ignore[return-value]
     return _view(ctx, request, row)
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from api.auth import Context, Producer
 from api.keys import Principal
-from api.limits import InvalidJson, check_metadata, parse_strict
+from api.limits import InvalidJsonError, check_metadata, parse_strict
 from api.problems import Problem
 from api.schemas import ImageOut
 from core.settings import Settings
@@ -28,7 +28,7 @@ def _metadata(text: str | None, settings: Settings) -> dict[str, Any]:
         raise Problem("metadata_too_large", f"metadata may have at most {settings.api_max_metadata_bytes:,} bytes")
     try:
         value = parse_strict(text.encode("utf-8", "surrogatepass"))
-    except InvalidJson as exc:
+    except InvalidJsonError as exc:
         raise Problem("invalid_json", f"metadata: {exc}") from None
     check_metadata(value, max_bytes=settings.api_max_metadata_bytes, max_depth=settings.api_max_metadata_depth)
     return dict(value)
