@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from tests.api.conftest import ApiEnv, problem_type
+from tests.api.conftest import ApiEnv
 
 
 def _send_head(api: ApiEnv, head: str, body: bytes = b"") -> socket.socket:
