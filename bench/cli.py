@@ -1,4 +1,5 @@
-"""``stayler bench all|queue|inference|latency|scale|memory|enqueue|api|profile|idle|boundary|model [--smoke] [--out DIR]``."""
+"""``stayler bench all|queue|inference|latency|scale|memory|enqueue|api|profile|idle|boundary|model [--smoke]
+[--out DIR]``."""
 
 from __future__ import annotations
 

@@ -40,6 +40,7 @@ def test_a_customers_metadata_retry_of_cannot_stop_or_steal_an_operator_retry(ap
         owner_of_victim = conn.execute("SELECT user_id FROM conversions WHERE id = %s",
                                        (uuid.UUID(victim),)).fetchone()
         decoy_link = conn.execute("SELECT retry_of FROM conversions WHERE id = %s", (uuid.UUID(decoy),)).fetchone()
+    assert owner_of_victim is not None
     assert len(retries) == 1 and str(retries[0][0]) != decoy and retries[0][1] == owner_of_victim[0]
     assert decoy_link == (None,)
     assert _outcomes(api) == [("retry", victim, "retried")]
