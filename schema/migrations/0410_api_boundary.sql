@@ -72,7 +72,7 @@ ALTER TABLE operator_actions ADD COLUMN outcome TEXT;
 COMMENT ON COLUMN operator_actions.outcome IS
     'What the action did: retried, already_retried, not_failed, cancelled, no_change, not_found, paused, resumed.';
 
-CREATE OR REPLACE FUNCTION public.create_conversion(user_id uuid DEFAULT NULL::uuid, vendor_id uuid DEFAULT NULL::uuid, user_image_id uuid DEFAULT NULL::uuid, cloth_image_id uuid DEFAULT NULL::uuid, conversion_type text DEFAULT 'free'::text, style_name text DEFAULT NULL::text, priority integer DEFAULT 0, max_retries integer DEFAULT 3, metadata jsonb DEFAULT '{}'::jsonb, idempotency_key text DEFAULT NULL::text)
+CREATE OR REPLACE FUNCTION create_conversion(user_id uuid DEFAULT NULL::uuid, vendor_id uuid DEFAULT NULL::uuid, user_image_id uuid DEFAULT NULL::uuid, cloth_image_id uuid DEFAULT NULL::uuid, conversion_type text DEFAULT 'free'::text, style_name text DEFAULT NULL::text, priority integer DEFAULT 0, max_retries integer DEFAULT 3, metadata jsonb DEFAULT '{}'::jsonb, idempotency_key text DEFAULT NULL::text)
  RETURNS uuid
  LANGUAGE plpgsql
  SECURITY DEFINER
