@@ -11,14 +11,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.body import BodyGuardMiddleware
 from api.context import ApiContext
 from api.db import Database
+from api.decoding import DecodeGate
+from api.forwarded import ForwardedMiddleware
 from api.metrics import ApiMetrics
 from api.middleware import AccessLogMiddleware, BodyLimitMiddleware
 from api.problems import MEDIA_TYPE, Problem
 from api.ratelimit import rate_limiter
+from api.request_ids import RequestIdMiddleware, log_unexpected, request_id_of
 from api.results import open_storage
 from api.routes import conversions, health, images, stats, webhooks
+from api.waiters import WaiterLimits
 from api.waiting import CompletionHub
 from core.settings import Settings
 from producer import Waker
@@ -35,13 +40,19 @@ Authenticate with `Authorization: Bearer <key>` (`stayler apikeys create`). Erro
 
 
 def _problem_response(request: Request, problem: Problem) -> JSONResponse:
-    return JSONResponse(problem.body(instance=request.url.path), status_code=problem.kind.status,
-                        media_type=MEDIA_TYPE, headers=problem.headers or None)
+    body = problem.body(instance=request.url.path)
+    request_id = request_id_of(request.scope)
+    if request_id:
+        body["request_id"] = request_id
+    return JSONResponse(body, status_code=problem.kind.status, media_type=MEDIA_TYPE,
+                        headers=problem.headers or None)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def on_problem(request: Request, exc: Problem) -> JSONResponse:
+        if exc.kind.name == "internal":  # an unexpected error turned into a problem: its cause is logged once
+            log_unexpected(request.scope, exc.__cause__ or exc)
         return _problem_response(request, exc)
 
     @app.exception_handler(HTTPException)
@@ -65,7 +76,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_anything(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        log_unexpected(request.scope, exc)  # RequestIdMiddleware takes these first; kept for safety
         return _problem_response(request, Problem("internal"))
 
 
@@ -76,7 +87,9 @@ def create_app(settings: Settings, database_url: str, *, storage: Storage | None
                      storage=storage or open_storage(settings), hub=CompletionHub(database_url), metrics=metrics,
                      limits=ImageLimits.from_settings(settings),
                      waker=Waker.from_url(settings.redis_url, settings.queue_name) if settings.redis_url else None,
-                     limiter=rate_limiter(settings))
+                     limiter=rate_limiter(settings),
+                     decodes=DecodeGate(settings.api_max_concurrent_decodes),
+                     waiters=WaiterLimits(settings.api_max_waiters, settings.api_max_waiters_per_key))
     metrics.track_waiting(lambda: ctx.hub.waiting)
 
     @contextlib.asynccontextmanager
@@ -98,7 +111,10 @@ def create_app(settings: Settings, database_url: str, *, storage: Storage | None
     from console.web import mount_console  # the operations console (imported here: it imports api)
 
     mount_console(app)
+    app.add_middleware(BodyGuardMiddleware, settings=settings)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.api_max_upload_bytes)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)
+    app.add_middleware(ForwardedMiddleware, settings=settings)
+    app.add_middleware(RequestIdMiddleware)
     app.openapi_tags = [{"name": k} for k in ("images", "conversions", "stats", "webhooks", "health")]
     return app

@@ -15,7 +15,13 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="stayler"'}
 
 
 async def current_principal(request: Request, ctx: Annotated[ApiContext, Depends(get_context)]) -> Principal:
-    """The principal of the request's key (kept on the request for the access log)."""
+    """The principal of the request's key (kept on the request for the access log).
+
+    A request with a body was authenticated before its body was read (``api.body``): that answer is reused.
+    """
+    early = getattr(request.state, "principal", None)
+    if isinstance(early, Principal):
+        return early
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():

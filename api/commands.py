@@ -30,8 +30,9 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         migrate_configured(settings, url)
         app = create_app(settings, url)
         # Our access-log middleware writes one structured line per request; uvicorn's would be a second.
+        # Forwarded headers are honoured by api.forwarded from STAYLER_API_TRUSTED_PROXIES only.
         uvicorn.run(app, host=args.host or settings.api_host, port=args.port if args.port is not None
-                    else settings.api_port, log_config=None, access_log=False, proxy_headers=True,
+                    else settings.api_port, log_config=None, access_log=False, proxy_headers=False,
                     timeout_graceful_shutdown=10)
     return 0
 

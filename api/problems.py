@@ -47,6 +47,7 @@ KINDS: dict[str, ProblemKind] = {k.name: k for k in (
     _k(409, "invalid_status_transition", "The conversion cannot make this move"),
     _k(409, "attempt_not_held", "The attempt no longer holds the job"),
     _k(409, "idempotency_key_in_use", "A request with this Idempotency-Key is still in progress"),
+    _k(408, "request_timeout", "The request body was not sent in time"),
     _k(413, "payload_too_large", "The request body is too large"),
     _k(413, "image_too_large", "The image is too large"),
     _k(415, "unsupported_format", "The image format is not supported"),
@@ -63,9 +64,14 @@ KINDS: dict[str, ProblemKind] = {k.name: k for k in (
     _k(422, "priority_not_allowed", "The key may not ask for this priority"),
     _k(429, "rate_limited", "Too many requests for this key; retry after Retry-After seconds"),
     _k(429, "quota_exceeded", "The owner's daily conversion quota is used up"),
+    _k(422, "invalid_json", "The body is not JSON that can be stored"),
+    _k(422, "metadata_too_large", "The metadata is too large"),
+    _k(422, "metadata_too_deep", "The metadata nests too deeply"),
+    _k(429, "too_many_waiters", "Too many requests are waiting"),
     _k(500, "internal", "Internal error"),
     _k(503, "database_unavailable", "The database is unavailable"),
     _k(503, "storage_unavailable", "The storage backend is unavailable"),
+    _k(503, "server_busy", "The server holds as many request bodies as it may; try again"),
 )}
 
 #: SQLSTATE of the schema's refusals → problem name. SA012 and SA024 read as "not found" so that a
@@ -85,6 +91,8 @@ BY_SQLSTATE: dict[str, str] = {
     "SA024": "conversion_not_found",
     "SA025": "attempt_not_held",
     "SA026": "invalid_storage_key",
+    "SA030": "metadata_too_deep",
+    "SA031": "metadata_too_large",
 }
 
 #: Details that must not vary with what exists (they would reveal another owner's rows).

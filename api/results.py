@@ -63,12 +63,25 @@ def result_links(row: dict[str, Any], storage: Storage, base_url: str, ttl_s: in
     return ResultOut(image_id=row["result_image_id"], url=f"{api_url}/result", thumbnail_url=f"{api_url}/thumbnail")
 
 
+#: Deeper metadata cannot be serialized in a response; only rows stored before the limit have it.
+VIEWABLE_DEPTH = 200
+
+
+def viewable_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """The metadata to answer with: ``{}`` for a stored document too deep to serialize (the list never 500s)."""
+    if not metadata:
+        return {}
+    from api.limits import depth_of
+
+    return metadata if depth_of(metadata) <= VIEWABLE_DEPTH else {}
+
+
 def conversion_view(row: dict[str, Any], result: ResultOut | None) -> ConversionOut:
     """The API's view of an ``api_conversion_get`` row."""
     return ConversionOut(
         id=row["id"], status=row["status"], conversion_type=row["conversion_type"], style_name=row["style_name"],
         user_image_id=row["user_image_id"], cloth_image_id=row["cloth_image_id"], priority=row["priority"],
-        metadata=row["metadata"] or {}, attempts=row["attempt"] or 0, retry_count=row["retry_count"],
+        metadata=viewable_metadata(row["metadata"]), attempts=row["attempt"] or 0, retry_count=row["retry_count"],
         max_retries=row["max_retries"], error_type=row["error_type"], error_message=row["error_message"],
         processing_time_ms=row["processing_time_ms"], created_at=row["created_at"], updated_at=row["updated_at"],
         started_at=row["started_at"], completed_at=row["completed_at"], result=result)

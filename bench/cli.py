@@ -1,4 +1,5 @@
-"""``stayler bench all|queue|inference|latency|scale|memory|enqueue|api|profile|idle|model [--smoke] [--out DIR]``."""
+"""``stayler bench all|queue|inference|latency|scale|memory|enqueue|api|profile|idle|boundary|model [--smoke]
+[--out DIR]``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from core.settings import Settings
 
-NAMES = ("queue", "inference", "latency", "scale", "memory", "enqueue", "api", "profile", "idle", "fairness")
+NAMES = ("queue", "inference", "latency", "scale", "memory", "enqueue", "api", "profile", "idle", "fairness",
+         "boundary")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "profile": "CPU ms per conversion by stage (py-spy on a null-model drain) and the straight-line floor",
         "idle": "Redis commands/s and CPU share of an idle worker process",
         "fairness": "claim time with 10,000 owners vs one; a vendor's flood and 20 latecomers (null model)",
+        "boundary": "hostile customers: API peak RSS under 20 worst-case uploads, /healthz p99 under the largest "
+                    "lists, webhook p99 with a drip receiver (issue 19)",
     }
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)

@@ -21,6 +21,7 @@ BenchFn = Callable[[Services, Sizes], list[Row]]
 def benchmarks() -> dict[str, BenchFn]:
     """Name → entry point, in the order ``all`` runs them."""
     from bench.api import run as api
+    from bench.boundary import run as boundary
     from bench.enqueue import run as enqueue
     from bench.fairness import run as fairness
     from bench.idle import run as idle
@@ -32,7 +33,8 @@ def benchmarks() -> dict[str, BenchFn]:
     from bench.scale import run as scale
 
     return {"queue": queue, "inference": inference, "latency": latency, "scale": scale, "memory": memory,
-            "enqueue": enqueue, "api": api, "profile": profile, "idle": idle, "fairness": fairness}
+            "enqueue": enqueue, "api": api, "profile": profile, "idle": idle, "fairness": fairness,
+            "boundary": boundary}
 
 
 def fmt_value(value: float | None) -> str:

@@ -49,6 +49,8 @@ def cancel(conn: psycopg.Connection, session: Session, ids: list[uuid.UUID], rea
         status = row[0] if row else None
         if status == "cancelled":
             outcome.done.append(conversion_id)
+        elif status is None:
+            outcome.refused[conversion_id] = "no such conversion"
         else:
             outcome.refused[conversion_id] = f"already {status}"
     return outcome
@@ -64,9 +66,11 @@ def retry(conn: psycopg.Connection, session: Session, ids: list[uuid.UUID], reas
         except psycopg.Error as exc:
             outcome.refused[conversion_id] = _refusal(exc)
             continue
+        if row is None or row[0] is None:  # audited by the function: not failed, or no such conversion
+            outcome.refused[conversion_id] = "not failed, or no such conversion"
+            continue
         outcome.done.append(conversion_id)
-        if row and row[0]:
-            outcome.created.append(row[0])
+        outcome.created.append(row[0])
     return outcome
 
 

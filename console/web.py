@@ -292,14 +292,25 @@ async def retry_matching(request: Request) -> Response:
     if not _reason(form):
         return _back(form, "a reason is required")
     filters = data.Filters(status="failed", error_type=str(form.get("error_type") or ""),
-                           owner=str(form.get("owner") or ""), model_version=str(form.get("model_version") or ""),
+                           owner=str(form.get("owner") or "").strip(),
+                           model_version=str(form.get("model_version") or "").strip(),
                            since=str(form.get("since") or ""), until=str(form.get("until") or ""))
+    confirmed = str(form.get("confirm") or "").isdigit()
 
-    def work(conn: Any) -> actions.Outcome:
+    def work(conn: Any) -> tuple[list[uuid.UUID], actions.Outcome | None]:
         ids = data.conversion_ids(conn, filters, actions.BULK_LIMIT)
-        return actions.retry(conn, session, ids, _reason(form))
+        if filters.problems or not confirmed:  # a filter it cannot read is never "no filter"
+            return ids, None
+        return ids, actions.retry(conn, session, ids, _reason(form))
 
-    outcome = await _ctx(request).db.run(work)
+    ids, outcome = await _ctx(request).db.run(work)
+    if filters.problems:
+        return render("error.html", request, session, 400, title="Filter not understood",
+                      detail="Nothing was retried: " + "; ".join(filters.problems) + ".")
+    if outcome is None:  # first submit: say what it will touch and ask once more
+        return render("confirm.html", request, session, count=len(ids), capped=len(ids) >= actions.BULK_LIMIT,
+                      filters=filters, query=filters.query(), reason=_reason(form),
+                      return_to=str(form.get("return_to") or f"{PREFIX}/conversions"))
     text = outcome.summary("retried")
     if len(outcome.done) + len(outcome.refused) >= actions.BULK_LIMIT:
         text += f" (stopped at {actions.BULK_LIMIT}; submit again for more)"

@@ -139,6 +139,43 @@ class Settings(BaseSettings):
             if not ok:
                 raise ValueError("each STAYLER_SECRET_KEYS entry must be a Fernet key (url-safe base64 of 32 bytes)")
         return value
+    max_decode_bytes: int = Field(default=192 * 1024 * 1024, gt=0,
+                                  description="Memory one image decode may need, estimated from its header "
+                                              "(pixels × bytes per pixel of its mode and bit depth).")
+    api_max_concurrent_decodes: int = Field(default=2, ge=1,
+                                            description="Image uploads read and decoded at once per API process.")
+    api_max_metadata_bytes: int = Field(default=16 * 1024, ge=2, le=16 * 1024,
+                                        description="Largest `metadata` object, serialized (conversions, images).")
+    api_max_metadata_depth: int = Field(default=32, ge=1, le=32,
+                                        description="Deepest nesting of `metadata` (the SQL bound is 32).")
+    api_body_timeout_s: float = Field(default=30.0, gt=0, description="Time a client has to send a request body.")
+    api_max_spooled_bytes: int = Field(default=256 * 1024 * 1024, gt=0,
+                                       description="Request body bytes one API process holds at once (uploads "
+                                                   "spool to disk); more is answered 503 with Retry-After.")
+    api_max_waiters: int = Field(default=1000, ge=1, description="`?wait=` requests held at once per API process.")
+    api_max_waiters_per_key: int = Field(default=50, ge=1, description="`?wait=` requests held at once per API key.")
+    api_trusted_proxies: str = Field(default="", description="Comma-separated addresses or networks whose "
+                                                             "X-Forwarded-For/-Proto/-Host are honoured (none).")
+    api_public_base_url: str = Field(default="", description="The API's public URL (e.g. https://api.example.com):"
+                                                             " result URLs and the console cookie's Secure flag "
+                                                             "follow it.")
+
+    @field_validator("api_trusted_proxies", mode="after")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        import ipaddress
+
+        for part in value.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)  # a ValueError names the bad word
+        return value
+
+    @field_validator("api_public_base_url", mode="after")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if value and not (value.startswith(("http://", "https://")) and len(value.split("://", 1)[1]) > 0):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
 
     @field_validator("state_dir", mode="after")
     @classmethod

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from imaging.budget import decode_cost
 from imaging.errors import ImageDecodeError, ImageTooLargeError, UnsupportedFormatError
 
 SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP")
@@ -90,6 +91,7 @@ def decode_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int | None = None,
     draft_side: int | None = None,
+    max_decode_bytes: int | None = None,
 ) -> DecodedImage:
     """Decode ``data`` (JPEG, PNG or WebP) fully into RGB plus optional alpha.
 
@@ -101,6 +103,9 @@ def decode_image(
     ``draft_side`` lets a JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) as long as both sides
     stay at least that many pixels: much faster when only a small version is needed (a garment fed
     to a 512-pixel model). ``width``/``height`` are then those of the decoded pixels.
+
+    ``max_decode_bytes`` bounds the memory the decode may take, estimated from the header's size,
+    mode and bit depth (``imaging.budget``) before any pixel is decoded: ``ImageTooLargeError`` above it.
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise ImageTooLargeError(f"image is {len(data):,} bytes, above the limit of {max_bytes:,} bytes")
@@ -132,6 +137,12 @@ def decode_image(
             raise ImageTooLargeError(
                 f"image is {width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,}"
             )
+        if max_decode_bytes is not None and decode_cost(width, height, img.mode) > max_decode_bytes:
+            raise ImageTooLargeError(
+                f"image is {width}x{height} in mode {img.mode}: decoding it needs about "
+                f"{decode_cost(width, height, img.mode) // 2**20:,} MiB, above the limit of "
+                f"{max_decode_bytes // 2**20:,} MiB"
+            )
         try:
             if draft_side is not None and fmt == "JPEG" and img.mode in ("RGB", "L", "CMYK"):
                 img.draft(img.mode, (draft_side, draft_side))
@@ -156,9 +167,14 @@ def decode_image(
 
 
 def _scale_16bit(arr: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
-    # Pillow's convert() clips 16-bit values to 0..255 instead of scaling them.
-    wide = np.asarray(arr).astype(np.int64)
-    return (np.clip(wide, 0, 65535) >> 8).astype(np.uint8)
+    # Pillow's convert() clips 16-bit values to 0..255 instead of scaling them. Computed in the
+    # source's own width (never int64) so the working memory stays what imaging.budget assumes.
+    values = np.asarray(arr)
+    if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+        return (values >> 8).astype(np.uint8)
+    wide = np.clip(values, 0, 65535)
+    wide >>= 8
+    return wide.astype(np.uint8)
 
 
 def _opaque_or_none(alpha: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8] | None:

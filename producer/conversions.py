@@ -53,7 +53,8 @@ def cancel(conn: psycopg.Connection, conversion_id: uuid.UUID, *, user_id: uuid.
     with database_errors("cancelling the conversion"):
         row = conn.execute(Q.conversion_cancel, {"conversion_id": conversion_id, "user_id": user_id,
                                                  "vendor_id": vendor_id}).fetchone()
-    assert row is not None
+    if row is None or row[0] is None:  # audited as not_found by the function
+        raise ProducerError("conversion_not_found", f"conversion {conversion_id} does not exist")
     return str(row[0])
 
 

@@ -28,11 +28,15 @@ class ImageLimits:
     max_bytes: int
     max_pixels: int
     thumbnail_size: int = 256
+    #: Memory a decode may need, estimated from the header (imaging.budget); None: unbounded.
+    max_decode_bytes: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageLimits:
-        """The limits configured by STAYLER_MAX_IMAGE_BYTES / _PIXELS and STAYLER_THUMBNAIL_SIZE."""
-        return cls(settings.max_image_bytes, settings.max_image_pixels, settings.thumbnail_size)
+        """The limits configured by STAYLER_MAX_IMAGE_BYTES / _PIXELS / STAYLER_MAX_DECODE_BYTES and
+        STAYLER_THUMBNAIL_SIZE."""
+        return cls(settings.max_image_bytes, settings.max_image_pixels, settings.thumbnail_size,
+                   settings.max_decode_bytes)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ def register_image(conn: psycopg.Connection, storage: Storage, data: bytes, *, o
         raise ProducerError("image_too_large",
                             f"the file is {len(data):,} bytes; the limit is {limits.max_bytes:,}")
     try:
-        decoded = decode_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
+        decoded = decode_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes,
+                               max_decode_bytes=limits.max_decode_bytes)
     except ImageError as exc:
         raise ProducerError(exc.error_type, f"not accepted: {exc}") from exc
 

@@ -2,7 +2,7 @@
 -- schema public after all migrations, sorted by signature, each with the last migration that
 -- creates, replaces or alters it. tests/schema/test_query_layer.py checks it is up to date.
 
--- api_conversion_terminal(): 0200_api.sql
+-- api_conversion_terminal(): 0400_webhook_boundary.sql
 CREATE OR REPLACE FUNCTION public.api_conversion_terminal()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -13,17 +13,12 @@ DECLARE
     v_type text := 'conversion.' || NEW.status;
     v_owner uuid := COALESCE(NEW.user_id, NEW.vendor_id);
     v_by_user boolean := NEW.user_id IS NOT NULL;
-    v_event uuid;
 BEGIN
     PERFORM pg_notify('stayler_conversion_done', NEW.id::text);
     IF EXISTS (SELECT 1 FROM webhook_endpoints e
                 WHERE COALESCE(e.user_id, e.vendor_id) = v_owner AND e.enabled
                   AND (e.user_id IS NOT NULL) = v_by_user AND v_type = ANY (e.events)) THEN
-        INSERT INTO webhook_events (type, conversion_id) VALUES (v_type, NEW.id) RETURNING id INTO v_event;
-        INSERT INTO webhook_deliveries (event_id, endpoint_id)
-        SELECT v_event, e.id FROM webhook_endpoints e
-         WHERE COALESCE(e.user_id, e.vendor_id) = v_owner AND e.enabled
-           AND (e.user_id IS NOT NULL) = v_by_user AND v_type = ANY (e.events);
+        INSERT INTO webhook_events (type, conversion_id) VALUES (v_type, NEW.id);
         PERFORM pg_notify('stayler_webhooks', '');
     END IF;
     RETURN NULL;
@@ -261,6 +256,52 @@ BEGIN
 END;
 $function$;
 
+-- conversion_metadata_check(jsonb): 0410_api_boundary.sql
+CREATE OR REPLACE FUNCTION public.conversion_metadata_check(metadata jsonb)
+ RETURNS void
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    max_bytes CONSTANT INTEGER := 16384;
+    max_depth CONSTANT INTEGER := 32;
+    v_bytes INTEGER;
+    v_depth INTEGER;
+BEGIN
+    IF conversion_metadata_check.metadata IS NULL THEN
+        RETURN;
+    END IF;
+    IF jsonb_typeof(conversion_metadata_check.metadata) <> 'object' THEN
+        RAISE EXCEPTION 'invalid_argument: metadata must be a JSON object' USING ERRCODE = 'SA005';
+    END IF;
+    -- The size first: it bounds the walk below.
+    v_bytes := octet_length(conversion_metadata_check.metadata::text);
+    IF v_bytes > max_bytes THEN
+        RAISE EXCEPTION 'metadata_too_large: metadata is % bytes; at most % are allowed', v_bytes, max_bytes
+            USING ERRCODE = 'SA031';
+    END IF;
+    WITH RECURSIVE walk(value, depth) AS (
+        SELECT conversion_metadata_check.metadata, 1
+        UNION ALL
+        SELECT child.value, walk.depth + 1
+          FROM walk,
+               LATERAL (SELECT e.value FROM jsonb_each(CASE WHEN jsonb_typeof(walk.value) = 'object'
+                                                           THEN walk.value ELSE '{}'::jsonb END) e
+                        UNION ALL
+                        SELECT a.value FROM jsonb_array_elements(CASE WHEN jsonb_typeof(walk.value) = 'array'
+                                                                      THEN walk.value ELSE '[]'::jsonb END) a
+                       ) child
+         WHERE jsonb_typeof(child.value) IN ('object', 'array') AND walk.depth <= max_depth
+    )
+    SELECT max(walk.depth) INTO v_depth FROM walk;
+    IF v_depth > max_depth THEN
+        RAISE EXCEPTION 'metadata_too_deep: metadata nests more than % levels', max_depth
+            USING ERRCODE = 'SA030';
+    END IF;
+END;
+$function$;
+
 -- conversion_request_hash(uuid,uuid,uuid,uuid,text,text,integer,integer,jsonb): 0100_contract_functions.sql
 CREATE OR REPLACE FUNCTION public.conversion_request_hash(user_id uuid, vendor_id uuid, user_image_id uuid, cloth_image_id uuid, conversion_type text, style_name text, priority integer, max_retries integer, metadata jsonb)
  RETURNS text
@@ -271,7 +312,7 @@ AS $function$
         $1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9, '{}'::jsonb))::text, 'UTF8')), 'hex')
 $function$;
 
--- create_conversion(uuid,uuid,uuid,uuid,text,text,integer,integer,jsonb,text): 0120_roles.sql
+-- create_conversion(uuid,uuid,uuid,uuid,text,text,integer,integer,jsonb,text): 0410_api_boundary.sql
 CREATE OR REPLACE FUNCTION public.create_conversion(user_id uuid DEFAULT NULL::uuid, vendor_id uuid DEFAULT NULL::uuid, user_image_id uuid DEFAULT NULL::uuid, cloth_image_id uuid DEFAULT NULL::uuid, conversion_type text DEFAULT 'free'::text, style_name text DEFAULT NULL::text, priority integer DEFAULT 0, max_retries integer DEFAULT 3, metadata jsonb DEFAULT '{}'::jsonb, idempotency_key text DEFAULT NULL::text)
  RETURNS uuid
  LANGUAGE plpgsql
@@ -313,6 +354,7 @@ BEGIN
         RAISE EXCEPTION 'invalid_argument: max_retries must be >= 0, got %', create_conversion.max_retries
             USING ERRCODE = 'SA005';
     END IF;
+    PERFORM conversion_metadata_check(create_conversion.metadata);
 
     IF v_owner_kind = 'user' THEN
         PERFORM 1 FROM users u WHERE u.id = v_owner_id;
@@ -1115,7 +1157,7 @@ BEGIN
 END;
 $function$;
 
--- operator_cancel_conversion(uuid,text,text): 0120_roles.sql
+-- operator_cancel_conversion(uuid,text,text): 0410_api_boundary.sql
 CREATE OR REPLACE FUNCTION public.operator_cancel_conversion(conversion_id uuid, operator text, reason text)
  RETURNS text
  LANGUAGE plpgsql
@@ -1136,21 +1178,21 @@ BEGIN
             USING ERRCODE = 'SA004';
     END IF;
     SELECT c.status INTO v_before FROM conversions c WHERE c.id = operator_cancel_conversion.conversion_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'conversion_not_found: conversion % does not exist', operator_cancel_conversion.conversion_id
-            USING ERRCODE = 'SA020';
+    IF FOUND THEN
+        v_after := conversion_cancel_locked(operator_cancel_conversion.conversion_id,
+                                            format('cancelled by operator %s: %s', operator_cancel_conversion.operator,
+                                                   operator_cancel_conversion.reason));
     END IF;
-    v_after := conversion_cancel_locked(operator_cancel_conversion.conversion_id,
-                                        format('cancelled by operator %s: %s', operator_cancel_conversion.operator,
-                                               operator_cancel_conversion.reason));
-    INSERT INTO operator_actions (operator, action, conversion_id, reason, status_before, status_after)
+    INSERT INTO operator_actions (operator, action, conversion_id, reason, status_before, status_after, outcome)
     VALUES (operator_cancel_conversion.operator, 'cancel', operator_cancel_conversion.conversion_id,
-            operator_cancel_conversion.reason, v_before, v_after);
+            operator_cancel_conversion.reason, v_before, v_after,
+            CASE WHEN v_before IS NULL THEN 'not_found' WHEN v_after = 'cancelled' AND v_before <> 'cancelled'
+                 THEN 'cancelled' ELSE 'no_change' END);
     RETURN v_after;
 END;
 $function$;
 
--- operator_retry_conversion(uuid,text,text): 0300_console.sql
+-- operator_retry_conversion(uuid,text,text): 0410_api_boundary.sql
 CREATE OR REPLACE FUNCTION public.operator_retry_conversion(conversion_id uuid, operator text, reason text)
  RETURNS uuid
  LANGUAGE plpgsql
@@ -1161,6 +1203,7 @@ DECLARE
     v_c conversions%ROWTYPE;
     v_job conversion_jobs%ROWTYPE;
     v_new UUID;
+    v_outcome TEXT;
 BEGIN
     IF operator_retry_conversion.conversion_id IS NULL THEN
         RAISE EXCEPTION 'argument_required: conversion_id is required' USING ERRCODE = 'SA004';
@@ -1173,35 +1216,35 @@ BEGIN
     -- The row lock serialises two retries of one conversion: the second finds the first's.
     SELECT c.* INTO v_c FROM conversions c WHERE c.id = operator_retry_conversion.conversion_id FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'conversion_not_found: conversion % does not exist', operator_retry_conversion.conversion_id
-            USING ERRCODE = 'SA020';
+        v_outcome := 'not_found';
+    ELSIF v_c.status <> 'failed' THEN
+        v_outcome := 'not_failed';
+    ELSE
+        SELECT c.id INTO v_new FROM conversions c WHERE c.retry_of = v_c.id;
+        IF FOUND THEN
+            v_outcome := 'already_retried';  -- the same answer again, nothing new
+        ELSE
+            SELECT j.* INTO v_job FROM conversion_jobs j WHERE j.conversion_id = v_c.id
+             ORDER BY j.created_at DESC LIMIT 1;
+            v_new := create_conversion(
+                user_id := v_c.user_id, vendor_id := v_c.vendor_id,
+                user_image_id := v_c.user_image_id, cloth_image_id := v_c.cloth_image_id,
+                conversion_type := v_c.conversion_type, style_name := v_c.style_name,
+                priority := COALESCE(v_job.priority, 0), max_retries := COALESCE(v_job.max_retries, 3),
+                metadata := COALESCE(v_c.metadata, '{}'::jsonb));
+            UPDATE conversions c SET retry_of = v_c.id WHERE c.id = v_new;
+            v_outcome := 'retried';
+        END IF;
     END IF;
-    IF v_c.status <> 'failed' THEN
-        RAISE EXCEPTION 'invalid_status_transition: only a failed conversion is retried; % is %',
-                v_c.id, v_c.status USING ERRCODE = 'SA021';
-    END IF;
-    SELECT c.id INTO v_new FROM conversions c
-     WHERE c.metadata ? 'retry_of' AND c.metadata ->> 'retry_of' = v_c.id::text
-     ORDER BY c.created_at LIMIT 1;
-    IF FOUND THEN
-        RETURN v_new;  -- retried already: the same answer again, nothing new
-    END IF;
-    SELECT j.* INTO v_job FROM conversion_jobs j WHERE j.conversion_id = v_c.id ORDER BY j.created_at DESC LIMIT 1;
-    v_new := create_conversion(
-        user_id := v_c.user_id, vendor_id := v_c.vendor_id,
-        user_image_id := v_c.user_image_id, cloth_image_id := v_c.cloth_image_id,
-        conversion_type := v_c.conversion_type, style_name := v_c.style_name,
-        priority := COALESCE(v_job.priority, 0), max_retries := COALESCE(v_job.max_retries, 3),
-        metadata := COALESCE(v_c.metadata, '{}'::jsonb) || jsonb_build_object('retry_of', v_c.id::text));
     INSERT INTO operator_actions (operator, action, conversion_id, reason, status_before, status_after,
-                                  new_conversion_id)
-    VALUES (operator_retry_conversion.operator, 'retry', v_c.id, operator_retry_conversion.reason,
-            v_c.status, v_c.status, v_new);
-    RETURN v_new;
+                                  new_conversion_id, outcome)
+    VALUES (operator_retry_conversion.operator, 'retry', operator_retry_conversion.conversion_id,
+            operator_retry_conversion.reason, v_c.status, v_c.status, v_new, v_outcome);
+    RETURN CASE WHEN v_outcome IN ('retried', 'already_retried') THEN v_new END;
 END;
 $function$;
 
--- operator_set_dispatch_paused(boolean,text,text): 0300_console.sql
+-- operator_set_dispatch_paused(boolean,text,text): 0410_api_boundary.sql
 CREATE OR REPLACE FUNCTION public.operator_set_dispatch_paused(paused boolean, operator text, reason text)
  RETURNS boolean
  LANGUAGE plpgsql
@@ -1224,12 +1267,14 @@ BEGIN
        SET dispatch_paused = operator_set_dispatch_paused.paused, updated_at = now(),
            updated_by = operator_set_dispatch_paused.operator
      WHERE f.id;
-    INSERT INTO operator_actions (operator, action, conversion_id, reason, status_before, status_after)
+    INSERT INTO operator_actions (operator, action, conversion_id, reason, status_before, status_after, outcome)
     VALUES (operator_set_dispatch_paused.operator,
             CASE WHEN operator_set_dispatch_paused.paused THEN 'pause_dispatch' ELSE 'resume_dispatch' END,
             NULL, operator_set_dispatch_paused.reason,
             CASE WHEN v_before THEN 'paused' ELSE 'running' END,
-            CASE WHEN operator_set_dispatch_paused.paused THEN 'paused' ELSE 'running' END);
+            CASE WHEN operator_set_dispatch_paused.paused THEN 'paused' ELSE 'running' END,
+            CASE WHEN v_before IS NOT DISTINCT FROM operator_set_dispatch_paused.paused THEN 'no_change'
+                 WHEN operator_set_dispatch_paused.paused THEN 'paused' ELSE 'resumed' END);
     RETURN operator_set_dispatch_paused.paused;
 END;
 $function$;
@@ -1372,6 +1417,46 @@ AS $function$
            FOR UPDATE OF w SKIP LOCKED
     ), gone AS (
         DELETE FROM workers w WHERE w.id = ANY (ARRAY(SELECT locked.id FROM locked)) RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone
+$function$;
+
+-- prune_webhook_deliveries(interval,integer): 0400_webhook_boundary.sql
+CREATE OR REPLACE FUNCTION public.prune_webhook_deliveries(older_than interval, batch_size integer DEFAULT 1000)
+ RETURNS integer
+ LANGUAGE sql
+AS $function$
+    WITH gone AS (
+        DELETE FROM webhook_deliveries d
+         WHERE d.id = ANY (ARRAY(
+            SELECT d.id FROM webhook_deliveries d
+             WHERE d.status <> 'pending'
+               AND d.finished_at < now() - older_than
+               AND older_than > interval '0'
+             ORDER BY d.finished_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone
+$function$;
+
+-- prune_webhook_events(interval,integer): 0400_webhook_boundary.sql
+CREATE OR REPLACE FUNCTION public.prune_webhook_events(older_than interval, batch_size integer DEFAULT 1000)
+ RETURNS integer
+ LANGUAGE sql
+AS $function$
+    WITH gone AS (
+        DELETE FROM webhook_events ev
+         WHERE ev.id = ANY (ARRAY(
+            SELECT ev.id FROM webhook_events ev
+             WHERE ev.fanned_out_at < now() - older_than
+               AND older_than > interval '0'
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = ev.id)
+             ORDER BY ev.fanned_out_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
     )
     SELECT count(*)::integer FROM gone
 $function$;
@@ -1726,6 +1811,63 @@ BEGIN
              CASE WHEN v_status = 'completed' THEN update_conversion_status.error_type ELSE v_error_type END,
              update_conversion_status.ai_model_version);
     END IF;
+END;
+$function$;
+
+-- webhook_endpoint_create(uuid,uuid,text,text[],bytea,integer): 0400_webhook_boundary.sql
+CREATE OR REPLACE FUNCTION public.webhook_endpoint_create(p_user_id uuid, p_vendor_id uuid, p_url text, p_events text[], p_secret bytea, p_max_endpoints integer)
+ RETURNS SETOF webhook_endpoints
+ LANGUAGE plpgsql
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_owner uuid := COALESCE(p_user_id, p_vendor_id);
+    v_count integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('stayler_webhook_endpoints:' || v_owner::text, 0));
+    SELECT count(*) INTO v_count FROM webhook_endpoints
+     WHERE (p_user_id IS NOT NULL AND user_id = p_user_id) OR (p_vendor_id IS NOT NULL AND vendor_id = p_vendor_id);
+    IF v_count >= p_max_endpoints THEN
+        RAISE EXCEPTION 'webhook_limit_reached: an owner may have at most % webhook endpoints', p_max_endpoints
+            USING ERRCODE = 'SA040';
+    END IF;
+    RETURN QUERY
+    INSERT INTO webhook_endpoints (user_id, vendor_id, url, events, secret)
+    VALUES (p_user_id, p_vendor_id, p_url, p_events, p_secret)
+    RETURNING *;
+END;
+$function$;
+
+-- webhook_fan_out(integer): 0400_webhook_boundary.sql
+CREATE OR REPLACE FUNCTION public.webhook_fan_out(batch_size integer DEFAULT 100)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_events uuid[];
+    v_written integer;
+BEGIN
+    SELECT array_agg(id) INTO v_events FROM (
+        SELECT id FROM webhook_events
+         WHERE fanned_out_at IS NULL
+         ORDER BY created_at
+         LIMIT batch_size
+           FOR UPDATE SKIP LOCKED) due;
+    IF v_events IS NULL THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO webhook_deliveries (event_id, endpoint_id)
+    SELECT ev.id, e.id
+      FROM webhook_events ev
+      JOIN conversions c ON c.id = ev.conversion_id
+      JOIN webhook_endpoints e ON COALESCE(e.user_id, e.vendor_id) = COALESCE(c.user_id, c.vendor_id)
+                              AND (e.user_id IS NOT NULL) = (c.user_id IS NOT NULL)
+     WHERE ev.id = ANY (v_events) AND e.enabled AND ev.type = ANY (e.events)
+    ON CONFLICT ON CONSTRAINT webhook_deliveries_event_endpoint_key DO NOTHING;
+    GET DIAGNOSTICS v_written = ROW_COUNT;
+    UPDATE webhook_events SET fanned_out_at = now() WHERE id = ANY (v_events);
+    RETURN v_written;
 END;
 $function$;
 

@@ -132,6 +132,20 @@ class InvalidStorageKey(SchemaRuleError):  # noqa: N818 (names agreed with the c
     name = "invalid_storage_key"
 
 
+class MetadataTooDeep(SchemaRuleError):  # noqa: N818 (names agreed with the callers)
+    """``metadata`` nests more than 32 levels (``create_conversion``)."""
+
+    code = "SA030"
+    name = "metadata_too_deep"
+
+
+class MetadataTooLarge(SchemaRuleError):  # noqa: N818 (names agreed with the callers)
+    """``metadata`` is more than 16 KiB as text (``create_conversion``)."""
+
+    code = "SA031"
+    name = "metadata_too_large"
+
+
 #: Every refusal class by its SQLSTATE.
 BY_SQLSTATE: dict[str, type[SchemaRuleError]] = {
     cls.code: cls
@@ -151,6 +165,8 @@ BY_SQLSTATE: dict[str, type[SchemaRuleError]] = {
         NotOwner,
         AttemptNotHeld,
         InvalidStorageKey,
+        MetadataTooDeep,
+        MetadataTooLarge,
     )
 }
 

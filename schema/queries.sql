@@ -631,7 +631,7 @@ SELECT m.conversion_id AS id, m.created_at AS sort_at
 -- name: console_conversion_rows
 -- The list's columns for a page of ids (primary key, the jobs' conversion_id index, the metrics' unique index).
 SELECT c.id, c.status, c.user_id, c.vendor_id, c.style_name, c.conversion_type, c.created_at, c.updated_at,
-       c.processing_time_ms, c.error_message, c.metadata ->> 'retry_of' AS retry_of,
+       c.processing_time_ms, c.error_message, c.retry_of,
        j.priority, j.attempt, j.error_type, j.worker_id, m.ai_model_version
   FROM conversions c
   LEFT JOIN LATERAL (
@@ -650,7 +650,7 @@ SELECT EXISTS (SELECT 1 FROM users WHERE id = %(id)s) AS is_user,
 SELECT DISTINCT model_version FROM workers WHERE model_version IS NOT NULL ORDER BY 1;
 
 -- name: console_conversion_get
-SELECT c.*, c.metadata ->> 'retry_of' AS retry_of,
+SELECT c.*, c.retry_of,
        r.file_path AS result_key, r.mime_type AS result_mime_type, r.metadata ->> 'attempt' AS result_attempt
   FROM conversions c
   LEFT JOIN images r ON r.id = c.result_image_id
@@ -678,12 +678,11 @@ SELECT image_id, action, user_id, vendor_id, created_at
   FROM image_usage_history WHERE conversion_id = %(id)s ORDER BY created_at, id;
 
 -- name: console_conversion_actions
-SELECT created_at, operator, action, reason, status_before, status_after, new_conversion_id
+SELECT created_at, operator, action, reason, status_before, status_after, new_conversion_id, outcome
   FROM operator_actions WHERE conversion_id = %(id)s ORDER BY created_at, id;
 
 -- name: console_conversion_retries
-SELECT id, status, created_at FROM conversions
- WHERE metadata ? 'retry_of' AND metadata ->> 'retry_of' = %(id)s::text ORDER BY created_at;
+SELECT id, status, created_at FROM conversions WHERE retry_of = %(id)s ORDER BY created_at;
 
 -- name: console_image_key
 -- The storage key of an image (and its type), for the console's thumbnails.

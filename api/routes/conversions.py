@@ -5,28 +5,31 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import time
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import anyio.to_thread
 import psycopg
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from psycopg.rows import dict_row
+from psycopg.types.string import TextLoader
 
 from api import idempotency
 from api.auth import Context, Producer, Reader
 from api.context import ApiContext
 from api.keys import Principal
+from api.limits import check_metadata
 from api.problems import Problem, from_producer
 from api.quota import admit
 from api.ratelimit import limit_rate
 from api.results import conversion_view, location, presign, result_links, thumbnail_key_of, url_ttl_s
 from api.schemas import ConversionIn, ConversionOut, ConversionPage, ConversionStatus
+from api.waiters import wait_for_end
 from producer.conversions import cancel
 from producer.errors import ProducerError
-from producer.wait import POLL_FALLBACK_S, TERMINAL
 from schema.queries import Q
 
 router = APIRouter(prefix="/v1", tags=["conversions"])
@@ -54,6 +57,8 @@ async def create_conversion(ctx: Context, principal: Producer, body: ConversionI
                             idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
                             ) -> ConversionOut:
     """Queue a conversion of ``user_image_id`` wearing ``cloth_image_id``; 202 with ``Location``."""
+    check_metadata(body.metadata, max_bytes=ctx.settings.api_max_metadata_bytes,
+                   max_depth=ctx.settings.api_max_metadata_depth)
     await limit_rate(ctx, principal, response)
 
     def work(conn: psycopg.Connection) -> tuple[dict[str, Any], bool]:
@@ -94,20 +99,11 @@ async def get_conversion(ctx: Context, principal: Reader, conversion_id: uuid.UU
     """The conversion; with ``wait=N`` the answer comes when it is terminal or after N seconds."""
     if wait <= 0:
         return _view(ctx, request, await ctx.db.run(fetch, principal, conversion_id))
-    deadline = time.monotonic() + wait
-    with ctx.hub.subscribe(conversion_id) as changed:
-        row = await ctx.db.run(fetch, principal, conversion_id)
-        while row["status"] not in TERMINAL:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                await asyncio.wait_for(changed.wait(), timeout=min(remaining, POLL_FALLBACK_S))
-            except TimeoutError:
-                if deadline - time.monotonic() <= 0:
-                    break
-            changed.clear()
-            row = await ctx.db.run(fetch, principal, conversion_id)
+    with ctx.waiters.admit(principal.key_id):
+        row = await wait_for_end(request, ctx.hub, conversion_id, wait,
+                                 lambda: ctx.db.run(fetch, principal, conversion_id))
+    if row is None:  # the client hung up: nobody reads this answer
+        return Response(status_code=499)  # type: ignore[return-value]
     return _view(ctx, request, row)
 
 
@@ -134,6 +130,7 @@ def _page(conn: psycopg.Connection, principal: Principal, status: str | None, li
     if not ids:
         return []
     with conn.cursor(row_factory=dict_row) as cur:
+        cur.adapters.register_loader("jsonb", TextLoader)  # metadata stays the database's JSON text
         return cur.execute(Q.api_conversions_get_many, {"ids": ids, **principal.owner_params()}).fetchall()
 
 
@@ -141,11 +138,25 @@ def _page(conn: psycopg.Connection, principal: Principal, status: str | None, li
 async def list_conversions(ctx: Context, principal: Reader, request: Request,
                            status: ConversionStatus | None = None,
                            limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                           cursor: str | None = None) -> ConversionPage:
-    """Newest first, keyset-paginated: pass ``next_cursor`` back as ``cursor``."""
-    rows = await ctx.db.run(_page, principal, status, limit, _decode_cursor(cursor) if cursor else None)
-    next_cursor = _encode_cursor(rows[-1]) if len(rows) == limit else None
-    return ConversionPage(items=[_view(ctx, request, r) for r in rows], next_cursor=next_cursor)
+                           cursor: str | None = None) -> Response:
+    """Newest first, keyset-paginated: pass ``next_cursor`` back as ``cursor``.
+
+    A page can hold 200 × 16 KiB of metadata: it is built and serialized in a worker thread, so the
+    event loop (and every other request, ``/healthz`` included) never waits for it.
+    """
+    after = _decode_cursor(cursor) if cursor else None
+
+    rows = await ctx.db.run(_page, principal, status, limit, after)
+
+    def serialize() -> bytes:
+        # Each row's metadata is spliced in as the JSON text PostgreSQL produced: never parsed into
+        # Python objects and never validated or re-encoded, which was most of a large page's cost.
+        items = [_view(ctx, request, {**r, "metadata": None}).model_dump_json(exclude={"metadata"})[:-1]
+                 + ',"metadata":' + (r["metadata"] or "{}") + "}" for r in rows]
+        next_cursor = _encode_cursor(rows[-1]) if len(rows) == limit else None
+        return ('{"items":[' + ",".join(items) + '],"next_cursor":' + json.dumps(next_cursor) + "}").encode()
+
+    return Response(await anyio.to_thread.run_sync(serialize), media_type="application/json")
 
 
 @router.post("/conversions/{conversion_id}/cancel", response_model=ConversionOut, summary="Cancel a conversion",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -11,8 +10,10 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from api.auth import Context, Producer
 from api.keys import Principal
+from api.limits import InvalidJsonError, check_metadata, parse_strict
 from api.problems import Problem
 from api.schemas import ImageOut
+from core.settings import Settings
 from producer.images import ImageLimits, register_image
 from schema.queries import Q
 from storage import Storage
@@ -20,16 +21,17 @@ from storage import Storage
 router = APIRouter(prefix="/v1", tags=["images"])
 
 
-def _metadata(text: str | None) -> dict[str, Any]:
+def _metadata(text: str | None, settings: Settings) -> dict[str, Any]:
     if not text:
         return {}
+    if len(text) > settings.api_max_metadata_bytes:
+        raise Problem("metadata_too_large", f"metadata may have at most {settings.api_max_metadata_bytes:,} bytes")
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        raise Problem("validation_error", "metadata must be a JSON object") from None
-    if not isinstance(value, dict):
-        raise Problem("validation_error", "metadata must be a JSON object")
-    return value
+        value = parse_strict(text.encode("utf-8", "surrogatepass"))
+    except InvalidJsonError as exc:
+        raise Problem("invalid_json", f"metadata: {exc}") from None
+    check_metadata(value, max_bytes=settings.api_max_metadata_bytes, max_depth=settings.api_max_metadata_depth)
+    return dict(value)
 
 
 def _register(conn: psycopg.Connection, storage: Storage, data: bytes, principal: Principal, *, image_type: str,
@@ -60,7 +62,12 @@ async def upload_image(
 ) -> ImageOut:
     """Validate the image (content sniffing, byte and pixel limits, full decode), store it and its
     thumbnail, and write its row. Bodies over STAYLER_API_MAX_UPLOAD_BYTES are refused unread."""
-    data = await file.read(ctx.limits.max_bytes + 1)
-    return await ctx.db.run(_register, ctx.storage, data, principal, image_type=type, limits=ctx.limits,
-                            file_name=file.filename, album_id=album_id, is_public=is_public,
-                            tags=[t for t in (tags or []) if t], metadata=_metadata(metadata))
+    meta = _metadata(metadata, ctx.settings)
+    async with ctx.decodes.admit():  # bounded: STAYLER_API_MAX_CONCURRENT_DECODES (api.decoding)
+        data = await file.read(ctx.limits.max_bytes + 1)
+        try:
+            return await ctx.db.run(_register, ctx.storage, data, principal, image_type=type, limits=ctx.limits,
+                                    file_name=file.filename, album_id=album_id, is_public=is_public,
+                                    tags=[t for t in (tags or []) if t], metadata=meta)
+        finally:
+            del data

@@ -51,6 +51,7 @@ class Server:
     def __init__(self, settings: Settings, db_url: str, storage: Any = None) -> None:
         self.app = create_app(settings, db_url, storage=storage)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, access_log=False,
+                                proxy_headers=False,
                                 lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)

@@ -57,7 +57,7 @@ def test_validation_errors_are_problems(api) -> None:
         assert problem_type(response) == "validation_error"
         assert response.json()["errors"] and "input" not in response.json()["errors"][0]
     broken = owner.client().post("/v1/conversions", content=b"{not json", headers={"content-type": "application/json"})
-    assert broken.status_code == 422 and problem_type(broken) == "validation_error"
+    assert broken.status_code == 422 and problem_type(broken) == "invalid_json"  # not JSON at all (issue 19, row 13)
 
 
 def test_schema_refusals_map_to_problem_types(api) -> None:

@@ -199,7 +199,7 @@ def test_an_operator_sees_the_fleet_and_retries_cancels_and_pauses_through_the_p
         driver.get(f"{api.base_url}/console/conversions/{work['failed'][0]}")
         assert "input_missing" in _text(driver, "attempts")
         _act(driver, "retry-reason", "retry", "photo restored")
-        retried = _rows(api, "SELECT id FROM conversions WHERE metadata ->> 'retry_of' = %s", (work["failed"][0],))
+        retried = _rows(api, "SELECT id FROM conversions WHERE retry_of = %s", (work["failed"][0],))
         assert len(retried) == 1
         browser.until(lambda: _statuses(api, [str(retried[0][0])]) == {str(retried[0][0]): "completed"}, 60,
                       "the retry to complete")
@@ -207,9 +207,14 @@ def test_an_operator_sees_the_fleet_and_retries_cancels_and_pauses_through_the_p
 
         # Retry every failure matching a filter (the first is found retried already: no second copy).
         driver.get(f"{api.base_url}/console/conversions?status=failed&error_type=input_missing")
-        _act(driver, "matching-reason", "retry-matching", "bulk after restore")
-        counts = _rows(api, "SELECT metadata ->> 'retry_of', count(*) FROM conversions "
-                            "WHERE metadata ? 'retry_of' GROUP BY 1")
+        driver.find_element(By.ID, "matching-reason").send_keys("bulk after restore")
+        driver.find_element(By.ID, "retry-matching").click()
+        browser.until(lambda: driver.find_elements(By.ID, "retry-matching-confirm"), 15, "the confirmation")
+        assert "2" in _text(driver, "confirm-count")
+        driver.find_element(By.ID, "retry-matching-confirm").click()
+        browser.until(lambda: driver.find_elements(By.ID, "message"), 15, "the action's message")
+        counts = _rows(api, "SELECT retry_of::text, count(*) FROM conversions "
+                            "WHERE retry_of IS NOT NULL GROUP BY 1")
         assert dict(counts) == {work["failed"][0]: 1, work["failed"][1]: 1}
 
         # Cancel the slow one (processing) from its page.

@@ -147,14 +147,14 @@ def test_retry_makes_a_new_linked_conversion_once(api: ApiEnv) -> None:
         assert response.status_code == 303
     with psycopg.connect(api.db_url, autocommit=True) as conn:
         rows = conn.execute("SELECT id, status, user_image_id, cloth_image_id, style_name FROM conversions "
-                            "WHERE metadata ->> 'retry_of' = %s", (failed,)).fetchall()
+                            "WHERE retry_of = %s", (uuid.UUID(failed),)).fetchall()
         original = conn.execute("SELECT user_image_id, cloth_image_id, style_name FROM conversions WHERE id = %s",
                                 (uuid.UUID(failed),)).fetchone()
         job = conn.execute("SELECT status FROM conversion_jobs WHERE conversion_id = %s", (rows[0][0],)).fetchone()
     assert len(rows) == 1 and rows[0][1] == "pending" and tuple(rows[0][2:]) == tuple(original or ())
     assert job is not None and job[0] == "queued"
     assert _status(api, failed) == "failed"  # statuses only move forward: the failed one stays failed
-    assert _audit(api) == [("retry", failed, str(rows[0][0]))]
+    assert _audit(api) == [("retry", failed, str(rows[0][0]))] * 2  # each retry audited (retried, already_retried)
     detail = operator.client.get(f"/console/conversions/{failed}").text
     assert "retried as" in detail and str(rows[0][0])[:8] in detail
 
@@ -165,7 +165,7 @@ def test_retry_refuses_what_did_not_fail(api: ApiEnv) -> None:
     response = operator.client.post("/console/actions/retry", data={
         "ids": pending, "reason": "x", "csrf_token": operator.csrf()})
     assert response.status_code == 303 and "refused+1" in response.headers["location"]
-    assert _audit(api) == []
+    assert _audit(api) == [("retry", pending, None)]  # audited with its outcome, not_failed
 
 
 def test_bulk_retry_by_filter_retries_only_the_matching_failures(api: ApiEnv) -> None:
@@ -174,8 +174,10 @@ def test_bulk_retry_by_filter_retries_only_the_matching_failures(api: ApiEnv) ->
     with psycopg.connect(api.db_url, autocommit=True) as conn:  # the filter: one owner
         owner_id = scalar(conn, "SELECT user_id FROM conversions WHERE id = %s", (uuid.UUID(failed[0]),))
     operator = login(api, "operator")
-    response = operator.client.post("/console/actions/retry-matching", data={
-        "owner": str(owner_id), "reason": "storage outage over", "csrf_token": operator.csrf()})
+    form = {"owner": str(owner_id), "reason": "storage outage over", "csrf_token": operator.csrf()}
+    asked = operator.client.post("/console/actions/retry-matching", data=form)
+    assert asked.status_code == 200 and "Retry 3" in asked.text and _audit(api) == []  # asks once more
+    response = operator.client.post("/console/actions/retry-matching", data={**form, "confirm": "3"})
     assert response.status_code == 303 and "retried+3" in response.headers["location"]
     retried = {a[1] for a in _audit(api)}
     assert retried == set(failed) and other not in retried

@@ -234,12 +234,13 @@ def test_operator_cancel_is_audited(db: psycopg.Connection[Any], make: Factory) 
     _user, _ui, _ci, conv = make.user_conversion()
     with refused("SA004", "argument_required: "):
         db.execute("SELECT operator_cancel_conversion(%s, 'ops-anna', '  ')", (conv,))
-    with refused("SA020", "conversion_not_found: "):
-        db.execute("SELECT operator_cancel_conversion(%s, 'ops-anna', 'abuse report')", (uuid.uuid4(),))
+    ghost = uuid.uuid4()  # no such conversion: NULL, and the attempt is audited (a raise would roll it back)
+    assert _one(db, "SELECT operator_cancel_conversion(%s, 'ops-anna', 'abuse report')", (ghost,)) is None
     assert _one(db, "SELECT operator_cancel_conversion(%s, 'ops-anna', 'abuse report 17')", (conv,)) == "cancelled"
-    rows = db.execute("SELECT operator, db_user, action, conversion_id, reason, status_before, status_after "
-                      "FROM operator_actions").fetchall()
-    assert rows == [("ops-anna", "postgres", "cancel", conv, "abuse report 17", "pending", "cancelled")]
+    rows = db.execute("SELECT operator, db_user, action, conversion_id, reason, status_before, status_after, outcome "
+                      "FROM operator_actions ORDER BY id").fetchall()
+    assert rows == [("ops-anna", "postgres", "cancel", ghost, "abuse report", None, None, "not_found"),
+                    ("ops-anna", "postgres", "cancel", conv, "abuse report 17", "pending", "cancelled", "cancelled")]
     assert _one(db, "SELECT error_message FROM conversions WHERE id = %s", (conv,)) == \
         "cancelled by operator ops-anna: abuse report 17"
 
