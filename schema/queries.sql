@@ -686,3 +686,7 @@ SELECT id, image_object_keys(id, type, file_path) AS keys, thumbnail_url IS NOT 
 
 -- name: storage_audit_image_count
 SELECT count(*) FROM images;
+
+-- name: storage_marker_mark_due
+-- Objects found without a row (`stayler storage audit --fix`): due now, swept like any deletion.
+SELECT storage_markers_due_now(%(keys)s::text[]);
