@@ -28,8 +28,8 @@ from producer.accounts import create_user, create_vendor
 from producer.deletion import delete_conversion, delete_image, erase_owner, erase_preview
 from producer.errors import ProducerError
 from producer.images import ImageLimits
-from storage import Storage, StorageError, result_key
 from stayler.storage_audit import audit
+from storage import Storage, StorageError, result_key
 from tests.queue.ops import claim_jobs, complete_jobs
 from worker.jobs import Claim, Completion
 
