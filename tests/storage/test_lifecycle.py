@@ -140,7 +140,9 @@ def test_deleting_a_conversion_leaves_nothing_of_it_and_touches_nothing_else(
     alice, bob = world
     bob_before = snapshot(db, backend, bob)
     target = alice.conversions[0]
-    result_id = db.execute("SELECT result_image_id FROM conversions WHERE id = %s", (target,)).fetchone()[0]
+    row = db.execute("SELECT result_image_id FROM conversions WHERE id = %s", (target,)).fetchone()
+    assert row is not None
+    result_id = row[0]
     before = objects(backend)
     deletion = delete_conversion(db, backend, target, user_id=alice.id)
     assert sorted(deletion.keys) == sorted([result_key(target, 1, "image/jpeg"),
@@ -283,7 +285,7 @@ def test_an_upload_that_fails_between_the_image_and_its_thumbnail_leaves_no_obje
     # Regression (issue 19, row 16): the image object stayed in storage for ever, with no row and no marker.
     owner = new_owner(db)
     with pytest.raises(StorageError):
-        register_image(db, ThumbnailFails(backend), PERSON, owner_id=owner.id, owner_type="user",  # type: ignore[arg-type]
+        register_image(db, ThumbnailFails(backend), PERSON, owner_id=owner.id, owner_type="user",
                        image_type="user", limits=LIMITS)
     left = objects(backend)
     assert len(left) == 1 and next(iter(left)).startswith("images/")
@@ -320,7 +322,7 @@ def test_an_upload_registers_only_while_its_markers_stand(db: psycopg.Connection
             return getattr(self.inner, name)
 
     with pytest.raises(StorageError, match="grace period"):
-        register_image(db, SweepsMidUpload(backend), PERSON, owner_id=owner.id, owner_type="user",  # type: ignore[arg-type]
+        register_image(db, SweepsMidUpload(backend), PERSON, owner_id=owner.id, owner_type="user",
                        image_type="user", limits=late)
     assert db.execute("SELECT count(*) FROM images").fetchone() == (1,)
     assert len(objects(backend)) == 2
