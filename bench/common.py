@@ -62,6 +62,10 @@ class Sizes:
     profile_processes: int = 1
     floor_jobs: int = 2_000
     idle_seconds: float = 10.0
+    erasure_conversions: int = 10_000
+    retention_small: int = 1_000
+    retention_large: int = 1_000_000
+    retention_batch: int = 1_000
 
 
 FULL = Sizes()
@@ -72,6 +76,7 @@ SMOKE = Sizes(
     enqueue_bulk=200, person_size=(96, 128), repeats=1,
     inference_grid=((1, 2, 1, 2), (2, 1, 4, 1)), inference_budget_s=60.0,
     profile_jobs=100, floor_jobs=30, idle_seconds=2.0,
+    erasure_conversions=200, retention_small=100, retention_large=2_000, retention_batch=100,
 )
 
 

@@ -22,6 +22,7 @@ def benchmarks() -> dict[str, BenchFn]:
     """Name → entry point, in the order ``all`` runs them."""
     from bench.api import run as api
     from bench.enqueue import run as enqueue
+    from bench.erasure import run as erasure
     from bench.idle import run as idle
     from bench.inference import run as inference
     from bench.latency import run as latency
@@ -31,7 +32,7 @@ def benchmarks() -> dict[str, BenchFn]:
     from bench.scale import run as scale
 
     return {"queue": queue, "inference": inference, "latency": latency, "scale": scale, "memory": memory,
-            "enqueue": enqueue, "api": api, "profile": profile, "idle": idle}
+            "enqueue": enqueue, "api": api, "profile": profile, "idle": idle, "erasure": erasure}
 
 
 def fmt_value(value: float | None) -> str:
