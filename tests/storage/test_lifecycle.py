@@ -375,3 +375,15 @@ def test_expiry_deletes_old_person_photos_and_results_in_bounded_batches(
     assert rows_naming(db, [other]) == {}
     assert not any(k.startswith("results/") for k in objects(backend))
     assert {r[0] for r in db.execute("SELECT id FROM images").fetchall()} == {cloth, busy, fresh}
+
+
+def test_the_sweep_never_deletes_an_object_a_row_claims(
+        db: psycopg.Connection, backend: Storage, world: tuple[Owner, Owner]) -> None:
+    alice, _ = world
+    claimed = [k for (ks,) in db.execute("SELECT image_object_keys(id, type, file_path) FROM images "
+                                         "WHERE owner_id = %s", (alice.id,)).fetchall() for k in ks]
+    assert len(claimed) == 8  # photo, garment and two results, each with its thumbnail
+    db.execute("SELECT storage_markers_due_now(%s)", (claimed,))
+    assert OrphansDuty(backend, interval_s=1).run_once(db) == 0
+    assert set(claimed) <= objects(backend)
+    assert db.execute("SELECT count(*) FROM storage_key_cleanup").fetchone() == (0,)
