@@ -1,4 +1,5 @@
-"""``stayler bench all|queue|inference|latency|scale|memory|enqueue|api|profile|idle|erasure|model [--smoke] [--out DIR]``."""
+"""``stayler bench all|queue|inference|latency|scale|memory|enqueue|api|profile|idle|erasure|model [--smoke]
+[--out DIR]``."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "api": "HTTP API: POST /v1/conversions at 50 clients and ?wait completions, beside producer.submit",
         "profile": "CPU ms per conversion by stage (py-spy on a null-model drain) and the straight-line floor",
         "idle": "Redis commands/s and CPU share of an idle worker process",
-        "erasure": "erase an owner with 10,000 conversions on a folder and on S3 (moto), nothing left; retention batch times",
+        "erasure": "erase an owner with 10,000 conversions on a folder and on S3 (moto), nothing left; "
+                   "retention batch times",
     }
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)

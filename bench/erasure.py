@@ -110,12 +110,12 @@ def _store(kind: str, work_dir: Path) -> Iterator[tuple[Storage, str]]:
         folder = work_dir / f"erasure-{uuid.uuid4().hex[:6]}"
         yield from_url(f"file://{folder}"), "folder"
         return
+    import logging
+
     import boto3
     from moto.server import ThreadedMotoServer
 
     from storage.s3 import S3Storage
-
-    import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
