@@ -22,7 +22,7 @@ from api.problems import MEDIA_TYPE, Problem
 from api.ratelimit import rate_limiter
 from api.request_ids import RequestIdMiddleware, log_unexpected, request_id_of
 from api.results import open_storage
-from api.routes import conversions, health, images, stats, webhooks
+from api.routes import conversions, deletion, health, images, stats, webhooks
 from api.waiters import WaiterLimits
 from api.waiting import CompletionHub
 from core.settings import Settings
@@ -106,7 +106,7 @@ def create_app(settings: Settings, database_url: str, *, storage: Storage | None
                   openapi_url="/openapi.json", docs_url="/docs", redoc_url="/redoc")
     app.state.ctx = ctx
     _install_error_handlers(app)
-    for module in (images, conversions, stats, webhooks, health):
+    for module in (images, conversions, deletion, stats, webhooks, health):
         app.include_router(module.router)
     from console.web import mount_console  # the operations console (imported here: it imports api)
 

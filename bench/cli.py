@@ -1,4 +1,5 @@
-"""``stayler bench all|queue|inference|latency|scale|memory|enqueue|api|profile|idle|boundary|model [--smoke]
+"""``stayler bench all|queue|inference|latency|scale|memory|enqueue|api|profile|idle|fairness|boundary|erasure|model
+[--smoke]
 [--out DIR]``."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 from core.settings import Settings
 
 NAMES = ("queue", "inference", "latency", "scale", "memory", "enqueue", "api", "profile", "idle", "fairness",
-         "boundary")
+         "boundary", "erasure")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,6 +36,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "fairness": "claim time with 10,000 owners vs one; a vendor's flood and 20 latecomers (null model)",
         "boundary": "hostile customers: API peak RSS under 20 worst-case uploads, /healthz p99 under the largest "
                     "lists, webhook p99 with a drip receiver (issue 19)",
+        "erasure": "erase an owner with 10,000 conversions on a folder and on S3 (moto), nothing left; "
+                   "retention batch times",
     }
     for name, text in helps.items():
         p = sub.add_parser(name, help=text, description=text)

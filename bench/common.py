@@ -70,6 +70,10 @@ class Sizes:
     fairness_cap: int = 8
     fairness_alone_s: float = 10.0
     fairness_users_s: float = 10.0
+    erasure_conversions: int = 10_000
+    retention_small: int = 1_000
+    retention_large: int = 1_000_000
+    retention_batch: int = 1_000
 
 
 FULL = Sizes()
@@ -82,6 +86,7 @@ SMOKE = Sizes(
     profile_jobs=100, floor_jobs=30, idle_seconds=2.0,
     fairness_queue=2_000, fairness_owners=100, fairness_flood=600, fairness_users=4, fairness_idle=3,
     fairness_alone_s=2.0, fairness_users_s=1.0,
+    erasure_conversions=200, retention_small=100, retention_large=2_000, retention_batch=100,
 )
 
 

@@ -24,6 +24,7 @@ def benchmarks() -> dict[str, BenchFn]:
     from bench.boundary import run as boundary
     from bench.enqueue import run as enqueue
     from bench.fairness import run as fairness
+    from bench.erasure import run as erasure
     from bench.idle import run as idle
     from bench.inference import run as inference
     from bench.latency import run as latency
@@ -34,7 +35,7 @@ def benchmarks() -> dict[str, BenchFn]:
 
     return {"queue": queue, "inference": inference, "latency": latency, "scale": scale, "memory": memory,
             "enqueue": enqueue, "api": api, "profile": profile, "idle": idle, "fairness": fairness,
-            "boundary": boundary}
+            "boundary": boundary, "erasure": erasure}
 
 
 def fmt_value(value: float | None) -> str:

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     retention_operator_actions_after_s: float = Field(default=0.0, ge=0, description="operator_actions (audit).")
     retention_webhooks_after_s: float = Field(default=30 * 86400.0, ge=0,
                                               description="Delivered or failed webhook deliveries and their events.")
+    retention_person_photos_after_s: float = Field(default=0.0, ge=0,
+                                                   description="Person photos (and what was made from them).")
+    retention_results_after_s: float = Field(default=0.0, ge=0, description="Result images (with their conversions).")
+    orphan_grace_s: float = Field(default=3600.0, gt=0,
+                                  description="An upload's objects without a row are deleted after this.")
+    orphan_interval_s: float = Field(default=30.0, gt=0, description="How often the leader sweeps due markers.")
 
     metrics_port: int = Field(default=9191, ge=0, le=65535)
     metrics_dir: Path | None = Field(default=None, description="Prometheus multiprocess folder (wiped at fleet start).")

@@ -15,7 +15,9 @@ from core.settings import Settings
 from leader.duties import Duty
 from leader.duties.clean import CleanDuty
 from leader.duties.dispatch import DispatchDuty
+from leader.duties.expiry import ExpiryDuty
 from leader.duties.gauges import GaugesDuty
+from leader.duties.orphans import OrphansDuty
 from leader.duties.rescue import RescueDuty
 from leader.duties.retention import RetentionDuty
 from leader.fairness import FairGauges, FairnessDuty
@@ -47,7 +49,7 @@ def max_waiting(settings: Settings) -> int:
 def default_duties(settings: Settings, broker: dramatiq.Broker, storage: Storage, *,
                    gauges: QueueGauges | None = None, on_rescue: Callable[[str], None] | None = None
                    ) -> list[Duty]:
-    """Dispatch, rescue, clean, retention, fairness (and the gauges when metrics are on)."""
+    """Dispatch, rescue, clean, retention, orphans, expiry, fairness (and the gauges when metrics are on)."""
     duties: list[Duty] = [
         DispatchDuty(broker, settings.queue_name, batch_size=settings.claim_batch_size,
                      max_waiting=max_waiting(settings), interval_s=settings.sweep_interval_s),
@@ -55,6 +57,8 @@ def default_duties(settings: Settings, broker: dramatiq.Broker, storage: Storage
                    backoff_base_s=settings.backoff_base_s, backoff_max_s=settings.backoff_max_s, on_rescue=on_rescue),
         CleanDuty(storage, interval_s=settings.rescue_interval_s),
         RetentionDuty(settings),
+        OrphansDuty(storage, interval_s=settings.orphan_interval_s),
+        ExpiryDuty(settings),
     ]
     if gauges is not None:
         duties.append(GaugesDuty(gauges))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -15,7 +16,7 @@ from core.settings import Settings
 from imaging import ImageError, decode_image, make_thumbnail
 from producer.errors import ProducerError, database_errors
 from schema.queries import Q
-from storage import Storage, input_key, thumbnail_key
+from storage import Storage, StorageError, input_key, thumbnail_key
 
 OWNER_TYPES = ("user", "vendor")
 INPUT_TYPES = ("user", "cloth")
@@ -30,13 +31,15 @@ class ImageLimits:
     thumbnail_size: int = 256
     #: Memory a decode may need, estimated from the header (imaging.budget); None: unbounded.
     max_decode_bytes: int | None = None
+    #: Seconds after which an upload's objects that no row claims are deleted (STAYLER_ORPHAN_GRACE_S).
+    orphan_grace_s: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageLimits:
-        """The limits configured by STAYLER_MAX_IMAGE_BYTES / _PIXELS / STAYLER_MAX_DECODE_BYTES and
-        STAYLER_THUMBNAIL_SIZE."""
+        """The limits configured by STAYLER_MAX_IMAGE_BYTES / _PIXELS / STAYLER_MAX_DECODE_BYTES,
+        STAYLER_THUMBNAIL_SIZE and STAYLER_ORPHAN_GRACE_S."""
         return cls(settings.max_image_bytes, settings.max_image_pixels, settings.thumbnail_size,
-                   settings.max_decode_bytes)
+                   settings.max_decode_bytes, orphan_grace_s=settings.orphan_grace_s)
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,19 @@ def register_image(conn: psycopg.Connection, storage: Storage, data: bytes, *, o
     image_id = uuid.uuid4()
     key = input_key(image_id, decoded.mime_type)
     thumb_key = thumbnail_key(image_id)
+    keys = [key, thumb_key]
+    # Durable markers first: a process that dies between the writes and the row leaves objects that
+    # the leader's orphans duty deletes after the grace period (leader/sweep.py).
+    with database_errors("registering the image"), conn.transaction():
+        conn.execute(Q.storage_marker_add, {"keys": keys, "grace_s": limits.orphan_grace_s})
     stored = storage.put(key, data)
     thumb = storage.put(thumb_key, make_thumbnail(decoded.to_pil(), limits.thumbnail_size))
     try:
         with database_errors("registering the image"), conn.transaction():
+            row = conn.execute(Q.storage_marker_take, {"keys": keys}).fetchone()
+            if row is None or row[0] != len(keys):
+                raise StorageError("the upload outlived its grace period (STAYLER_ORPHAN_GRACE_S) and its "
+                                   "objects were cleaned up; upload it again")
             conn.execute(Q.image_register, {
                 "image_id": image_id, "owner_id": owner_id, "owner_type": owner_type, "album_id": album_id,
                 "file_path": key, "file_name": display_name(file_name, key.rsplit("/", 1)[-1]),
@@ -103,8 +115,10 @@ def register_image(conn: psycopg.Connection, storage: Storage, data: bytes, *, o
                 "metadata": json.dumps(dict(metadata or {})),
             })
     except BaseException:
-        storage.delete(key)
-        storage.delete(thumb_key)
+        # Best effort: whatever is left keeps its marker and goes with the orphans duty.
+        with contextlib.suppress(Exception):
+            if not storage.delete_many(keys):
+                conn.execute(Q.storage_marker_done, {"keys": keys})
         raise
     return ImageRecord(image_id, key, stored.url, thumb.url, decoded.mime_type, decoded.width, decoded.height,
                        len(data))

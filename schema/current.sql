@@ -61,6 +61,43 @@ BEGIN
 END;
 $function$;
 
+-- content_delete_locked(uuid[],uuid[]): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.content_delete_locked(p_conversions uuid[], p_images uuid[], OUT keys text[], OUT conversions_deleted integer, OUT images_deleted integer)
+ RETURNS record
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_images UUID[] := COALESCE(p_images, '{}');
+    v_convs UUID[];
+    v_results UUID[];
+    v_id UUID;
+BEGIN
+    PERFORM 1 FROM images i WHERE i.id = ANY (v_images) ORDER BY i.id FOR UPDATE;
+    v_convs := ARRAY(
+        SELECT c.id FROM conversions c WHERE c.id = ANY (COALESCE(p_conversions, '{}'))
+        UNION SELECT c.id FROM conversions c WHERE c.user_image_id = ANY (v_images)
+        UNION SELECT c.id FROM conversions c WHERE c.cloth_image_id = ANY (v_images));
+    PERFORM 1 FROM conversion_jobs j WHERE j.conversion_id = ANY (v_convs) ORDER BY j.id FOR UPDATE;
+    PERFORM 1 FROM conversions c WHERE c.id = ANY (v_convs) ORDER BY c.id FOR UPDATE;
+    FOR v_id IN SELECT c.id FROM conversions c
+                 WHERE c.id = ANY (v_convs) AND c.status IN ('pending', 'processing') ORDER BY c.id LOOP
+        PERFORM conversion_cancel_locked(v_id, 'cancelled: deleted on request');
+    END LOOP;
+    -- A result row is written and linked in one transaction (jobs_complete), so result_image_id finds them all.
+    v_results := ARRAY(
+        SELECT c.result_image_id FROM conversions c WHERE c.id = ANY (v_convs) AND c.result_image_id IS NOT NULL);
+    v_images := ARRAY(SELECT DISTINCT x FROM unnest(v_images || v_results) AS x);
+    keys := ARRAY(SELECT DISTINCT k FROM images i, unnest(image_object_keys(i.id, i.type, i.file_path)) AS k
+                   WHERE i.id = ANY (v_images));
+    PERFORM storage_markers_due_now(keys);
+    DELETE FROM image_usage_history h WHERE h.conversion_id = ANY (v_convs);
+    DELETE FROM conversions c WHERE c.id = ANY (v_convs);
+    GET DIAGNOSTICS conversions_deleted = ROW_COUNT;
+    DELETE FROM images i WHERE i.id = ANY (v_images);
+    GET DIAGNOSTICS images_deleted = ROW_COUNT;
+END;
+$function$;
+
 -- conversion_cancel_locked(uuid,text): 0100_contract_functions.sql
 CREATE OR REPLACE FUNCTION public.conversion_cancel_locked(p_conversion_id uuid, p_message text)
  RETURNS text
@@ -450,6 +487,168 @@ BEGIN
 END;
 $function$;
 
+-- delete_conversion(uuid,uuid,uuid): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.delete_conversion(conversion_id uuid, user_id uuid DEFAULT NULL::uuid, vendor_id uuid DEFAULT NULL::uuid)
+ RETURNS SETOF text
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_conv conversions%ROWTYPE;
+    v_result RECORD;
+BEGIN
+    IF num_nonnulls(delete_conversion.user_id, delete_conversion.vendor_id) <> 1 THEN
+        RAISE EXCEPTION 'owner_required: delete_conversion needs exactly one of user_id or vendor_id'
+            USING ERRCODE = 'SA001';
+    END IF;
+    SELECT c.* INTO v_conv FROM conversions c WHERE c.id = delete_conversion.conversion_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'conversion_not_found: conversion % does not exist', delete_conversion.conversion_id
+            USING ERRCODE = 'SA020';
+    END IF;
+    IF v_conv.user_id IS DISTINCT FROM delete_conversion.user_id
+       OR v_conv.vendor_id IS DISTINCT FROM delete_conversion.vendor_id THEN
+        RAISE EXCEPTION 'not_owner: conversion % is not the caller''s', v_conv.id USING ERRCODE = 'SA024';
+    END IF;
+    v_result := content_delete_locked(ARRAY[v_conv.id], NULL);
+    RETURN QUERY SELECT unnest(v_result.keys);
+END;
+$function$;
+
+-- delete_image(uuid,uuid,uuid): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.delete_image(image_id uuid, user_id uuid DEFAULT NULL::uuid, vendor_id uuid DEFAULT NULL::uuid)
+ RETURNS SETOF text
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_img images%ROWTYPE;
+    v_result RECORD;
+BEGIN
+    IF num_nonnulls(delete_image.user_id, delete_image.vendor_id) <> 1 THEN
+        RAISE EXCEPTION 'owner_required: delete_image needs exactly one of user_id or vendor_id'
+            USING ERRCODE = 'SA001';
+    END IF;
+    SELECT i.* INTO v_img FROM images i WHERE i.id = delete_image.image_id FOR UPDATE;
+    IF NOT FOUND OR v_img.type = 'result' THEN
+        RAISE EXCEPTION 'image_not_found: image % does not exist', delete_image.image_id USING ERRCODE = 'SA010';
+    END IF;
+    IF v_img.owner_id <> COALESCE(delete_image.user_id, delete_image.vendor_id)
+       OR v_img.owner_type <> (CASE WHEN delete_image.user_id IS NOT NULL THEN 'user' ELSE 'vendor' END) THEN
+        RAISE EXCEPTION 'image_not_accessible: image % is not the caller''s', v_img.id USING ERRCODE = 'SA012';
+    END IF;
+    v_result := content_delete_locked(NULL, ARRAY[v_img.id]);
+    RETURN QUERY SELECT unnest(v_result.keys);
+END;
+$function$;
+
+-- erase_owner(text,uuid): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.erase_owner(owner_type text, owner_id uuid)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_user UUID := CASE WHEN erase_owner.owner_type = 'user' THEN erase_owner.owner_id END;
+    v_vendor UUID := CASE WHEN erase_owner.owner_type = 'vendor' THEN erase_owner.owner_id END;
+    v_counts JSONB;
+    v_images UUID[];
+    v_convs UUID[];
+    v_result RECORD;
+BEGIN
+    IF erase_owner.owner_id IS NULL THEN
+        RAISE EXCEPTION 'argument_required: owner_id is required' USING ERRCODE = 'SA004';
+    END IF;
+    -- The owner row first: a concurrent create_conversion() or upload (foreign key check) waits.
+    PERFORM 1 FROM users u WHERE u.id = v_user FOR UPDATE;
+    PERFORM 1 FROM vendors v WHERE v.id = v_vendor FOR UPDATE;
+    v_counts := erase_owner_preview(erase_owner.owner_type, erase_owner.owner_id);
+    v_images := ARRAY(SELECT i.id FROM images i
+                       WHERE i.owner_id = erase_owner.owner_id AND i.owner_type = erase_owner.owner_type);
+    v_convs := ARRAY(SELECT c.id FROM conversions c WHERE c.user_id = v_user
+                     UNION SELECT c.id FROM conversions c WHERE c.vendor_id = v_vendor);
+    DELETE FROM operator_actions o
+     WHERE o.conversion_id = ANY (v_convs) OR o.new_conversion_id = ANY (v_convs)
+        OR o.conversion_id IN (SELECT c.id FROM conversions c
+                                WHERE c.user_image_id = ANY (v_images) OR c.cloth_image_id = ANY (v_images));
+    v_result := content_delete_locked(v_convs, v_images);
+    DELETE FROM image_usage_history h WHERE h.user_id = v_user OR h.vendor_id = v_vendor;
+    DELETE FROM albums a WHERE a.owner_id = erase_owner.owner_id AND a.owner_type = erase_owner.owner_type;
+    DELETE FROM api_keys k WHERE k.user_id = v_user OR k.vendor_id = v_vendor;  -- grants and sessions cascade
+    DELETE FROM webhook_endpoints e WHERE e.user_id = v_user OR e.vendor_id = v_vendor;  -- deliveries cascade
+    DELETE FROM users u WHERE u.id = v_user;
+    DELETE FROM vendors v WHERE v.id = v_vendor;
+    IF EXISTS (SELECT 1 FROM jsonb_each(v_counts) kv WHERE kv.value::text <> '0') THEN
+        INSERT INTO erasures (owner_kind, counts) VALUES (erase_owner.owner_type, v_counts);
+    END IF;
+    RETURN v_counts;
+END;
+$function$;
+
+-- erase_owner_preview(text,uuid): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.erase_owner_preview(owner_type text, owner_id uuid)
+ RETURNS jsonb
+ LANGUAGE plpgsql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+#variable_conflict use_column
+DECLARE
+    v_user UUID := CASE WHEN erase_owner_preview.owner_type = 'user' THEN erase_owner_preview.owner_id END;
+    v_vendor UUID := CASE WHEN erase_owner_preview.owner_type = 'vendor' THEN erase_owner_preview.owner_id END;
+    v_images UUID[];
+    v_convs UUID[];
+    v_keys UUID[];
+BEGIN
+    IF erase_owner_preview.owner_type IS NULL OR erase_owner_preview.owner_type NOT IN ('user', 'vendor') THEN
+        RAISE EXCEPTION 'invalid_argument: owner_type must be user or vendor' USING ERRCODE = 'SA005';
+    END IF;
+    v_images := ARRAY(SELECT i.id FROM images i
+                       WHERE i.owner_id = erase_owner_preview.owner_id AND i.owner_type = erase_owner_preview.owner_type);
+    v_convs := ARRAY(SELECT c.id FROM conversions c WHERE c.user_id = v_user
+                     UNION SELECT c.id FROM conversions c WHERE c.vendor_id = v_vendor
+                     UNION SELECT c.id FROM conversions c WHERE c.user_image_id = ANY (v_images)
+                     UNION SELECT c.id FROM conversions c WHERE c.cloth_image_id = ANY (v_images));
+    v_keys := ARRAY(SELECT k.id FROM api_keys k WHERE k.user_id = v_user OR k.vendor_id = v_vendor);
+    RETURN jsonb_build_object(
+        'owner', (SELECT count(*) FROM users u WHERE u.id = v_user)
+                 + (SELECT count(*) FROM vendors v WHERE v.id = v_vendor),
+        'images', cardinality(v_images)
+                  + (SELECT count(*) FROM images i, conversions c
+                      WHERE c.id = ANY (v_convs) AND i.id = c.result_image_id AND NOT (i.id = ANY (v_images))),
+        'object_keys', 2 * (cardinality(v_images)
+                        + (SELECT count(*) FROM images i, conversions c
+                            WHERE c.id = ANY (v_convs) AND i.id = c.result_image_id AND NOT (i.id = ANY (v_images)))),
+        'conversions', cardinality(v_convs),
+        'conversions_of_others', (SELECT count(*) FROM conversions c WHERE c.id = ANY (v_convs)
+                                   AND COALESCE(c.user_id, c.vendor_id) <> erase_owner_preview.owner_id),
+        'conversion_jobs', (SELECT count(*) FROM conversion_jobs j WHERE j.conversion_id = ANY (v_convs)),
+        'conversion_metrics', (SELECT count(*) FROM conversion_metrics m WHERE m.conversion_id = ANY (v_convs)),
+        'image_usage_history', (SELECT count(*) FROM image_usage_history h
+                                 WHERE h.user_id = v_user OR h.vendor_id = v_vendor OR h.image_id = ANY (v_images)
+                                    OR h.conversion_id = ANY (v_convs)),
+        'albums', (SELECT count(*) FROM albums a
+                    WHERE a.owner_id = erase_owner_preview.owner_id AND a.owner_type = erase_owner_preview.owner_type),
+        'api_keys', cardinality(v_keys),
+        'console_grants', (SELECT count(*) FROM console_grants g WHERE g.key_id = ANY (v_keys)),
+        'console_sessions', (SELECT count(*) FROM console_sessions s WHERE s.key_id = ANY (v_keys)),
+        'webhook_endpoints', (SELECT count(*) FROM webhook_endpoints e WHERE e.user_id = v_user OR e.vendor_id = v_vendor),
+        'webhook_deliveries', (SELECT count(*) FROM webhook_deliveries d
+                                WHERE d.endpoint_id IN (SELECT e.id FROM webhook_endpoints e
+                                                         WHERE e.user_id = v_user OR e.vendor_id = v_vendor)
+                                   OR d.event_id IN (SELECT ev.id FROM webhook_events ev
+                                                      WHERE ev.conversion_id = ANY (v_convs))),
+        'operator_actions', (SELECT count(*) FROM operator_actions o
+                              WHERE o.conversion_id = ANY (v_convs) OR o.new_conversion_id = ANY (v_convs)));
+END;
+$function$;
+
 -- fair_owner_set_band(uuid,integer): 0420_fair_share.sql
 CREATE OR REPLACE FUNCTION public.fair_owner_set_band(p_owner_id uuid, p_band integer)
  RETURNS integer
@@ -658,6 +857,18 @@ BEGIN
     END IF;
     RETURN NEW;
 END;
+$function$;
+
+-- image_object_keys(uuid,text,text): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.image_object_keys(p_id uuid, p_type text, p_file_path text)
+ RETURNS text[]
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT CASE WHEN p_type = 'result'
+                THEN ARRAY[p_file_path, regexp_replace(p_file_path, '\.[a-z]+\Z', '') || '.thumb.jpg']
+                ELSE ARRAY[p_file_path, 'thumbs/' || left(replace(p_id::text, '-', ''), 2) || '/' || p_id || '.jpg']
+           END
 $function$;
 
 -- image_storage_key(uuid,text): 0100_contract_functions.sql
@@ -1595,6 +1806,42 @@ BEGIN
 END;
 $function$;
 
+-- retention_expire_images(text,double precision,integer): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.retention_expire_images(p_type text, p_older_than_s double precision, p_batch_size integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_ids UUID[];
+    v_result RECORD;
+BEGIN
+    IF p_type NOT IN ('user', 'result') OR p_older_than_s IS NULL OR p_older_than_s <= 0 THEN
+        RETURN 0;
+    END IF;
+    v_ids := ARRAY(
+        SELECT i.id FROM images i
+         WHERE i.type = p_type AND i.created_at < now() - make_interval(secs => p_older_than_s)
+           AND NOT EXISTS (SELECT 1 FROM conversions c
+                            WHERE c.user_image_id = i.id AND c.status IN ('pending', 'processing'))
+         ORDER BY i.created_at
+         LIMIT p_batch_size
+           FOR UPDATE SKIP LOCKED);
+    IF cardinality(v_ids) = 0 THEN
+        RETURN 0;
+    END IF;
+    IF p_type = 'result' THEN
+        -- A result goes with its conversion (a completed conversion always has its result).
+        v_result := content_delete_locked(ARRAY(SELECT c.id FROM conversions c WHERE c.result_image_id = ANY (v_ids)),
+                                          v_ids);
+    ELSE
+        v_result := content_delete_locked(NULL, v_ids);
+    END IF;
+    RETURN v_result.images_deleted;
+END;
+$function$;
+
 -- set_updated_at(): 0001_users_vendors.sql
 CREATE OR REPLACE FUNCTION public.set_updated_at()
  RETURNS trigger
@@ -1604,6 +1851,77 @@ BEGIN
     NEW.updated_at := now();
     RETURN NEW;
 END;
+$function$;
+
+-- storage_key_claimed(text): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.storage_key_claimed(p_key text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+ STABLE
+AS $function$
+DECLARE
+    v_uuid CONSTANT TEXT := '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+    v_match TEXT[];
+BEGIN
+    IF EXISTS (SELECT 1 FROM images i WHERE i.file_path = p_key) THEN
+        RETURN true;
+    END IF;
+    v_match := regexp_match(p_key, '^thumbs/[0-9a-f]{2}/(' || v_uuid || ')\.jpg\Z');
+    IF v_match IS NOT NULL THEN
+        RETURN EXISTS (SELECT 1 FROM images i WHERE i.id = v_match[1]::uuid AND i.type <> 'result');
+    END IF;
+    v_match := regexp_match(p_key, '^(results/(' || v_uuid || ')/a([0-9]{1,9}))\.(thumb\.jpg|[a-z]+)\Z');
+    IF v_match IS NOT NULL THEN
+        RETURN EXISTS (SELECT 1 FROM images i
+                        WHERE i.file_path IN (v_match[1] || '.jpg', v_match[1] || '.png', v_match[1] || '.webp'))
+            OR EXISTS (SELECT 1 FROM conversion_jobs j
+                        WHERE j.conversion_id = v_match[2]::uuid AND j.status = 'processing'
+                          AND j.attempt = v_match[3]::integer);
+    END IF;
+    RETURN false;
+END;
+$function$;
+
+-- storage_keys_unclaimed(text[]): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.storage_keys_unclaimed(p_keys text[])
+ RETURNS SETOF text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT k FROM unnest(p_keys) AS k WHERE NOT storage_key_claimed(k)
+$function$;
+
+-- storage_markers_add(text[],double precision): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.storage_markers_add(p_keys text[], p_grace_s double precision)
+ RETURNS void
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+    INSERT INTO storage_key_cleanup (key, due_at)
+    SELECT k, now() + make_interval(secs => GREATEST(p_grace_s, 0)) FROM unnest(p_keys) AS k
+    ON CONFLICT (key) DO NOTHING
+$function$;
+
+-- storage_markers_due_now(text[]): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.storage_markers_due_now(p_keys text[])
+ RETURNS void
+ LANGUAGE sql
+AS $function$
+    INSERT INTO storage_key_cleanup (key, due_at)
+    SELECT DISTINCT k, now() FROM unnest(p_keys) AS k WHERE k IS NOT NULL
+    ON CONFLICT (key) DO UPDATE SET due_at = LEAST(storage_key_cleanup.due_at, EXCLUDED.due_at)
+$function$;
+
+-- storage_markers_take(text[]): 0440_erasure.sql
+CREATE OR REPLACE FUNCTION public.storage_markers_take(p_keys text[])
+ RETURNS integer
+ LANGUAGE sql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+    WITH gone AS (DELETE FROM storage_key_cleanup WHERE key = ANY (p_keys) RETURNING 1)
+    SELECT count(*)::integer FROM gone
 $function$;
 
 -- update_conversion_status(uuid,text,uuid,integer,text,text,text,bigint,bigint,integer): 0120_roles.sql

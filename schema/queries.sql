@@ -808,3 +808,60 @@ SELECT prune_webhook_deliveries(make_interval(secs => %(older_than_s)s), %(batch
 
 -- name: retention_prune_webhook_events
 SELECT prune_webhook_events(make_interval(secs => %(older_than_s)s), %(batch_size)s);
+-- Deletion, erasure, retention and orphaned objects (0440_erasure.sql; docs/operations.md).
+
+-- name: storage_marker_add
+-- An upload's markers, committed before its first byte is written (due after the grace period).
+SELECT storage_markers_add(%(keys)s::text[], %(grace_s)s);
+
+-- name: storage_marker_take
+-- Taken back in the registering transaction: the count says whether the sweep got there first.
+SELECT storage_markers_take(%(keys)s::text[]);
+
+-- name: storage_marker_due
+-- Due markers, oldest first, locked: a late registration of one of them waits and then finds it gone.
+SELECT key FROM storage_key_cleanup WHERE due_at <= now() ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED;
+
+-- name: storage_marker_due_among
+-- The due markers among some keys (a deletion's own, swept right after its commit), locked.
+SELECT key FROM storage_key_cleanup WHERE key = ANY(%(keys)s::text[]) AND due_at <= now()
+ ORDER BY key FOR UPDATE SKIP LOCKED;
+
+-- name: storage_marker_unclaimed
+-- The keys no row claims (an image's file or thumbnail, an attempt in flight).
+SELECT storage_keys_unclaimed(%(keys)s::text[]);
+
+-- name: storage_marker_done
+DELETE FROM storage_key_cleanup WHERE key = ANY(%(keys)s::text[]);
+
+-- name: storage_marker_count
+SELECT count(*) FILTER (WHERE due_at <= now()) AS due, count(*) AS total FROM storage_key_cleanup;
+
+-- name: image_delete
+-- DELETE /v1/images/{id}: returns the object keys marked for deletion.
+SELECT delete_image(image_id := %(image_id)s, user_id := %(user_id)s, vendor_id := %(vendor_id)s);
+
+-- name: conversion_delete
+-- DELETE /v1/conversions/{id}: returns the object keys marked for deletion.
+SELECT delete_conversion(conversion_id := %(conversion_id)s, user_id := %(user_id)s, vendor_id := %(vendor_id)s);
+
+-- name: owner_erase_preview
+SELECT erase_owner_preview(owner_type := %(owner_type)s, owner_id := %(owner_id)s);
+
+-- name: owner_erase
+SELECT erase_owner(owner_type := %(owner_type)s, owner_id := %(owner_id)s);
+
+-- name: retention_expire_images
+SELECT retention_expire_images(%(type)s, %(older_than_s)s, %(batch_size)s);
+
+-- name: storage_audit_images
+-- Images in id order, a page at a time, with the keys they claim (`stayler storage audit`).
+SELECT id, image_object_keys(id, type, file_path) AS keys, thumbnail_url IS NOT NULL AS has_thumbnail
+  FROM images WHERE id > %(after)s ORDER BY id LIMIT %(limit)s;
+
+-- name: storage_audit_image_count
+SELECT count(*) FROM images;
+
+-- name: storage_marker_mark_due
+-- Objects found without a row (`stayler storage audit --fix`): due now, swept like any deletion.
+SELECT storage_markers_due_now(%(keys)s::text[]);

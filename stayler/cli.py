@@ -75,6 +75,14 @@ def _owner_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     group.add_argument("--vendor-id", type=_uuid, help="the owning vendor's id")
 
 
+_ERASE_HELP = (
+    "Delete every row of the owner (images, conversions and their jobs, results, usage history, metrics, "
+    "albums, API keys with their console grants and sessions, webhook endpoints and deliveries, idempotency "
+    "keys, operator actions on its conversions) in one transaction, then every stored object; conversions "
+    "of others made with its garments go too. Safe while workers hold its jobs; idempotent. One audit row "
+    "(erasures) keeps the counts, never the id. Without --yes: print the counts and exit 1.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``stayler`` command and all its subcommands."""
     parser = argparse.ArgumentParser(prog="stayler", description=DESCRIPTION,
@@ -99,11 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("add", "create a user and print its id", _lazy("stayler.commands", "cmd_users_add"), parent=users_sub)
     p.add_argument("--email", help="unique e-mail address (optional)")
     p.add_argument("--name", help="display name (optional)")
+    p = add("erase", "erase a user: every row and every stored object (GDPR erasure)",
+            _lazy("stayler.erasure", "cmd_users_erase"), _ERASE_HELP, parent=users_sub)
+    p.add_argument("--user-id", type=_uuid, required=True, help="the user's id")
+    p.add_argument("--yes", action="store_true", help="erase; without it, print what would go and exit 1")
     vendors = sub.add_parser("vendors", help="minimal vendor accounts", description="Manage minimal vendor rows.")
     vendors_sub = vendors.add_subparsers(dest="vendors_command", metavar="VENDORS_COMMAND", required=True)
     p = add("add", "create a vendor and print its id", _lazy("stayler.commands", "cmd_vendors_add"),
             parent=vendors_sub)
     p.add_argument("--name", required=True, help="the vendor's name")
+    p = add("erase", "erase a vendor: every row and every stored object (GDPR erasure)",
+            _lazy("stayler.erasure", "cmd_vendors_erase"), _ERASE_HELP, parent=vendors_sub)
+    p.add_argument("--vendor-id", type=_uuid, required=True, help="the vendor's id")
+    p.add_argument("--yes", action="store_true", help="erase; without it, print what would go and exit 1")
+    storage_cmd = sub.add_parser("storage", help="stored objects", description="Inspect the storage backend.")
+    storage_sub = storage_cmd.add_subparsers(dest="storage_command", metavar="STORAGE_COMMAND", required=True)
+    p = add("audit", "list objects without a row and rows without an object; --fix deletes the former",
+            _lazy("stayler.erasure", "cmd_storage_audit"),
+            "List the store (folder or S3) and compare it with the images rows: objects no row claims "
+            "(older than STAYLER_ORPHAN_GRACE_S) and rows whose file or thumbnail is missing. --fix deletes "
+            "the unclaimed objects; missing objects are only reported. Exit 0 when nothing is wrong.",
+            parent=storage_sub)
+    p.add_argument("--fix", action="store_true", help="delete the objects no row claims")
 
     images = sub.add_parser("images", help="register images", description="Register person and garment images.")
     images_sub = images.add_subparsers(dest="images_command", metavar="IMAGES_COMMAND", required=True)

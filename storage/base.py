@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -59,6 +59,16 @@ class Storage(Protocol):
 
     def delete_prefix(self, prefix: str) -> int:
         """Remove every object whose key starts with ``prefix``; returns how many."""
+        ...
+
+    # Bulk deletion and listing (the erasure, the orphans duty and `stayler storage audit`).
+
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """Remove the objects under ``keys`` (missing ones are fine); returns the keys that could not be removed."""
+        ...
+
+    def list_objects(self, prefix: str = "") -> Iterator[tuple[str, float]]:
+        """Every object whose key starts with ``prefix``: (key, last-modified as a Unix time), in no set order."""
         ...
 
     def url_for(self, key: str) -> str:

@@ -9,7 +9,7 @@ import os
 import tempfile
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -182,6 +182,42 @@ class LocalStorage:
         with contextlib.suppress(OSError):
             folder.rmdir()
         return removed
+
+    # Bulk deletion and listing (the erasure, the orphans duty and `stayler storage audit`).
+
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """Remove each object (and its partial writes); returns the keys that could not be removed.
+
+        A result's folder (``results/<conversion id>/``) that is left empty goes too: its name is a
+        conversion's id. Shared folders (``images/ab/``) stay, so an upload never races their removal.
+        """
+        failed: list[str] = []
+        folders: set[Path] = set()
+        for key in keys:
+            try:
+                self.delete(key)
+            except (OSError, ValueError, StorageError):
+                failed.append(key)
+            else:
+                if key.startswith("results/"):
+                    folders.add(self.path_for(key).parent)
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        return failed
+
+    def list_objects(self, prefix: str = "") -> Iterator[tuple[str, float]]:
+        """Every file under the root whose key starts with ``prefix`` (partial writes, ``.tmp-*``, left out)."""
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            base = Path(folder).relative_to(self.root).as_posix()
+            for name in files:
+                if name.startswith("."):
+                    continue
+                key = name if base == "." else f"{base}/{name}"
+                if key.startswith(prefix):
+                    with contextlib.suppress(FileNotFoundError):
+                        yield key, (Path(folder) / name).stat().st_mtime
 
     def url_for(self, key: str) -> str:
         """``file://`` URL (or the configured prefix) of a key."""

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -256,6 +256,46 @@ class S3Storage:
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("delete", prefix, exc) from exc
         return removed
+
+    # Bulk deletion and listing (the erasure, the orphans duty and `stayler storage audit`).
+
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        """``DeleteObjects`` in chunks of 1,000 keys; returns the keys S3 did not remove (or a failed chunk's)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        failed: list[str] = []
+        names: dict[str, str] = {}
+        for key in keys:
+            try:
+                names[self.object_key(key)] = key
+            except ValueError:
+                failed.append(key)
+        ordered = list(names)
+        for start in range(0, len(ordered), _DELETE_BATCH):
+            batch = ordered[start:start + _DELETE_BATCH]
+            try:
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": n} for n in batch], "Quiet": True})
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("could not delete objects", extra={"storage": self.describe(), "count": len(batch),
+                                                               "error": str(self._fail("delete", batch[0], exc))})
+                failed.extend(names[n] for n in batch)
+                continue
+            failed.extend(names[e["Key"]] for e in answer.get("Errors", []) if e.get("Key") in names)
+        return failed
+
+    def list_objects(self, prefix: str = "") -> Iterator[tuple[str, float]]:
+        """Every object under this store's prefix whose key starts with ``prefix``, page by page."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield obj["Key"][len(self.prefix):], obj["LastModified"].timestamp()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail("list", self.describe(), exc) from exc
 
     def check(self) -> None:
         """The bucket exists, the credentials are accepted, and a probe object can be listed, written and removed."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -66,6 +66,18 @@ class MemoryStorage:
         for key in keys:
             del self.objects[key]
         return len(keys)
+
+    # Bulk deletion and listing (0440's sweep and audit).
+
+    def delete_many(self, keys: Sequence[str]) -> list[str]:
+        failed = [k for k in keys if k in self.broken]
+        for key in keys:
+            if key not in self.broken:
+                self.objects.pop(key, None)
+        return failed
+
+    def list_objects(self, prefix: str = "") -> Iterator[tuple[str, float]]:
+        return iter([(k, 0.0) for k in list(self.objects) if k.startswith(prefix)])
 
     def url_for(self, key: str) -> str:
         return f"mem:///{key}"
