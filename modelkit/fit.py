@@ -15,11 +15,15 @@ What the graph does (all deterministic arithmetic, no learned weights):
    top the shoulder line (raised by ``collar_lift`` × shoulder width), its bottom the hips
    (lowered by ``hem_drop`` × torso length), its centre the body's centre line;
 4. alpha = warped garment mask × the torso region (a band around the shoulder-to-hip line) × the
-   person mask (grown by 2 px), minus protected parts: the head (a disc around the face
-   keypoints and a box from the forehead to below the chin), the forearms, the hands and the
-   lower half of the upper arms (capsules around the visible arm keypoints), so arms held in
-   front of the body stay in front; softened 3×3;
-5. the garment is opaque: no shading from the person's own clothes, so nothing shows through.
+   person mask (as found, not grown: what the segmenter leaves out — a table, a held object —
+   stays in front), minus protected parts: the head (a disc around the face keypoints and a box
+   from the forehead to below the chin), the forearms, the hands and the lower half of the upper
+   arms (capsules around the visible arm keypoints), and skin-coloured pixels near a hand (the
+   face's own colour, by chromaticity; off for a greyscale photo), so arms, hands and fingers in
+   front of the body stay in front; feathered 5×5;
+5. the garment stays opaque but carries the photo's shading: the covered clothing's luminance,
+   blurred and divided by its mean over the covered area (so a black suit does not turn a white
+   tee grey), moves the garment's brightness by at most ``shade_min``–``shade_max``.
 """
 
 from __future__ import annotations
@@ -56,6 +60,11 @@ class FitParams:
     chin: float = 0.6  # face box: below the mouth, × face width
     arm_radius: float = 0.14  # arm capsule radius, × shoulder width
     visible: float = 0.5  # keypoint visibility above which an arm is protected
+    skin_reach: float = 0.45  # skin-coloured pixels within this × shoulder width of a hand stay in front
+    skin_chroma: float = 0.035  # chromaticity distance from the face's colour that counts as skin
+    shading: float = 0.5  # share of the photo's relative shading carried onto the garment
+    shade_min: float = 0.72  # the garment is darkened to at most this factor ...
+    shade_max: float = 1.12  # ... and lightened to at most this one
 
 
 def _point(g: GraphBuilder, kps: str, index: int, height: int, width: int) -> tuple[str, str, str]:
@@ -150,7 +159,7 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     down = g.op("Clip", g.add(g.sub(rows, top_y), 1.0), g.const(0.0), g.const(1.0))
     up = g.op("Clip", g.add(g.sub(bottom_y, rows), 1.0), g.const(0.0), g.const(1.0))
     torso = g.mul(g.mul(across, down), up)
-    on_person = g.op("MaxPool", g.fcmp("Greater", person_mask, 0.5), kernel_shape=[5, 5], pads=[2, 2, 2, 2])
+    on_person = g.fcmp("Greater", person_mask, 0.5)
 
     face = [pt(i) for i in FACE_POINTS]
     face_x = g.op("Concat", *[f[0] for f in face], axis=1)
@@ -170,7 +179,22 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
                 g.between(rows, g.sub(eyes_y, g.mul(fw, p.forehead)), g.add(mouth_y, g.mul(fw, p.chin))))
     head = g.op("Max", disc, box)
 
+    # Skin: the chromaticity of the face's centre (nose to eyes); weighted by the face colour's own
+    # saturation, so a greyscale photo (where everything would match) protects no skin.
+    lum_w = g.const(np.asarray([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1))
+    total = g.op("Max", g.rsum(person, [1]), g.const(1e-3))
+    chroma = g.div(person, total)  # [N,3,H,W], sums to 1
+    face_r = g.op("Max", g.mul(fw, 0.3), g.const(2.0))
+    face_core = g.mul(g.op("Clip", g.sub(face_r, _dist(g, cols, rows, fx, fy)), g.const(0.0), g.const(1.0)), on_person)
+    face_chroma = g.wmean(chroma, face_core, [2, 3])  # [N,3,1,1]
+    face_colour = g.wmean(person, face_core, [2, 3])
+    saturation = g.sub(g.rmax(face_colour, [1]), g.rmin(face_colour, [1]))
+    colourful = g.op("Clip", g.div(g.sub(saturation, 0.04), 0.04), g.const(0.0), g.const(1.0))
+    chroma_d = g.rmax(g.op("Abs", g.sub(chroma, face_chroma)), [1])
+    skin = g.mul(g.fcmp("Less", chroma_d, p.skin_chroma), colourful)
+
     arm_r = g.op("Max", g.mul(shoulder_w, p.arm_radius), g.const(2.0))
+    reach = g.mul(shoulder_w, p.skin_reach)
     protect = head
     for shoulder, elbow, wrist, index in ((LEFT_SHOULDER, LEFT_ELBOW, LEFT_WRIST, LEFT_INDEX),
                                           (RIGHT_SHOULDER, RIGHT_ELBOW, RIGHT_WRIST, RIGHT_INDEX)):
@@ -180,11 +204,26 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
         arm = g.op("Max", _capsule(g, cols, rows, mid, e[:2], arm_r), _capsule(g, cols, rows, e[:2], w[:2], arm_r))
         hand = _capsule(g, cols, rows, w[:2], (g.add(i[0], g.sub(i[0], w[0])), g.add(i[1], g.sub(i[1], w[1]))),
                         g.mul(arm_r, 1.3))
-        protect = g.op("Max", protect, g.mul(g.op("Max", arm, hand), seen))
+        near_hand = _capsule(g, cols, rows, e[:2], i[:2], reach)
+        hand_skin = g.mul(g.mul(near_hand, skin), g.fcmp("Greater", w[2], p.visible))
+        protect = g.op("Max", protect, g.op("Max", g.mul(g.op("Max", arm, hand), seen), hand_skin))
 
     alpha_hard = g.mul(g.mul(g.mul(warped_mask, torso), on_person), g.sub(1.0, protect))
-    alpha = g.op("AveragePool", alpha_hard, kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)
-    blended = g.add(person, g.mul(alpha, g.sub(warped, person)))
+    alpha = g.op("AveragePool", alpha_hard, kernel_shape=[5, 5], pads=[2, 2, 2, 2], count_include_pad=1)
+
+    # 5. Shading from the covered clothing, normalised by its own mean.
+    lum = g.rsum(g.mul(person, lum_w), [1])
+    # The canvas is a multiple of 8 (512×384). Only the broad light (a 1/8-scale blur brought back bilinearly), not the old clothes' own pattern.
+    small = g.op("AveragePool", lum, kernel_shape=[8, 8], strides=[8, 8])
+    small = g.op("AveragePool", small, kernel_shape=[5, 5], pads=[2, 2, 2, 2], count_include_pad=0)
+    lum_soft = g.op("Resize", small, "", g.const([1.0, 1.0, 8.0, 8.0]), mode="linear")
+    lum_soft = g.add(g.mul(lum_soft, 0.5), g.mul(g.op("AveragePool", lum, kernel_shape=[5, 5], pads=[2, 2, 2, 2],
+                                                      count_include_pad=0), 0.5))
+    covered_mean = g.wmean(lum_soft, alpha_hard, [2, 3])
+    ratio = g.div(g.add(lum_soft, 0.15), g.add(covered_mean, 0.15))
+    shade = g.op("Clip", g.add(g.mul(g.sub(ratio, 1.0), p.shading), 1.0), g.const(p.shade_min), g.const(p.shade_max))
+    shaded = g.op("Clip", g.mul(warped, shade), g.const(0.0), g.const(1.0))
+    blended = g.add(person, g.mul(alpha, g.sub(shaded, person)))
     g.named("Clip", [blended, g.const(0.0), g.const(1.0)], "result")
     g.named("Identity", [alpha], "alpha")
 
