@@ -213,7 +213,8 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
 
     # 5. Shading from the covered clothing, normalised by its own mean.
     lum = g.rsum(g.mul(person, lum_w), [1])
-    # The canvas is a multiple of 8 (512×384). Only the broad light (a 1/8-scale blur brought back bilinearly), not the old clothes' own pattern.
+    # Only the broad light (a 1/8-scale blur brought back bilinearly; the canvas is a multiple of 8),
+    # not the old clothes' own pattern.
     small = g.op("AveragePool", lum, kernel_shape=[8, 8], strides=[8, 8])
     small = g.op("AveragePool", small, kernel_shape=[5, 5], pads=[2, 2, 2, 2], count_include_pad=0)
     lum_soft = g.op("Resize", small, "", g.const([1.0, 1.0, 8.0, 8.0]), mode="linear")

@@ -57,7 +57,7 @@ def white_on_white(size: int = SIZE) -> bytes:
     white = Image.merge("RGB", [_folds(size).point(lambda v: min(255, v + 6))] * 3)
     mask = _tee_mask(size)
     bg.paste(white, (0, 0), mask)
-    ImageDraw.Draw(bg).line(tee_outline(size) + [tee_outline(size)[0]], fill=(214, 214, 214), width=2)
+    ImageDraw.Draw(bg).line([*tee_outline(size), tee_outline(size)[0]], fill=(214, 214, 214), width=2)
     return _jpeg(bg)
 
 
