@@ -80,6 +80,12 @@ def _spread(seed: Bool, passable: Bool) -> Bool:
     return reached
 
 
+def _pool_any(mask: Bool, h: int, w: int) -> Bool:
+    """2×2 OR-pooling to ``h`` × ``w``."""
+    m = mask[:h * 2, :w * 2]
+    return m[0::2, 0::2] | m[1::2, 0::2] | m[0::2, 1::2] | m[1::2, 1::2]
+
+
 def _cmax(a: F32) -> F32:
     return np.maximum(np.maximum(a[..., 0], a[..., 1]), a[..., 2])
 
@@ -91,8 +97,10 @@ def _cmin(a: F32) -> F32:
 def silhouette(rgb: npt.NDArray[np.uint8]) -> F32:
     """The garment's mask (H×W in [0, 1]) in an RGB product photo ``rgb`` (H×W×3 ``uint8``).
 
-    Worked out at half resolution (2×2 means) and brought back bilinearly: the mask is only ever
-    used warped onto the person, and this keeps it at a few milliseconds.
+    Colours and edges are read at half resolution (2×2 means); the outline is then pooled to a
+    quarter (a pixel is outline if any of its 2×2 is, so thin outlines survive), closed, filled and
+    brought back bilinearly: the mask is only ever used warped onto the person, and this keeps it
+    at a few milliseconds.
     """
     full_h, full_w = rgb.shape[:2]
     h, w = full_h // 2, full_w // 2
@@ -109,8 +117,11 @@ def silhouette(rgb: npt.NDArray[np.uint8]) -> F32:
     edge = np.zeros((h, w), dtype=bool)
     edge[:, 1:] |= np.abs(np.diff(lum, axis=1)) > EDGE
     edge[1:] |= np.abs(np.diff(lum, axis=0)) > EDGE
+    h, w = h // 2, w // 2
+    fg = _pool_any(seeds | edge, h, w)
+    seeds = _pool_any(seeds, h, w)
     # Grown by one pixel so a thin or anti-aliased outline blocks the flood, shrunk back after the fill.
-    fg = _dilate(_dilate(seeds | edge, 3, 0), 3, 1)
+    fg = _dilate(_dilate(fg, 3, 0), 3, 1)
     fg = _close(fg, max(3, int(CLOSE_ROWS * h) | 1), 0) | _close(fg, max(3, int(CLOSE_COLS * w) | 1), 1)
     outside = np.zeros((h, w), dtype=bool)
     outside[[0, -1], :] = True
