@@ -13,8 +13,8 @@ What the graph does (all deterministic arithmetic, no learned weights):
    the photo still count (the model extrapolates them), so a half-body photo is dressed down to
    its bottom edge; the body's width from the person mask around the centre line (a turned person
    or a wide coat is wider than the shoulder joints);
-2. garment mask (its alpha or the silhouette the runner found, else the distance from its border
-   colour), its extent and hem width;
+2. garment mask (``cloth_mask``: its alpha, or the silhouette the runner found in pre-processing),
+   its extent and hem width;
 3. a sampling grid: the garment's hem width becomes ``hem_to_shoulder`` × the shoulder width (or
    the body's measured width, up to ``max_widen`` times that), its
    top the shoulder line (raised by ``collar_lift`` × shoulder width), its bottom the hips
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from modelkit.build import GraphBuilder, _border_median, _foreground
+from modelkit.build import GraphBuilder
 
 KEYPOINTS = 33
 NOSE, LEFT_EAR, RIGHT_EAR = 0, 7, 8
@@ -147,10 +147,8 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     body_w = g.wmean(row_w, chest, [2, 3])
 
     # 2. Garment mask and extent.
-    bg_c = _border_median(g, cloth, height, width, bottom=True)
-    colour_mask = _foreground(g, cloth, bg_c, 0.12)
-    has_alpha = g.fcmp("Less", g.rmin(cloth_mask, [1, 2, 3]), 0.5)
-    mask_c = g.add(g.mul(has_alpha, cloth_mask), g.mul(g.sub(1.0, has_alpha), colour_mask))
+    # The runner always supplies the garment's mask (its alpha, or the silhouette of models/garment.py).
+    mask_c = cloth_mask
     g_cols = g.fcmp("Greater", g.div(g.rsum(mask_c, [2]), float(height)), 0.01)
     g_rows_frac = g.div(g.rsum(mask_c, [3]), float(width))
     g_rows = g.fcmp("Greater", g_rows_frac, 0.01)

@@ -129,3 +129,13 @@ def test_new_error_types_are_permanent() -> None:
         failure = classify(exc)
         assert failure.error_type == exc.error_type and failure.transient is False
         assert ERROR_TYPES[exc.error_type] is False
+
+
+def test_a_refused_photo_fails_only_itself_in_a_batch(runner: TryOnRunner) -> None:
+    from models.runner import TryOnJob, TryOnResult
+
+    names = ["face-closeup", "grace-hopper", "sofa-three", "street-walker"]
+    out = runner.run_batch([TryOnJob(photo(n), GARMENTS[1][1], key=n) for n in names])
+    assert isinstance(out[0], NoTorsoError) and isinstance(out[2], MultiplePeopleError)
+    assert isinstance(out[1], TryOnResult) and isinstance(out[3], TryOnResult)
+    assert out[1].batch_size == 2 and out[3].key == "street-walker"
