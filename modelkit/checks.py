@@ -9,7 +9,9 @@ simply restate the graph:
   and lowered by 0.3 torso lengths;
 * face: the box of the face keypoints (nose, eyes, ears, mouth), widened by 30 % of its width on
   each side, from 0.6 widths above the eyes to 0.45 widths below the mouth;
-* background: pixels farther than 3 % of the photo's longer side from the person mask.
+* background: pixels farther than 3 % of the photo's longer side from the person mask;
+* torso core: the shoulder-hip quadrilateral through the joints themselves, on the person mask
+  (what "the torso is covered" is measured on; arms held in front of it rightly stay uncovered).
 
 A pixel counts as changed when any channel differs by more than ``tolerance`` (JPEG noise).
 """
@@ -40,11 +42,13 @@ class PhotoFigures:
     torso_share: float  # of the changed pixels, the share inside the torso region
     face_unchanged: float  # of the face region's pixels, the share left unchanged
     background_unchanged: float  # of the background's pixels, the share left unchanged
+    torso_covered: float = 0.0  # of the torso core's pixels, the share changed
 
     def line(self) -> str:
         """One human-readable line."""
         return (f"changed {self.changed:,} px; in torso {self.torso_share:.1%}; face unchanged "
-                f"{self.face_unchanged:.1%}; background unchanged {self.background_unchanged:.1%}")
+                f"{self.face_unchanged:.1%}; background unchanged {self.background_unchanged:.1%}; "
+                f"torso core covered {self.torso_covered:.1%}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Regions:
     torso: BoolMap
     face: BoolMap
     background: BoolMap
+    core: BoolMap
 
 
 def regions(mask: npt.NDArray[np.float32], keypoints: npt.NDArray[np.float32]) -> Regions:
@@ -83,9 +88,13 @@ def regions(mask: npt.NDArray[np.float32], keypoints: npt.NDArray[np.float32]) -
     face_img = Image.new("L", (w, h), 0)
     ImageDraw.Draw(face_img).rectangle((fx0 - 0.3 * fw, fy0, fx1 + 0.3 * fw, fy1), fill=255)
 
+    core_img = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(core_img).polygon([(float(x), float(y)) for x, y in (ls, rs, rh, lh)], fill=255)
+    core = (np.asarray(core_img) > 0) & (mask > 0.5)
+
     grow = max(3, int(0.03 * max(h, w)) * 2 + 1)
     person = Image.fromarray(((mask > 0.5) * 255).astype(np.uint8), "L").filter(ImageFilter.MaxFilter(grow))
-    return Regions(np.asarray(torso_img) > 0, np.asarray(face_img) > 0, np.asarray(person) == 0)
+    return Regions(np.asarray(torso_img) > 0, np.asarray(face_img) > 0, np.asarray(person) == 0, core)
 
 
 def changed_pixels(before: npt.NDArray[np.uint8], after: npt.NDArray[np.uint8], tolerance: int = 24) -> BoolMap:
@@ -108,4 +117,5 @@ def measure(runner: TryOnRunner, person: bytes, cloth: bytes, tolerance: int = 2
         torso_share=float((changed & reg.torso).sum() / n) if n else 1.0,
         face_unchanged=float((~changed & reg.face).sum() / max(1, reg.face.sum())),
         background_unchanged=float((~changed & reg.background).sum() / max(1, reg.background.sum())),
+        torso_covered=float((changed & reg.core).sum() / max(1, reg.core.sum())),
     )

@@ -1,9 +1,10 @@
 """The documentation figures of real photos: ``python -m modelkit.figures``.
 
-For each person photo in ``tests/data/photos`` (real photos shipped in PyPI packages; sources and
-licences in ``tests/data/photos/README.md``) it writes ``docs/img/real-<name>.png``: the photo,
-then each of two garments with its result, and prints the per-photo figures of
-:mod:`modelkit.checks`.
+For each person photo in ``tests/data/photos`` (real photos shipped in PyPI and Debian packages;
+sources and licences in ``tests/data/photos/README.md``) it writes ``docs/img/real-<name>.png``:
+the photo, then the result for each of the four hard garments of :mod:`modelkit.garments`, and
+prints the per-photo figures of :mod:`modelkit.checks`; refused photos print their refusal.
+``docs/img/garments.png`` shows the four garments.
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modelkit.checks import measure
-from modelkit.cli import compose_row, sample_garments
+from modelkit.cli import compose_row
+from modelkit.garments import hard_garments
 from models.registry import DEFAULT_MODEL
 from models.runner import TryOnRunner
 
 PHOTOS = Path("tests/data/photos")
-PEOPLE = ("astronaut", "cameraman", "grace-hopper")
+PEOPLE = ("astronaut", "cameraman", "grace-hopper", "suit-neighbours-arm", "street-walker",
+          "dark-coat-crossed-arms", "holding-bottle")
+REFUSED = ("street-group", "two-men-suits", "sofa-three", "face-closeup", "face-sweater", "crouching-pair",
+           "stairs-small")
 OUT = Path("docs/img")
 
 
@@ -30,17 +35,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT, help="folder of the composites (default %(default)s)")
     args = parser.parse_args(argv)
     runner = TryOnRunner(args.model, output_format="jpeg", quality=95)
-    garments = sample_garments()
+    garments = hard_garments()
+    args.out.mkdir(parents=True, exist_ok=True)
+    compose_row([cloth for _, cloth in garments], height=200).save(args.out / "garments.png", optimize=True)
     for name in PEOPLE:
         person = (PHOTOS / f"{name}.jpg").read_bytes()
         tiles = [person]
         for label, cloth in garments:
-            tiles += [cloth, runner.run_one(person, cloth).image]
-            print(f"{name} + {label}: {measure(runner, person, cloth).line()}")
+            result = runner.run_one(person, cloth)
+            tiles.append(result.image)
+            print(f"{name} + {label}: {measure(runner, person, cloth).line()}; subject {result.subject}")
         path = args.out / f"real-{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        compose_row(tiles, height=320).save(path, optimize=True)
+        compose_row(tiles, height=240).save(path, optimize=True)
         print(f"wrote {path}")
+    for name in REFUSED:
+        try:
+            runner.run_one((PHOTOS / f"{name}.jpg").read_bytes(), garments[0][1])
+        except Exception as exc:
+            print(f"{name}: {getattr(exc, 'error_type', type(exc).__name__)}: {exc}")
+        else:
+            print(f"{name}: dressed")
     return 0
 
 

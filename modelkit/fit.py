@@ -8,18 +8,27 @@ Inputs (one canvas, ``height`` × ``width``, letterboxed): ``person``, ``cloth``
 What the graph does (all deterministic arithmetic, no learned weights):
 
 1. torso frame from the keypoints: shoulder centre and width, hip centre, and the body's centre
-   line from the shoulders to the hips (it may lean); hip keypoints outside the photo still count
-   (the model extrapolates them), so a half-body photo is dressed down to its bottom edge;
-2. garment mask (its alpha, else the distance from its border colour), its extent and hem width;
-3. a sampling grid: the garment's hem width becomes ``hem_to_shoulder`` × the shoulder width, its
+   line from the shoulders to the hips (it may lean), in a frame rotated by the shoulders' slope
+   (up to ``max_tilt``) so the garment and its band follow a tilted torso; hip keypoints outside
+   the photo still count (the model extrapolates them), so a half-body photo is dressed down to
+   its bottom edge; the body's width from the person mask around the centre line (a turned person
+   or a wide coat is wider than the shoulder joints);
+2. garment mask (``cloth_mask``: its alpha, or the silhouette the runner found in pre-processing),
+   its extent and hem width;
+3. a sampling grid: the garment's hem width becomes ``hem_to_shoulder`` × the shoulder width (or
+   the body's measured width, up to ``max_widen`` times that), its
    top the shoulder line (raised by ``collar_lift`` × shoulder width), its bottom the hips
    (lowered by ``hem_drop`` × torso length), its centre the body's centre line;
 4. alpha = warped garment mask × the torso region (a band around the shoulder-to-hip line) × the
-   person mask (grown by 2 px), minus protected parts: the head (a disc around the face
-   keypoints and a box from the forehead to below the chin), the forearms, the hands and the
-   lower half of the upper arms (capsules around the visible arm keypoints), so arms held in
-   front of the body stay in front; softened 3×3;
-5. the garment is opaque: no shading from the person's own clothes, so nothing shows through.
+   person mask (as found, not grown: what the segmenter leaves out — a table, a held object —
+   stays in front), minus protected parts: the head (a disc around the face keypoints and a box
+   from the forehead to below the chin), the forearms, the hands and the lower half of the upper
+   arms (capsules around the visible arm keypoints), and skin-coloured pixels near a hand (the
+   face's own colour, by chromaticity; off for a greyscale photo), so arms, hands and fingers in
+   front of the body stay in front; feathered 5×5;
+5. the garment stays opaque but carries the photo's shading: the covered clothing's luminance,
+   blurred and divided by its mean over the covered area (so a black suit does not turn a white
+   tee grey), moves the garment's brightness by at most ``shade_min``–``shade_max``.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from modelkit.build import GraphBuilder, _border_median, _foreground
+from modelkit.build import GraphBuilder
 
 KEYPOINTS = 33
 NOSE, LEFT_EAR, RIGHT_EAR = 0, 7, 8
@@ -56,6 +65,14 @@ class FitParams:
     chin: float = 0.6  # face box: below the mouth, × face width
     arm_radius: float = 0.14  # arm capsule radius, × shoulder width
     visible: float = 0.5  # keypoint visibility above which an arm is protected
+    skin_reach: float = 0.45  # skin-coloured pixels within this × shoulder width of a hand's centre stay in front
+    skin_chroma: float = 0.035  # chromaticity distance from the face's colour that counts as skin
+    shading: float = 0.5  # share of the photo's relative shading carried onto the garment
+    shade_min: float = 0.72  # the garment is darkened to at most this factor ...
+    shade_max: float = 1.12  # ... and lightened to at most this one
+    max_tilt: float = 0.35  # sine of the largest shoulder slope the garment follows (about 20°)
+    body_window: float = 1.0  # mask width measured within this × max(shoulder width, 0.45 torso) of the centre
+    max_widen: float = 1.5  # the garment and band widen to the body's mask at most this much
 
 
 def _point(g: GraphBuilder, kps: str, index: int, height: int, width: int) -> tuple[str, str, str]:
@@ -107,15 +124,31 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     hx, hy = g.div(g.add(lhx, rhx), 2.0), g.div(g.add(lhy, rhy), 2.0)
     shoulder_w = g.op("Max", _dist(g, lsx, lsy, rsx, rsy), g.const(4.0))
     hip_w = _dist(g, lhx, lhy, rhx, rhy)
-    torso_len = g.op("Max", g.sub(hy, sy), g.mul(shoulder_w, 0.5))
-    lean = g.div(g.sub(hx, sx), torso_len)  # x shift of the centre line per row
-    centre_x = g.add(sx, g.mul(g.sub(rows, sy), lean))  # [N,1,H,1]
+    # The torso's own frame: rotated by the shoulder slope (within max_tilt), whichever way the
+    # person faces. cc/rr are each pixel's coordinates in that frame, origin at the shoulder centre.
+    facing = g.sub(g.mul(g.fcmp("GreaterOrEqual", g.sub(lsx, rsx), 0.0), 2.0), 1.0)
+    tilt = g.op("Clip", g.div(g.mul(g.sub(lsy, rsy), facing), shoulder_w), g.const(-p.max_tilt), g.const(p.max_tilt))
+    cos_t = g.op("Sqrt", g.sub(1.0, g.mul(tilt, tilt)))
+    dx_px, dy_px = g.sub(cols, sx), g.sub(rows, sy)
+    cc = g.add(sx, g.add(g.mul(dx_px, cos_t), g.mul(dy_px, tilt)))  # [N,1,H,W]
+    rr = g.add(sy, g.sub(g.mul(dy_px, cos_t), g.mul(dx_px, tilt)))
+    hx_t = g.add(sx, g.add(g.mul(g.sub(hx, sx), cos_t), g.mul(g.sub(hy, sy), tilt)))
+    hy_t = g.add(sy, g.sub(g.mul(g.sub(hy, sy), cos_t), g.mul(g.sub(hx, sx), tilt)))
+    torso_len = g.op("Max", g.sub(hy_t, sy), g.mul(shoulder_w, 0.5))
+    lean = g.div(g.sub(hx_t, sx), torso_len)  # shift of the centre line per row of the frame
+    centre_x = g.add(sx, g.mul(g.sub(rr, sy), lean))  # [N,1,H,W]
+    on_person = g.fcmp("Greater", person_mask, 0.5)
+    # The body's width from the mask (a turned or coated person is wider than the shoulder joints):
+    # mask pixels per image row within a window around the centre line, averaged over the chest.
+    window = g.mul(g.op("Max", shoulder_w, g.mul(torso_len, 0.45)), p.body_window)
+    near_centre = g.op("Clip", g.sub(window, g.op("Abs", g.sub(cc, centre_x))), g.const(0.0), g.const(1.0))
+    row_w = g.rsum(g.mul(on_person, near_centre), [3])  # [N,1,H,1]
+    chest = g.between(g.div(g.sub(rows, sy), torso_len), 0.15, 0.6)
+    body_w = g.wmean(row_w, chest, [2, 3])
 
     # 2. Garment mask and extent.
-    bg_c = _border_median(g, cloth, height, width, bottom=True)
-    colour_mask = _foreground(g, cloth, bg_c, 0.12)
-    has_alpha = g.fcmp("Less", g.rmin(cloth_mask, [1, 2, 3]), 0.5)
-    mask_c = g.add(g.mul(has_alpha, cloth_mask), g.mul(g.sub(1.0, has_alpha), colour_mask))
+    # The runner always supplies the garment's mask (its alpha, or the silhouette of models/garment.py).
+    mask_c = cloth_mask
     g_cols = g.fcmp("Greater", g.div(g.rsum(mask_c, [2]), float(height)), 0.01)
     g_rows_frac = g.div(g.rsum(mask_c, [3]), float(width))
     g_rows = g.fcmp("Greater", g_rows_frac, 0.01)
@@ -129,11 +162,13 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     # 3. Sampling grid: person pixel -> garment pixel.
     top_y = g.sub(sy, g.mul(shoulder_w, p.collar_lift))
     bottom_y = g.add(hy, g.mul(torso_len, p.hem_drop))
-    scale_x = g.div(g.mul(shoulder_w, p.hem_to_shoulder), hem_w)  # person px per garment px
+    base_w = g.mul(shoulder_w, p.hem_to_shoulder)
+    target_w = g.op("Min", g.op("Max", base_w, g.mul(body_w, 1.05)), g.mul(base_w, p.max_widen))
+    scale_x = g.div(target_w, hem_w)  # person px per garment px
     scale_y = g.div(g.op("Max", g.sub(bottom_y, top_y), g.const(1.0)), g_h)
     scale_y = g.op("Min", g.op("Max", scale_y, g.div(scale_x, p.max_stretch)), g.mul(scale_x, p.max_stretch))
-    gx = g.add(g_centre_x, g.div(g.sub(cols, centre_x), scale_x))
-    gy = g.add(g.sub(g_top, 0.5), g.div(g.sub(rows, top_y), scale_y))
+    gx = g.add(g_centre_x, g.div(g.sub(cc, centre_x), scale_x))
+    gy = g.add(g.sub(g_top, 0.5), g.div(g.sub(rr, top_y), scale_y))
     nx = g.sub(g.div(g.mul(gx, 2.0), float(width)), 1.0)
     ny = g.sub(g.div(g.mul(gy, 2.0), float(height)), 1.0)
     zero = g.mul(g.add(nx, ny), 0.0)
@@ -142,15 +177,15 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     warped_mask = g.op("GridSample", mask_c, grid, align_corners=0, mode="bilinear", padding_mode="zeros")
 
     # 4. Where the garment may go: the torso band, on the person, not over head, forearms or hands.
-    rel = g.op("Clip", g.div(g.sub(rows, sy), torso_len), g.const(0.0), g.const(1.0))
+    rel = g.op("Clip", g.div(g.sub(rr, sy), torso_len), g.const(0.0), g.const(1.0))
     half_top = g.mul(shoulder_w, p.torso_half_width)
     half_hip = g.mul(g.op("Max", hip_w, shoulder_w), p.hip_half_width)
     half = g.add(half_top, g.mul(rel, g.sub(half_hip, half_top)))
-    across = g.op("Clip", g.sub(half, g.op("Abs", g.sub(cols, centre_x))), g.const(0.0), g.const(1.0))
-    down = g.op("Clip", g.add(g.sub(rows, top_y), 1.0), g.const(0.0), g.const(1.0))
-    up = g.op("Clip", g.add(g.sub(bottom_y, rows), 1.0), g.const(0.0), g.const(1.0))
+    half = g.op("Max", half, g.op("Min", g.add(g.div(row_w, 2.0), 2.0), g.mul(half, p.max_widen)))
+    across = g.op("Clip", g.sub(half, g.op("Abs", g.sub(cc, centre_x))), g.const(0.0), g.const(1.0))
+    down = g.op("Clip", g.add(g.sub(rr, top_y), 1.0), g.const(0.0), g.const(1.0))
+    up = g.op("Clip", g.add(g.sub(bottom_y, rr), 1.0), g.const(0.0), g.const(1.0))
     torso = g.mul(g.mul(across, down), up)
-    on_person = g.op("MaxPool", g.fcmp("Greater", person_mask, 0.5), kernel_shape=[5, 5], pads=[2, 2, 2, 2])
 
     face = [pt(i) for i in FACE_POINTS]
     face_x = g.op("Concat", *[f[0] for f in face], axis=1)
@@ -170,7 +205,22 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
                 g.between(rows, g.sub(eyes_y, g.mul(fw, p.forehead)), g.add(mouth_y, g.mul(fw, p.chin))))
     head = g.op("Max", disc, box)
 
+    # Skin: the chromaticity of the face's centre (nose to eyes); weighted by the face colour's own
+    # saturation, so a greyscale photo (where everything would match) protects no skin.
+    lum_w = g.const(np.asarray([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1))
+    total = g.op("Max", g.rsum(person, [1]), g.const(1e-3))
+    chroma = g.div(person, total)  # [N,3,H,W], sums to 1
+    face_r = g.op("Max", g.mul(fw, 0.3), g.const(2.0))
+    face_core = g.mul(g.op("Clip", g.sub(face_r, _dist(g, cols, rows, fx, fy)), g.const(0.0), g.const(1.0)), on_person)
+    face_chroma = g.wmean(chroma, face_core, [2, 3])  # [N,3,1,1]
+    face_colour = g.wmean(person, face_core, [2, 3])
+    saturation = g.sub(g.rmax(face_colour, [1]), g.rmin(face_colour, [1]))
+    colourful = g.op("Clip", g.div(g.sub(saturation, 0.04), 0.04), g.const(0.0), g.const(1.0))
+    chroma_d = g.rmax(g.op("Abs", g.sub(chroma, face_chroma)), [1])
+    skin = g.mul(g.fcmp("Less", chroma_d, p.skin_chroma), colourful)
+
     arm_r = g.op("Max", g.mul(shoulder_w, p.arm_radius), g.const(2.0))
+    reach = g.mul(shoulder_w, p.skin_reach)
     protect = head
     for shoulder, elbow, wrist, index in ((LEFT_SHOULDER, LEFT_ELBOW, LEFT_WRIST, LEFT_INDEX),
                                           (RIGHT_SHOULDER, RIGHT_ELBOW, RIGHT_WRIST, RIGHT_INDEX)):
@@ -180,11 +230,26 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
         arm = g.op("Max", _capsule(g, cols, rows, mid, e[:2], arm_r), _capsule(g, cols, rows, e[:2], w[:2], arm_r))
         hand = _capsule(g, cols, rows, w[:2], (g.add(i[0], g.sub(i[0], w[0])), g.add(i[1], g.sub(i[1], w[1]))),
                         g.mul(arm_r, 1.3))
-        protect = g.op("Max", protect, g.mul(g.op("Max", arm, hand), seen))
+        hand_x, hand_y = g.div(g.add(w[0], i[0]), 2.0), g.div(g.add(w[1], i[1]), 2.0)
+        near_hand = g.fcmp("Less", _dist(g, cols, rows, hand_x, hand_y), reach)
+        hand_skin = g.mul(g.mul(near_hand, skin), g.fcmp("Greater", w[2], p.visible))
+        protect = g.op("Max", protect, g.op("Max", g.mul(g.op("Max", arm, hand), seen), hand_skin))
 
     alpha_hard = g.mul(g.mul(g.mul(warped_mask, torso), on_person), g.sub(1.0, protect))
-    alpha = g.op("AveragePool", alpha_hard, kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)
-    blended = g.add(person, g.mul(alpha, g.sub(warped, person)))
+    alpha = g.op("AveragePool", alpha_hard, kernel_shape=[5, 5], pads=[2, 2, 2, 2], count_include_pad=1)
+
+    # 5. Shading from the covered clothing, normalised by its own mean.
+    lum = g.rsum(g.mul(person, lum_w), [1])
+    # Only the broad light (a 1/8-scale blur brought back bilinearly; the canvas is a multiple of 8),
+    # not the old clothes' own pattern.
+    small = g.op("AveragePool", lum, kernel_shape=[8, 8], strides=[8, 8])
+    small = g.op("AveragePool", small, kernel_shape=[5, 5], pads=[2, 2, 2, 2], count_include_pad=0)
+    lum_soft = g.op("Resize", small, "", g.const([1.0, 1.0, 8.0, 8.0]), mode="linear")
+    covered_mean = g.wmean(lum_soft, alpha_hard, [2, 3])
+    ratio = g.div(g.add(lum_soft, 0.15), g.add(covered_mean, 0.15))
+    shade = g.op("Clip", g.add(g.mul(g.sub(ratio, 1.0), p.shading), 1.0), g.const(p.shade_min), g.const(p.shade_max))
+    shaded = g.op("Clip", g.mul(warped, shade), g.const(0.0), g.const(1.0))
+    blended = g.add(person, g.mul(alpha, g.sub(shaded, person)))
     g.named("Clip", [blended, g.const(0.0), g.const(1.0)], "result")
     g.named("Identity", [alpha], "alpha")
 

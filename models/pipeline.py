@@ -13,6 +13,7 @@ from PIL import Image
 
 from imaging.decode import DecodedImage
 from models.contract import InputSpec, ModelManifest, OutputSpec
+from models.garment import silhouette
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -105,8 +106,9 @@ def prepare_inputs(
 ) -> tuple[dict[str, F32], Placement]:
     """Build the per-item CHW tensors for every manifest input, and the person's placement.
 
-    ``cloth_mask`` is the garment's alpha when it has one, else all ones, which tells the model to
-    find the garment against its background itself. Inputs a person stage provides are added later
+    ``cloth_mask`` is the garment's alpha when it has one, else its silhouette in the photo
+    (:func:`models.garment.silhouette`: the outline of what is not background, hole-filled, so light
+    parts of the garment are garment too). Inputs a person stage provides are added later
     (``models.stages.to_tryon_canvas``).
     """
     tensors: dict[str, F32] = {}
@@ -117,11 +119,15 @@ def prepare_inputs(
     mspec = manifest.input_for("cloth_mask")
     if cspec is not None:
         cpl = place(cloth.width, cloth.height, cspec.width, cspec.height, manifest.resize)
-        tensors[cspec.name] = normalise(resize_to_canvas(cloth.rgb, cpl), cspec)
+        cloth_rgb = resize_to_canvas(cloth.rgb, cpl)
+        tensors[cspec.name] = normalise(cloth_rgb, cspec)
     if mspec is not None:
         mpl = place(cloth.width, cloth.height, mspec.width, mspec.height, manifest.resize)
         if cloth.alpha is not None:
             tensors[mspec.name] = normalise(resize_mask_to_canvas(cloth.alpha, mpl), mspec)
+        elif cspec is not None and (cspec.height, cspec.width) == (mspec.height, mspec.width):
+            found = (silhouette(cloth_rgb) * 255.0 + 0.5).astype(np.uint8)
+            tensors[mspec.name] = normalise(found, mspec)
         else:
             tensors[mspec.name] = _constant_mask(mspec)
     return tensors, placement

@@ -28,6 +28,7 @@ from models.contract import ModelContractError, ModelManifest, TensorInfo, check
 from models.pipeline import Placement, prepare_inputs, prepare_person_stage, render_result
 from models.registry import STAGE_SEPARATOR, resolve_pipeline
 from models.stages import NoPersonError, PersonOutputs, check_pipeline, to_tryon_canvas
+from models.subject import Subject, choose_subject
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -89,6 +90,7 @@ class TryOnResult:
     key: Any = None
     batch_size: int = 1
     thumbnail: bytes | None = None
+    subject: dict[str, Any] | None = None  # who was dressed (models.subject.Subject), with a person stage
 
 
 @dataclass
@@ -103,6 +105,7 @@ class PreparedJob:
     person_input: npt.NDArray[np.float32] | None = None
     person_placement: Placement | None = None
     person_outputs: PersonOutputs | None = None
+    subject: Subject | None = None
 
 
 @dataclass(frozen=True)
@@ -357,17 +360,25 @@ class TryOnRunner:
         assert item.person_outputs is not None
         return item.person_outputs
 
-    def _no_person(self, item: PreparedJob) -> NoPersonError | None:
+    def _no_person(self, item: PreparedJob) -> Exception | None:
+        """The item's refusal: no person, no torso, several people (``None``: dress it)."""
         out = item.person_outputs
-        if self._person is None or out is None or out.score >= self._person[1].min_person_score:
+        if self._person is None or out is None:
             return None
-        return NoPersonError(f"no person found in the photo (person score {out.score:.2f} < "
-                             f"{self._person[1].min_person_score:.2f}, model {self._person[1].name})")
+        if out.score < self._person[1].min_person_score:
+            return NoPersonError(f"no person found in the photo (person score {out.score:.2f} < "
+                                 f"{self._person[1].min_person_score:.2f}, model {self._person[1].name})")
+        try:
+            item.subject = choose_subject(out)
+        except Exception as exc:  # NoTorsoError, MultiplePeopleError: this item only
+            return exc
+        return None
 
     def infer(self, items: Sequence[PreparedJob]) -> list[ModelOutput | Exception]:
         """Run the person stage (if any) and the try-on model on ``items`` in calls of at most
         ``max_batch``; outputs in item order. An item whose photo shows no person gets a
-        ``NoPersonError`` in its place and is left out of the try-on call.
+        ``NoPersonError`` in its place (no torso: ``NoTorsoError``; several people, none clearly
+        the subject: ``MultiplePeopleError``) and is left out of the try-on call.
 
         Raises ``InferenceError`` when onnxruntime fails.
         """
@@ -416,6 +427,7 @@ class TryOnRunner:
             key=item.key,
             batch_size=output.batch_size,
             thumbnail=thumbnail,
+            subject=None if item.subject is None else item.subject.as_dict(),
         )
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:

@@ -8,6 +8,8 @@
 | input_missing       | no      | an input image's file is gone from storage                      |
 | model_contract      | no      | the configured model does not fit its manifest                  |
 | no_person           | no      | the person stage found no person in the person photo            |
+| no_torso            | no      | the person photo shows no torso to dress (a face close-up)      |
+| multiple_people     | no      | several people in the person photo, none clearly the subject    |
 | conversion_ended    | no      | the job's conversion had already ended; the job never ran       |
 | inference           | yes     | the model run failed at run time                                |
 | storage             | yes     | reading or writing storage failed (disk full, unwritable, down) |
@@ -33,6 +35,8 @@ ERROR_TYPES: dict[str, bool] = {
     "input_missing": False,
     "model_contract": False,
     "no_person": False,
+    "no_torso": False,
+    "multiple_people": False,
     "conversion_ended": False,
     "inference": True,
     "storage": True,

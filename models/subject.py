@@ -1,0 +1,141 @@
+"""Who gets dressed: refusals the person stage's view supports, and the chosen person's record.
+
+After the person stage, before the try-on stage, each photo passes two permanent gates:
+
+* ``no_torso``: the shoulders are not in the photo, not on the person, or the face fills so much of
+  the frame that there is no torso to dress (a face close-up; BlazePose then guesses shoulders at
+  the chin) — refused rather than pasting a garment over mouth and chin;
+* ``multiple_people``: the person mask holds other people besides the one the keypoints belong to,
+  and that one does not clearly dominate (by mask area, at least ``DOMINANCE`` × the largest other
+  figure) or stands off-centre. When one does dominate, it is dressed and :class:`Subject` records
+  who (box, share of the mask, how many other figures).
+
+Everything is measured on the photo's own pixels from the person stage's mask and keypoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.stages import PersonOutputs
+
+F32 = npt.NDArray[np.float32]
+
+LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12
+LEFT_EAR, RIGHT_EAR = 7, 8
+ARM_POINTS = (13, 14, 15, 16, 17, 18, 19, 20, 21, 22)
+FACE_POINTS = tuple(range(11))
+MIN_SHOULDER_VISIBILITY = 0.5
+MAX_FACE_SHARE = 0.42  # face keypoints' width / photo width above which it is a close-up
+MIN_SHOULDER_TO_FACE = 1.5  # shoulder width / face width below which the "shoulders" are a chin
+BODY_MARGIN = 0.6  # the chosen person's columns: keypoints ± this × shoulder width
+FIGURE_SHARE = 0.25  # other mask mass below this share of the chosen person's is no figure
+DOMINANCE = 2.0  # the chosen person's mask area / the largest other figure's, to dress one of many
+CENTRE_BAND = 0.8  # the dominant person's centre lies in the middle 80 % of the width
+
+
+class NoTorsoError(Exception):
+    """The photo shows no torso to dress (a face close-up, shoulders out of frame): permanent."""
+
+    error_type = "no_torso"
+    transient = False
+
+
+class MultiplePeopleError(Exception):
+    """Several people and none clearly the subject: permanent (crop the photo to one person)."""
+
+    error_type = "multiple_people"
+    transient = False
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The dressed person: box in photo pixels (x0, y0, x1, y1), and what else the photo held."""
+
+    box: tuple[int, int, int, int]
+    mask_share: float  # the dressed person's share of the whole person mask
+    other_figures: int  # other people (mask regions of a figure's size) left undressed
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly record for the result's metadata."""
+        return {"box": list(self.box), "mask_share": round(self.mask_share, 3), "other_figures": self.other_figures}
+
+
+def _figures(other: npt.NDArray[np.bool_], min_mass: float) -> list[float]:
+    """Masses of the column runs of ``other`` (a figure stands in a run of occupied columns)."""
+    cols = other.sum(axis=0).astype(np.float64)
+    occupied = cols > 0.05 * other.shape[0]
+    masses: list[float] = []
+    run = 0.0
+    for on, mass in zip(occupied, cols, strict=True):
+        if on:
+            run += mass
+        elif run:
+            masses.append(run)
+            run = 0.0
+    if run:
+        masses.append(run)
+    return [m for m in masses if m >= min_mass]
+
+
+def choose_subject(view: PersonOutputs) -> Subject:
+    """The person to dress, or the refusal (``NoTorsoError``, ``MultiplePeopleError``).
+
+    Measured on the person stage's own canvas (the photo's part of it), so the cost does not grow
+    with the photo; the box is given in the photo's pixels.
+    """
+    pl = view.placement
+    if view.mask is None or view.keypoints is None:
+        return Subject(box=(0, 0, pl.src_w, pl.src_h), mask_share=1.0, other_figures=0)
+    mask = view.mask[0, pl.top:pl.top + pl.height, pl.left:pl.left + pl.width] > 0.5
+    kp = view.keypoints.astype(np.float32).copy()
+    kp[:, 0] = kp[:, 0] * pl.canvas_w - pl.left
+    kp[:, 1] = kp[:, 1] * pl.canvas_h - pl.top
+    h, w = mask.shape
+    ls, rs = kp[LEFT_SHOULDER], kp[RIGHT_SHOULDER]
+    face = kp[list(FACE_POINTS)]
+    face_w = max(float(face[:, 0].max() - face[:, 0].min()), 1.0)
+    shoulder_w = float(np.hypot(*(ls[:2] - rs[:2])))
+
+    reach = max(2, int(0.3 * shoulder_w))
+
+    def on_mask(x: float, y: float) -> bool:
+        xi, yi = int(np.clip(x, 0, w - 1)), int(np.clip(y, 0, h - 1))
+        return bool(mask[max(0, yi - reach):yi + reach + 1, max(0, xi - reach):xi + reach + 1].any())
+
+    # A shoulder may be cut off at the side by a little; one below the photo's bottom is no torso.
+    side = 0.3 * shoulder_w
+    inside = all(-side <= p[0] < w + side and 0 <= p[1] < h for p in (ls, rs))
+    if not inside or min(ls[2], rs[2]) < MIN_SHOULDER_VISIBILITY or not (on_mask(*ls[:2]) and on_mask(*rs[:2])):
+        raise NoTorsoError("no torso to dress: the shoulders are not in the photo")
+    if face_w > MAX_FACE_SHARE * w or shoulder_w < MIN_SHOULDER_TO_FACE * face_w:
+        raise NoTorsoError(f"no torso to dress: a face close-up (face {face_w / w:.0%} of the width, "
+                           f"shoulders {shoulder_w / face_w:.1f}× the face)")
+
+    xs = [float(p[0]) for i, p in enumerate(kp) if i in (LEFT_SHOULDER, RIGHT_SHOULDER, *FACE_POINTS)
+          or (i in ARM_POINTS and p[2] > MIN_SHOULDER_VISIBILITY)]
+    x0 = max(0, int(min(xs) - BODY_MARGIN * shoulder_w))
+    x1 = min(w, int(np.ceil(max(xs) + BODY_MARGIN * shoulder_w)))
+    y0 = max(0, int(float(face[:, 1].min()) - 1.5 * face_w))
+    body = np.zeros_like(mask)
+    body[y0:, x0:x1] = True
+    mine = float((mask & body).sum())
+    total = float(mask.sum())
+    others = _figures(mask & ~body, FIGURE_SHARE * mine)
+    ys = np.flatnonzero((mask & body).any(axis=1))
+    sx, sy = pl.src_w / pl.width, pl.src_h / pl.height
+    y1 = int(ys[-1]) + 1 if ys.size else h
+    box = (int(x0 * sx), int(y0 * sy), min(pl.src_w, round(x1 * sx)), min(pl.src_h, round(y1 * sy)))
+    if others:
+        centre = (float(ls[0]) + float(rs[0])) / 2
+        central = abs(centre - w / 2) <= CENTRE_BAND * w / 2
+        if max(others) * DOMINANCE > mine or not central:
+            raise MultiplePeopleError(
+                f"{len(others) + 1} people in the photo and none clearly the subject (the largest other "
+                f"figure is {max(others) / max(mine, 1.0):.0%} of the one found); crop the photo to one person")
+    return Subject(box=box, mask_share=mine / max(total, 1.0), other_figures=len(others))
