@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,18 +19,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from core.settings import Settings
-from producer import cancel, register_image, status, submit
+from producer import cancel, register_image, status, submit, wait
 from producer.accounts import create_user, create_vendor
 from producer.batch import Owner, rows_from_csv, rows_from_folder, submit_batch
 from producer.conversions import conversion_stats, image_stats, operator_cancel
 from producer.errors import ProducerError
 from producer.images import ImageLimits
 from schema.connections import connect
+from schema.statuses import TERMINAL
 from stayler.services import database, redis_server
 from storage import Storage, from_settings
 
 console = Console()
 err_console = Console(stderr=True)
+
+#: Exit code of ``stayler cancel`` when the conversion had already ended (the API's 409).
+CANCEL_ALREADY_ENDED = 1
 
 
 @contextmanager
@@ -145,9 +150,11 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """stayler status"""
     with connection(settings) as conn:
+        if args.wait > 0:
+            wait(conn, args.ids, args.wait)
         rows = status(conn, args.ids)
     if args.json:
-        print(json.dumps([{k: (str(v) if v is not None else None) for k, v in vars(r).items()} for r in rows]))
+        print(json.dumps([vars(r) for r in rows], default=str))
     else:
         table = Table()
         for col in ("conversion", "status", "attempts", "retries", "error", "time ms", "result"):
@@ -160,7 +167,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     missing = set(args.ids) - {r.id for r in rows}
     for cid in missing:
         err_console.print(f"no conversion {cid}")
-    return 1 if missing else 0
+    if missing:
+        return 1
+    unfinished = [r for r in rows if r.status not in TERMINAL]
+    if args.wait > 0 and unfinished:
+        err_console.print(f"{len(unfinished)} conversion(s) still running after {args.wait:g} s")
+        return 3
+    return 0
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
@@ -176,6 +189,11 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
             result = operator_cancel(conn, args.id, operator=args.operator, reason=args.reason)
         else:
             result = cancel(conn, args.id, user_id=args.user_id, vendor_id=args.vendor_id)
+    if result != "cancelled":
+        # The API answers 409 invalid_status_transition here: nothing was cancelled, so say so and fail.
+        print(f"stayler: error: invalid_status_transition: conversion {args.id} already ended: {result} "
+              "(nothing was cancelled)", file=sys.stderr)
+        return CANCEL_ALREADY_ENDED
     print(result)
     return 0
 
