@@ -22,7 +22,7 @@ from core.settings import Settings
 from producer import cancel, register_image, status, submit, wait
 from producer.accounts import create_user, create_vendor
 from producer.batch import Owner, rows_from_csv, rows_from_folder, submit_batch
-from producer.conversions import conversion_stats, image_stats, operator_cancel
+from producer.conversions import ConversionStatus, conversion_stats, image_stats, operator_cancel
 from producer.errors import ProducerError
 from producer.images import ImageLimits
 from schema.connections import connect
@@ -156,14 +156,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([vars(r) for r in rows], default=str))
     else:
-        table = Table()
-        for col in ("conversion", "status", "attempts", "retries", "error", "time ms", "result"):
-            table.add_column(col)
         for r in rows:
-            error = f"{r.error_type}: {r.job_error_message}" if r.error_type else ""
-            table.add_row(str(r.id), r.status, str(r.attempt or 0), f"{r.retry_count}/{r.max_retries}",
-                          error, str(r.processing_time_ms or ""), r.result_url or "")
-        console.print(table)
+            print(status_lines(r))
     missing = set(args.ids) - {r.id for r in rows}
     for cid in missing:
         err_console.print(f"no conversion {cid}")
@@ -174,6 +168,22 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         err_console.print(f"{len(unfinished)} conversion(s) still running after {args.wait:g} s")
         return 3
     return 0
+
+
+def status_lines(r: ConversionStatus) -> str:
+    """A conversion as a few lines: its id and state on the first, then its result or error whole.
+
+    Lines, not a table, so an id or a path is never cut or folded at the terminal's width.
+    """
+    head = [str(r.id), r.status, f"attempt {r.attempt or 0}", f"retries {r.retry_count}/{r.max_retries}"]
+    if r.processing_time_ms is not None:
+        head.append(f"{r.processing_time_ms} ms")
+    lines = ["  ".join(head)]
+    if r.result_url:
+        lines.append(f"  result: {r.result_url}")
+    if r.error_type:
+        lines.append(f"  error:  {r.error_type}: {r.job_error_message or ''}".rstrip())
+    return "\n".join(lines)
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,69 @@
+"""The shell blocks of the README and the docs marked ``<!-- runnable -->``, and how to run one.
+
+A block is runnable when the line before its opening fence is ``<!-- runnable -->`` (invisible on
+GitHub). It is run as pasted by a new user, from the repository's root, with ``bash`` stopping at
+the first failing command, against the database and Redis the caller gives.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTS = ("README.md", "docs/api.md", "docs/operations.md")
+MARKER = "<!-- runnable -->"
+FENCE = re.compile(r"^```(sh|bash)\s*$")
+ACTIVATE = ". .venv/bin/activate"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One runnable shell block: where it is and its text."""
+
+    document: str
+    line: int
+    text: str
+
+    @property
+    def name(self) -> str:
+        """``README.md:123``, for test ids and messages."""
+        return f"{self.document}:{self.line}"
+
+
+def runnable_blocks(root: Path = ROOT) -> list[Block]:
+    """Every block marked runnable in the documents, in order."""
+    blocks = []
+    for document in DOCUMENTS:
+        lines = (root / document).read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            if line.strip() != MARKER:
+                continue
+            if i + 1 >= len(lines) or not FENCE.match(lines[i + 1]):
+                raise ValueError(f"{document}:{i + 1}: {MARKER} must be followed by a ```sh fence")
+            end = next(j for j in range(i + 2, len(lines)) if lines[j].startswith("```"))
+            blocks.append(Block(document, i + 2, "\n".join(lines[i + 2:end]) + "\n"))
+    return blocks
+
+
+def script_of(block: Block) -> str:
+    """The block as bash runs it: stop at the first failure; the venv of this test run activated.
+
+    A clone's own ``.venv`` is what the documents activate; when the tests run from another
+    environment (a shared venv) its ``activate`` is used instead, and nothing else changes.
+    """
+    activate = f". {Path(sys.prefix) / 'bin' / 'activate'}"
+    text = block.text if (ROOT / ".venv" / "bin" / "activate").exists() else block.text.replace(ACTIVATE, activate)
+    return "set -e -o pipefail\n" + text
+
+
+def run_block(block: Block, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``block`` with ``env`` added to this process's environment; output captured."""
+    full = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    return subprocess.run(["bash", "-c", script_of(block)], cwd=ROOT, env=full, capture_output=True, text=True,
+                          timeout=timeout, check=False)
