@@ -88,6 +88,8 @@ def cmd_apikeys_create(args: argparse.Namespace, settings: Settings) -> int:
             return 2
     if args.json:
         print(json.dumps({"id": str(key_id), "key": key, "scope": args.scope}))
+    elif getattr(args, "with_id", False):
+        print(f"{key_id} {key}")
     else:
         print(key)
         print(f"key id {key_id}, scope {args.scope}: store the key now, it is not shown again", file=sys.stderr)

@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read: GET only; producer: + images, conversions, cancel; operator: + webhooks")
     p.add_argument("--name", help="a label for lists")
     p.add_argument("--json", action="store_true", help="print id, key and scope as JSON")
+    p.add_argument("--with-id", action="store_true",
+                   help="print the key's id, a space and the key on one line (for `read KEY_ID KEY`)")
     p = add("list", "list keys (never their secrets)", _lazy("api.commands", "cmd_apikeys_list"), parent=apikeys_sub)
     _owner_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ import psycopg
 import pytest
 
 from stayler.services import with_database
-from tests.docs.runnable import ACTIVATE, Block, runnable_blocks, run_block
+from tests.docs.runnable import ACTIVATE, ROOT, Block, run_block, runnable_blocks
 
 BLOCKS = runnable_blocks()
 
@@ -43,6 +45,16 @@ def empty_db_url(pg_admin_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.name)
+def test_runnable_block_parses_and_names_files_that_exist(block: Block) -> None:
+    """The fast half (default suite): bash accepts the block, and every repository file it names exists."""
+    check = subprocess.run(["bash", "-n", "-c", block.text], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, f"{block.name}: {check.stderr}"
+    for path in re.findall(r"(?<![\w/.-])((?:tests|docs)/[\w./-]+)", block.text):
+        assert (ROOT / path).exists(), f"{block.name} names {path}, which the repository does not have"
+
+
+@pytest.mark.slow  # 20-50 s on a shared 2-core machine (a worker fleet starts and stops): `make test-slow`
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.name)
 def test_runnable_block_runs_as_pasted(block: Block, empty_db_url: str, redis_url: str, queue_name: str,
                                        tmp_path: Path) -> None:
