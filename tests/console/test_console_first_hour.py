@@ -54,3 +54,38 @@ def test_the_attempts_are_shown_once(api: ApiEnv) -> None:
     page = viewer.client.get(f"/console/conversions/{failed_with(api, 'storage')}").text
     tables = re.findall(r'<table[^>]* id="([^"]+)"', page)
     assert tables == ["attempts", "usage", "actions"], tables  # the job rows and their history were two tables
+
+
+def test_the_overview_shows_what_the_operator_on_call_looks_at_first(api: ApiEnv) -> None:
+    owner = api.owner()
+    done = [owner.conversion()["id"] for _ in range(3)]
+    for cid in done:
+        api.complete(cid)
+    failed_with(api, "no_person")
+    cancelled = owner.conversion()["id"]
+    assert owner.client().post(f"/v1/conversions/{cancelled}/cancel").status_code == 200
+    with psycopg.connect(api.db_url, autocommit=True) as conn:
+        # One attempt retried after an error and one rescued after its worker was lost.
+        for error_type in ("storage", "worker_lost"):
+            job = conn.execute("SELECT j.id FROM conversion_jobs j JOIN conversions c ON c.id = j.conversion_id "
+                               "WHERE c.id = %s", (uuid.UUID(owner.conversion()["id"]),)).fetchone()
+            conn.execute("INSERT INTO conversion_job_attempts (job_id, attempt, worker_id, started_at, outcome, "
+                         "error_type) VALUES (%s, 1, 'w', now(), 'requeued', %s)", (job[0], error_type))
+        endpoint = conn.execute("INSERT INTO webhook_endpoints (user_id, url, events, secret, disabled_at, enabled) "
+                                "VALUES (%s, 'https://hooks.invalid/x', ARRAY['conversion.completed'], 'x', now(), "
+                                "false) RETURNING id", (owner.id,)).fetchone()
+        assert endpoint is not None
+    viewer = login(api, "viewer")
+    page = viewer.client.get("/console/fragments/overview").text
+
+    def shown(element_id: str) -> str:
+        match = re.search(rf'id="{element_id}"[^>]*>([^<]*)<', page)
+        assert match, element_id
+        return match.group(1).strip()
+
+    assert shown("latency-p50").endswith(" ms") and shown("latency-p95").endswith(" ms")
+    assert shown("failure-ratio") == "25.0 %"  # 1 failed of 4 ended (the cancellation is not a failure)
+    assert (shown("cancelled-hour"), shown("retried-hour"), shown("rescued-hour")) == ("1", "1", "1")
+    assert shown("endpoints-disabled") == "1" and shown("webhooks-pending") == "0"
+    trend = re.findall(r'<td class="num">(\d+)</td><td class="num">(\d+)</td>', page.split('id="queue-trend"')[1])
+    assert sum(int(s) for s, _ in trend) == 7 and sum(int(e) for _, e in trend) == 5
