@@ -50,20 +50,24 @@ def runnable_blocks(root: Path = ROOT) -> list[Block]:
     return blocks
 
 
-def script_of(block: Block) -> str:
+def script_of(block: Block, port: int | None = None) -> str:
     """The block as bash runs it: stop at the first failure; the venv of this test run activated.
 
     A clone's own ``.venv`` is what the documents activate; when the tests run from another
-    environment (a shared venv) its ``activate`` is used instead, and nothing else changes.
+    environment (a shared venv) its ``activate`` is used instead. With ``port``, the documents'
+    API port 8080 becomes that one (tests share the machine). Nothing else changes.
     """
     activate = f". {Path(sys.prefix) / 'bin' / 'activate'}"
     text = block.text if (ROOT / ".venv" / "bin" / "activate").exists() else block.text.replace(ACTIVATE, activate)
+    if port is not None:
+        text = text.replace("--port 8080", f"--port {port}").replace("127.0.0.1:8080", f"127.0.0.1:{port}")
     return "set -e -o pipefail\n" + text
 
 
-def run_block(block: Block, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+def run_block(block: Block, env: dict[str, str], timeout: float, *, cwd: Path = ROOT,
+              port: int | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``block`` with ``env`` added to this process's environment; output captured."""
     full = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    return subprocess.run(["bash", "-c", script_of(block)], cwd=ROOT, env=full, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(["bash", "-c", script_of(block, port)], cwd=cwd, env=full, capture_output=True,
+                          text=True, timeout=timeout, check=False)

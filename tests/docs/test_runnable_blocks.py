@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -54,17 +55,31 @@ def test_runnable_block_parses_and_names_files_that_exist(block: Block) -> None:
         assert (ROOT / path).exists(), f"{block.name} names {path}, which the repository does not have"
 
 
-@pytest.mark.slow  # 20-50 s on a shared 2-core machine (a worker fleet starts and stops): `make test-slow`
+@pytest.mark.slow  # 20-60 s each on a shared 2-core machine (worker fleets start and stop): `make test-slow`
 @pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.name)
 def test_runnable_block_runs_as_pasted(block: Block, empty_db_url: str, redis_url: str, queue_name: str,
                                        tmp_path: Path) -> None:
+    clone = tmp_path / "clone"  # the repository's files, so what a session writes lands here
+    clone.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name not in (".venv", ".state", ".git"):
+            (clone / entry.name).symlink_to(entry)
     env = {"DATABASE_URL": empty_db_url, "REDIS_URL": redis_url, "STAYLER_QUEUE_NAME": queue_name,
            "STAYLER_STATE_DIR": str(tmp_path / "state"), "STAYLER_METRICS_PORT": "0",
-           "STAYLER_API_PORT": "0", "STAYLER_LOG_LEVEL": "WARNING"}
-    done = run_block(block, env, timeout=240)
+           "STAYLER_LOG_LEVEL": "WARNING"}
+    done = run_block(block, env, timeout=240, cwd=clone, port=_free_port())
     assert done.returncode == 0, (f"{block.name} failed (exit {done.returncode})\n--- stdout\n{done.stdout}"
                                   f"\n--- stderr\n{done.stderr[-4000:]}")
     with psycopg.connect(empty_db_url) as conn:
         statuses = dict(conn.execute("SELECT status, count(*) FROM conversions GROUP BY status").fetchall())
     if block.document == "README.md":
         assert statuses.get("completed", 0) >= 1 and statuses.get("cancelled", 0) == 1, statuses
+    if block.document == "docs/api.md":
+        assert "webhook verified: conversion.completed" in done.stdout, done.stdout
+        assert (clone / "result.jpg").read_bytes()[:2] == b"\xff\xd8"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
