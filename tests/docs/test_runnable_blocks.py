@@ -71,7 +71,8 @@ def test_runnable_block_runs_as_pasted(block: Block, empty_db_url: str, redis_ur
     assert done.returncode == 0, (f"{block.name} failed (exit {done.returncode})\n--- stdout\n{done.stdout}"
                                   f"\n--- stderr\n{done.stderr[-4000:]}")
     with psycopg.connect(empty_db_url) as conn:
-        statuses = dict(conn.execute("SELECT status, count(*) FROM conversions GROUP BY status").fetchall())
+        statuses: dict[str, int] = dict(conn.execute("SELECT status, count(*) FROM conversions GROUP BY status"
+                                                     ).fetchall())
     if block.document == "README.md":
         assert statuses.get("completed", 0) >= 1 and statuses.get("cancelled", 0) == 1, statuses
     if block.document == "docs/api.md":
