@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +68,38 @@ def script_of(block: Block, port: int | None = None) -> str:
 
 def run_block(block: Block, env: dict[str, str], timeout: float, *, cwd: Path = ROOT,
               port: int | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``block`` with ``env`` added to this process's environment; output captured."""
+    """Run ``block`` with ``env`` added to this process's environment; output captured.
+
+    The block runs in a session of its own: when it fails or times out, whatever it left running in
+    the background (an API, a worker fleet) is stopped with it.
+    """
     full = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    return subprocess.run(["bash", "-c", script_of(block, port)], cwd=cwd, env=full, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    proc = subprocess.Popen(["bash", "-c", script_of(block, port)], cwd=cwd, env=full, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop_group(proc.pid)
+        out, err = proc.communicate()
+        err += f"\n(timed out after {timeout:g} s)"
+        return subprocess.CompletedProcess(proc.args, -1, out, err)
+    finally:
+        _stop_group(proc.pid)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _stop_group(pgid: int) -> None:
+    """SIGTERM the block's process group, then SIGKILL what is left after a grace period."""
+    for sig, grace in ((signal.SIGTERM, 25.0), (signal.SIGKILL, 0.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
