@@ -108,7 +108,7 @@ def cmd_images_add(args: argparse.Namespace, settings: Settings) -> int:
             limits=ImageLimits.from_settings(settings), file_name=path.name, album_id=args.album_id,
             is_public=args.public, tags=args.tag or [], metadata=args.metadata or {})
     if args.json:
-        print(json.dumps({k: str(v) for k, v in vars(record).items()}))
+        print(json.dumps(vars(record), default=str))
     else:
         print(record.id)
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -148,3 +149,15 @@ def test_status_wait_exits_3_when_a_conversion_has_not_ended(db_url: str, db: ps
     queued = make_conversion(db)
     assert cli(["status", str(queued), "--wait", "0.2"]) == 3
     assert "still running" in capsys.readouterr().err
+
+
+def test_images_add_json_keeps_numbers_as_numbers(db_url: str, db: psycopg.Connection, use_database,
+                                                  monkeypatch: pytest.MonkeyPatch, tmp_path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STAYLER_STORAGE_DIR", str(tmp_path / "storage"))
+    use_database(db_url)
+    user = make_user(db)
+    photo = Path(__file__).resolve().parents[1] / "data" / "photos" / "astronaut.jpg"
+    record = json.loads(_out(capsys, ["images", "add", str(photo), "--user-id", str(user), "--type", "user",
+                                      "--json"]))
+    assert isinstance(record["width"], int) and isinstance(record["file_size"], int) and record["width"] > 0
