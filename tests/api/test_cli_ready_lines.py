@@ -32,7 +32,12 @@ def _lines(proc: subprocess.Popen[str], count: int, timeout: float) -> list[str]
     assert proc.stdout is not None
     stdout = proc.stdout
     got: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [got.put(line.rstrip("\n")) for line in stdout], daemon=True).start()
+
+    def pump() -> None:
+        for line in stdout:
+            got.put(line.rstrip("\n"))
+
+    threading.Thread(target=pump, daemon=True).start()
     lines: list[str] = []
     deadline = time.monotonic() + timeout
     while len(lines) < count and time.monotonic() < deadline:

@@ -69,6 +69,7 @@ def test_the_overview_shows_what_the_operator_on_call_looks_at_first(api: ApiEnv
         for error_type in ("storage", "worker_lost"):
             job = conn.execute("SELECT j.id FROM conversion_jobs j JOIN conversions c ON c.id = j.conversion_id "
                                "WHERE c.id = %s", (uuid.UUID(owner.conversion()["id"]),)).fetchone()
+            assert job is not None
             conn.execute("INSERT INTO conversion_job_attempts (job_id, attempt, worker_id, started_at, outcome, "
                          "error_type) VALUES (%s, 1, 'w', now(), 'requeued', %s)", (job[0], error_type))
         endpoint = conn.execute("INSERT INTO webhook_endpoints (user_id, url, events, secret, disabled_at, enabled) "
