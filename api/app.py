@@ -16,6 +16,7 @@ from api.context import ApiContext
 from api.db import Database
 from api.decoding import DecodeGate
 from api.forwarded import ForwardedMiddleware
+from api.docs_ui import mount_docs
 from api.metrics import ApiMetrics
 from api.middleware import AccessLogMiddleware, BodyLimitMiddleware
 from api.problems import MEDIA_TYPE, Problem
@@ -103,11 +104,12 @@ def create_app(settings: Settings, database_url: str, *, storage: Storage | None
             ctx.db.close()
 
     app = FastAPI(title="Stayler conversions API", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url="/redoc")
+                  openapi_url="/openapi.json", docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     _install_error_handlers(app)
     for module in (images, conversions, deletion, stats, webhooks, health):
         app.include_router(module.router)
+    mount_docs(app)
     from console.web import mount_console  # the operations console (imported here: it imports api)
 
     mount_console(app)

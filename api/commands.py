@@ -6,9 +6,11 @@ import argparse
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -17,6 +19,9 @@ from core.settings import Settings
 from schema.connections import connect
 from schema.migrate import migrate_configured
 from stayler.services import database
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,10 +36,35 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         app = create_app(settings, url)
         # Our access-log middleware writes one structured line per request; uvicorn's would be a second.
         # Forwarded headers are honoured by api.forwarded from STAYLER_API_TRUSTED_PROXIES only.
-        uvicorn.run(app, host=args.host or settings.api_host, port=args.port if args.port is not None
-                    else settings.api_port, log_config=None, access_log=False, proxy_headers=False,
-                    timeout_graceful_shutdown=10)
+        config = uvicorn.Config(app, host=args.host or settings.api_host, port=args.port if args.port is not None
+                                else settings.api_port, log_config=None, access_log=False, proxy_headers=False,
+                                timeout_graceful_shutdown=10)
+        _announcing_server(config).run()
     return 0
+
+
+def _announcing_server(config: uvicorn.Config) -> uvicorn.Server:
+    """uvicorn's server that, once listening, prints where the reference and the console are."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            for server in self.servers:
+                for sock in server.sockets:
+                    base = base_url(sock.getsockname())
+                    print(f"stayler api: reference {base}/docs", flush=True)
+                    print(f"stayler api: console   {base}/console", flush=True)
+
+    return Server(config)
+
+
+def base_url(sockname: tuple[object, ...] | str) -> str:
+    """``http://host:port`` of a listening socket's name (IPv6 in brackets)."""
+    if isinstance(sockname, str):
+        return f"http://unix:{sockname}"
+    host, port = str(sockname[0]), sockname[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _drop_color_message(record: logging.LogRecord) -> bool:
@@ -59,6 +89,8 @@ def cmd_apikeys_create(args: argparse.Namespace, settings: Settings) -> int:
             return 2
     if args.json:
         print(json.dumps({"id": str(key_id), "key": key, "scope": args.scope}))
+    elif getattr(args, "with_id", False):
+        print(f"{key_id} {key}")
     else:
         print(key)
         print(f"key id {key_id}, scope {args.scope}: store the key now, it is not shown again", file=sys.stderr)
@@ -77,10 +109,17 @@ def cmd_apikeys_list(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
         return 0
+    lines = [("id", "key starts", "scope", "owner", "state", "name")]
     for row in rows:
         owner = f"user:{row['user_id']}" if row["user_id"] else f"vendor:{row['vendor_id']}"
         state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "live"
-        print(f"{row['id']}  {row['key_prefix']}…  {row['scope']:<8}  {owner}  {state}  {row['name'] or ''}".rstrip())
+        lines.append((str(row["id"]), f"{row['key_prefix']}…", row["scope"], owner, state, row["name"] or ""))
+    if not rows:
+        print("no API keys", file=sys.stderr)
+        return 0
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     return 0
 
 
@@ -109,8 +148,17 @@ def cmd_webhooks(args: argparse.Namespace, settings: Settings) -> int:
     with database(settings) as url:
         migrate_configured(settings, url)
         sender = Sender(settings, url)
+        print(f"stayler webhooks: delivering webhooks from {_where(url)}; SIGTERM or Ctrl-C stops", flush=True)
         try:
             sender.run(stop)
         finally:
             sender.close()
     return 0
+
+
+def _where(url: str) -> str:
+    """The database of ``url`` as host/name, without its credentials."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(url)
+    return f"{info.get('host') or 'local socket'}/{info.get('dbname') or ''}"

@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.set_defaults(handler=cmd_bench, bench_names=NAMES if name == "all" else (name,))
     from modelkit.bench import add_bench_arguments, bench_model_main
 
-    model = sub.add_parser("model", help="the model bench (same as `stayler bench-model`)",
+    model = sub.add_parser("model", help="the model bench: the runner vs a bare onnxruntime loop",
                            description="Runner throughput against a bare onnxruntime loop (modelkit/bench.py).")
     add_bench_arguments(model)
     model.set_defaults(func=bench_model_main)

@@ -39,7 +39,21 @@ def overview(conn: psycopg.Connection, alive_within_s: float) -> dict[str, Any]:
         "leader": _rows(conn, Q.console_leader),
         "controls": _one(conn, Q.console_fleet_controls),
         "actions": _rows(conn, Q.console_recent_actions, {"limit": 8}),
+        "oncall": oncall(conn),
     }
+
+
+def oncall(conn: psycopg.Connection) -> dict[str, Any]:
+    """The last hour as the operator on call reads it: latency, failure ratio, cancelled, retried and
+    rescued counts, the queue's trend, and the webhooks' health."""
+    ended = _one(conn, Q.console_oncall_last_hour) or {}
+    attempts = _one(conn, Q.console_attempts_last_hour) or {}
+    finished = int(ended.get("completed") or 0) + int(ended.get("failed") or 0)
+    trend = _rows(conn, Q.console_queue_trend)
+    return {**ended, **attempts,
+            "failure_ratio": (int(ended.get("failed") or 0) / finished) if finished else None,
+            "trend": trend, "trend_net": sum(int(r["submitted"]) - int(r["ended"]) for r in trend),
+            "webhooks": _one(conn, Q.console_webhook_health) or {}}
 
 
 @dataclass

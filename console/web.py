@@ -22,6 +22,8 @@ from console import access, actions, data, fairness
 from console.access import Session
 from console.chart import throughput_svg
 from console.security import ConsoleHeadersMiddleware
+from schema.errors import ERROR_TYPES as ALL_ERROR_TYPES
+from schema.errors import NEVER_RETRIED
 from schema.statuses import ConversionStatus
 from storage import StorageError, thumbnail_key
 
@@ -30,9 +32,7 @@ COOKIE = "stayler_console"
 PREFIX = "/console"
 #: Seconds between refreshes of the overview's fragment.
 REFRESH_S = 5
-ERROR_TYPES = ("invalid_image", "unsupported_format", "image_too_large", "input_missing", "model_contract",
-               "no_person", "conversion_ended", "inference", "storage", "database", "worker_lost", "internal",
-               "cancelled")
+ERROR_TYPES = tuple(ALL_ERROR_TYPES)
 
 templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -69,7 +69,8 @@ def render(name: str, request: Request, session: Session | None, status_code: in
            **values: Any) -> HTMLResponse:
     """A page or fragment from ``templates/``."""
     html = templates.get_template(name).render(session=session, prefix=PREFIX, refresh_s=REFRESH_S,
-                                               message=request.query_params.get("msg", ""), **values)
+                                               message=request.query_params.get("msg", ""),
+                                               never_retried=NEVER_RETRIED, **values)
     return HTMLResponse(html, status_code=status_code)
 
 

@@ -124,9 +124,10 @@ def add_tryon_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``tryon`` and ``bench-model`` subcommands; each sets ``func`` to its entry point."""
-    from modelkit.bench import add_bench_arguments, bench_model_main
+    """Add the ``tryon`` subcommand; it sets ``func`` to its entry point.
 
+    The model bench is ``stayler bench model`` (``python -m modelkit.bench``), registered by bench.cli.
+    """
     tryon = subparsers.add_parser(
         "tryon",
         help="run the try-on model on a person and a garment photo",
@@ -135,18 +136,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_tryon_arguments(tryon)
     tryon.set_defaults(func=tryon_main)
-    bench = subparsers.add_parser(
-        "bench-model",
-        help="images/s: bare onnxruntime loop vs the runner at batch 1 and batch N",
-        description="Measure, in one run on the same images and thread settings, a bare onnxruntime loop, "
-                    "the runner at batch 1 and the runner at batch N.",
-    )
-    add_bench_arguments(bench)
-    bench.set_defaults(func=bench_model_main)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m modelkit.cli {tryon,bench-model} ...``."""
+    """``python -m modelkit.cli tryon ...``."""
     parser = argparse.ArgumentParser(prog="python -m modelkit.cli", description=__doc__.split("\n\n")[0])
     subs = parser.add_subparsers(dest="command", required=True)
     register(subs)

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -108,17 +109,22 @@ def status(conn: psycopg.Connection, conversion_ids: Sequence[uuid.UUID]) -> lis
 def conversion_stats(conn: psycopg.Connection, *, user_id: uuid.UUID | None = None,
                      vendor_id: uuid.UUID | None = None, date_from: datetime | None = None,
                      date_to: datetime | None = None) -> dict[str, Any]:
-    """``get_conversion_stats()`` as a dict."""
+    """``get_conversion_stats()`` as a dict (numbers as ``int`` or ``float``, never ``Decimal``)."""
     with database_errors("reading conversion stats"), conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(Q.conversion_stats_get, {"user_id": user_id, "vendor_id": vendor_id,
                                                "date_from": date_from, "date_to": date_to}).fetchone()
-    return dict(row or {})
+    return _plain_numbers(row or {})
 
 
 def image_stats(conn: psycopg.Connection, *, owner_id: uuid.UUID | None = None, owner_type: str | None = None,
                 image_type: str | None = None) -> dict[str, Any]:
-    """``get_image_stats()`` as a dict."""
+    """``get_image_stats()`` as a dict (numbers as ``int`` or ``float``, never ``Decimal``)."""
     with database_errors("reading image stats"), conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(Q.image_stats_get, {"owner_id": owner_id, "owner_type": owner_type,
                                           "image_type": image_type}).fetchone()
-    return dict(row or {})
+    return _plain_numbers(row or {})
+
+
+def _plain_numbers(row: dict[str, Any]) -> dict[str, Any]:
+    """NUMERIC columns arrive as ``Decimal``, which JSON encoders turn into strings: make them floats."""
+    return {k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()}

@@ -183,3 +183,29 @@ def translate(exc: psycopg.Error) -> Exception:
     err = cls(diag.message_primary or str(exc), hint=diag.message_hint)
     err.__cause__ = exc
     return err
+
+
+#: Every ``error_type`` code and whether the worker retries it (the table in worker/errors.py).
+#: One list for the worker, the API and the console; a code that is never retried fails the same
+#: way again unless its input changes.
+ERROR_TYPES: dict[str, bool] = {
+    "invalid_image": False,
+    "unsupported_format": False,
+    "image_too_large": False,
+    "input_missing": False,
+    "model_contract": False,
+    "no_person": False,
+    "no_torso": False,
+    "multiple_people": False,
+    "conversion_ended": False,
+    "inference": True,
+    "storage": True,
+    "database": True,
+    "worker_lost": True,
+    "internal": True,
+    "cancelled": False,
+}
+
+#: The codes a conversion fails with at once, never retried by the worker.
+NEVER_RETRIED: frozenset[str] = frozenset(code for code, retried in ERROR_TYPES.items()
+                                          if not retried and code != "cancelled")

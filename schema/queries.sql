@@ -865,3 +865,54 @@ SELECT count(*) FROM images;
 -- name: storage_marker_mark_due
 -- Objects found without a row (`stayler storage audit --fix`): due now, swept like any deletion.
 SELECT storage_markers_due_now(%(keys)s::text[]);
+-- Console: what the operator on call looks at first (issue 23) ------------------------------------
+
+-- name: console_oncall_last_hour
+-- Latency (submitted → ended) p50/p95 of the last hour's completions, and how the last hour's
+-- conversions ended (conversion_metrics' created_at index, joined to conversions by primary key).
+SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM m.created_at - c.created_at) * 1000)
+           FILTER (WHERE m.success) AS latency_p50_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM m.created_at - c.created_at) * 1000)
+           FILTER (WHERE m.success) AS latency_p95_ms,
+       count(*) FILTER (WHERE m.success) AS completed,
+       count(*) FILTER (WHERE NOT m.success AND coalesce(m.error_type, '') <> 'cancelled') AS failed,
+       count(*) FILTER (WHERE m.error_type = 'cancelled') AS cancelled
+  FROM conversion_metrics m JOIN conversions c ON c.id = m.conversion_id
+ WHERE m.created_at > now() - interval '1 hour';
+
+-- name: console_attempts_last_hour
+-- Attempts of the last hour that went back to the queue: retried after an error, or rescued after
+-- their worker was lost (conversion_job_attempts' ended_at index, 0450).
+SELECT count(*) FILTER (WHERE error_type IS NOT NULL AND error_type <> 'worker_lost') AS retried,
+       count(*) FILTER (WHERE error_type = 'worker_lost') AS rescued
+  FROM conversion_job_attempts
+ WHERE ended_at > now() - interval '1 hour' AND outcome = 'requeued';
+
+-- name: console_queue_trend
+-- Submitted and ended per 10 minutes over the last hour (conversions' and conversion_metrics'
+-- created_at indexes): more in than out is a growing queue.
+WITH buckets AS (
+    SELECT generate_series(date_bin('10 minutes', now() - interval '50 minutes', 'epoch'::timestamptz),
+                           date_bin('10 minutes', now(), 'epoch'::timestamptz), interval '10 minutes') AS bucket
+), submitted AS (
+    SELECT date_bin('10 minutes', created_at, 'epoch'::timestamptz) AS bucket, count(*) AS n
+      FROM conversions WHERE created_at >= date_bin('10 minutes', now() - interval '50 minutes', 'epoch'::timestamptz)
+     GROUP BY 1
+), ended AS (
+    SELECT date_bin('10 minutes', created_at, 'epoch'::timestamptz) AS bucket, count(*) AS n
+      FROM conversion_metrics
+     WHERE created_at >= date_bin('10 minutes', now() - interval '50 minutes', 'epoch'::timestamptz)
+     GROUP BY 1
+)
+SELECT b.bucket, coalesce(s.n, 0) AS submitted, coalesce(e.n, 0) AS ended
+  FROM buckets b LEFT JOIN submitted s USING (bucket) LEFT JOIN ended e USING (bucket)
+ ORDER BY b.bucket;
+
+-- name: console_webhook_health
+-- Deliveries waiting (the sender's pending index) and how many of them already failed an attempt;
+-- endpoints failing or disabled (a small table).
+SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending' AND attempts > 0) AS retrying,
+       (SELECT count(*) FROM webhook_endpoints WHERE failing_since IS NOT NULL AND disabled_at IS NULL)
+           AS failing_endpoints,
+       (SELECT count(*) FROM webhook_endpoints WHERE disabled_at IS NOT NULL) AS disabled_endpoints;

@@ -57,6 +57,19 @@ def _uuid(value: str) -> object:
     return parse_uuid(value)
 
 
+def _key_id(value: str) -> object:
+    """argparse type: an API key's id. A key given instead is refused without being printed back."""
+    from stayler.commands import parse_uuid
+
+    try:
+        return parse_uuid(value)
+    except argparse.ArgumentTypeError:
+        hint = "find the key's id with `stayler apikeys list` (the id is printed by `apikeys create` too)"
+        if value.startswith("sk_"):
+            raise argparse.ArgumentTypeError(f"that is a key, not a key's id: {hint}") from None
+        raise argparse.ArgumentTypeError(f"not a key id (a UUID): {hint}") from None
+
+
 def _json_object(value: str) -> object:
     from stayler.commands import parse_json_object
 
@@ -168,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", "show conversions with their attempts, last error and result",
             _lazy("stayler.commands", "cmd_status"))
     p.add_argument("ids", nargs="+", type=_uuid, help="conversion ids")
+    p.add_argument("--wait", type=float, metavar="SECONDS", default=0.0,
+                   help="first wait up to SECONDS for the conversions to end (exit 3 if some have not)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("cancel", "cancel a conversion (queued: at once; running: before its result is written)",
@@ -189,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
             _lazy("stayler.commands", "cmd_worker"),
             "Run a worker fleet on this host: `dramatiq worker.app` with STAYLER_WORKER_PROCESSES processes "
             "of STAYLER_WORKER_THREADS threads. Each process claims jobs, runs the model and records "
-            "results; one process in the whole fleet also dispatches and rescues (elected by an advisory "
-            "lock). SIGTERM: in-flight jobs finish within STAYLER_SHUTDOWN_GRACE_S or go back to the queue.")
+            "results; one process in the whole fleet, the holder of the leader lease (a row in "
+            "leader_lease), also dispatches and rescues. SIGTERM: in-flight jobs finish within "
+            "STAYLER_SHUTDOWN_GRACE_S or go back to the queue.")
     p.add_argument("--processes", type=int, help="worker processes (default: STAYLER_WORKER_PROCESSES)")
     p.add_argument("--threads", type=int, help="threads per process (default: STAYLER_WORKER_THREADS)")
     add("dispatcher", "run the dispatcher/rescuer on its own (workers also run one on standby)",
@@ -212,14 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-priority", type=int, default=None,
                    help="highest priority the key may ask for (default: STAYLER_API_KEY_MAX_PRIORITY, 10)")
     p.add_argument("--json", action="store_true", help="print id, key and scope as JSON")
+    p.add_argument("--with-id", action="store_true",
+                   help="print the key's id, a space and the key on one line (for `read KEY_ID KEY`)")
     p = add("list", "list keys (never their secrets)", _lazy("api.commands", "cmd_apikeys_list"), parent=apikeys_sub)
     _owner_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("revoke", "revoke a key at once", _lazy("api.commands", "cmd_apikeys_revoke"), parent=apikeys_sub)
-    p.add_argument("id", type=_uuid, help="the key's id (from create or list)")
+    p.add_argument("id", type=_key_id, help="the key's id (from create or list)")
     p = add("console", "let a key log in to the operations console (/console), or not",
             _lazy("console.commands", "cmd_apikeys_console"), parent=apikeys_sub)
-    p.add_argument("id", type=_uuid, help="the key's id (from create or list)")
+    p.add_argument("id", type=_key_id, help="the key's id (from create or list)")
     p.add_argument("--role", choices=["operator", "viewer", "none"], required=True,
                    help="operator: sees everything and acts (needs an operator-scope key); viewer: read-only")
     add("webhooks", "run the webhook sender (delivers the outbox, retries, disables failing endpoints)",
@@ -263,13 +281,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        from producer.errors import ProducerError
-        from stayler.services import ServiceUnavailableError
+        message = error_line(exc)
+        if message is None:
+            raise
+        print(f"stayler: error: {message}", file=sys.stderr)
+        return 2
 
-        if isinstance(exc, ProducerError | ServiceUnavailableError):
-            print(f"stayler: error: {exc}", file=sys.stderr)
-            return 2
-        raise
+
+def error_line(exc: BaseException) -> str | None:
+    """The one line a user sees for an error the CLI expects, naming the fix; None for a real bug."""
+    import psycopg
+
+    from producer.errors import ProducerError
+    from stayler.services import ServiceUnavailableError
+
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for link in chain:
+        if isinstance(link, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction
+                      | psycopg.errors.UndefinedColumn):
+            detail = str(link).strip().splitlines()[0]
+            return f"the database is not migrated ({detail}): run `stayler migrate` first"
+    if isinstance(exc, ProducerError | ServiceUnavailableError):
+        return str(exc)
+    for link in chain:
+        if isinstance(link, psycopg.OperationalError):
+            detail = str(link).strip().splitlines()[0] if str(link).strip() else type(link).__name__
+            return f"cannot reach the database ({detail}): check DATABASE_URL"
+    return None
 
 
 if __name__ == "__main__":

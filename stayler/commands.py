@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,18 +19,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from core.settings import Settings
-from producer import cancel, register_image, status, submit
+from producer import cancel, register_image, status, submit, wait
 from producer.accounts import create_user, create_vendor
 from producer.batch import Owner, rows_from_csv, rows_from_folder, submit_batch
-from producer.conversions import conversion_stats, image_stats, operator_cancel
+from producer.conversions import ConversionStatus, conversion_stats, image_stats, operator_cancel
 from producer.errors import ProducerError
 from producer.images import ImageLimits
 from schema.connections import connect
+from schema.statuses import TERMINAL
 from stayler.services import database, redis_server
 from storage import Storage, from_settings
 
 console = Console()
 err_console = Console(stderr=True)
+
+#: Exit code of ``stayler cancel`` when the conversion had already ended (the API's 409).
+CANCEL_ALREADY_ENDED = 1
 
 
 @contextmanager
@@ -108,7 +113,7 @@ def cmd_images_add(args: argparse.Namespace, settings: Settings) -> int:
             limits=ImageLimits.from_settings(settings), file_name=path.name, album_id=args.album_id,
             is_public=args.public, tags=args.tag or [], metadata=args.metadata or {})
     if args.json:
-        print(json.dumps({k: str(v) for k, v in vars(record).items()}))
+        print(json.dumps(vars(record), default=str))
     else:
         print(record.id)
     return 0
@@ -151,22 +156,40 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """stayler status"""
     with connection(settings) as conn:
+        if args.wait > 0:
+            wait(conn, args.ids, args.wait)
         rows = status(conn, args.ids)
     if args.json:
-        print(json.dumps([{k: (str(v) if v is not None else None) for k, v in vars(r).items()} for r in rows]))
+        print(json.dumps([vars(r) for r in rows], default=str))
     else:
-        table = Table()
-        for col in ("conversion", "status", "attempts", "retries", "error", "time ms", "result"):
-            table.add_column(col)
         for r in rows:
-            error = f"{r.error_type}: {r.job_error_message}" if r.error_type else ""
-            table.add_row(str(r.id), r.status, str(r.attempt or 0), f"{r.retry_count}/{r.max_retries}",
-                          error, str(r.processing_time_ms or ""), r.result_url or "")
-        console.print(table)
+            print(status_lines(r))
     missing = set(args.ids) - {r.id for r in rows}
     for cid in missing:
         err_console.print(f"no conversion {cid}")
-    return 1 if missing else 0
+    if missing:
+        return 1
+    unfinished = [r for r in rows if r.status not in TERMINAL]
+    if args.wait > 0 and unfinished:
+        err_console.print(f"{len(unfinished)} conversion(s) still running after {args.wait:g} s")
+        return 3
+    return 0
+
+
+def status_lines(r: ConversionStatus) -> str:
+    """A conversion as a few lines: its id and state on the first, then its result or error whole.
+
+    Lines, not a table, so an id or a path is never cut or folded at the terminal's width.
+    """
+    head = [str(r.id), r.status, f"attempt {r.attempt or 0}", f"retries {r.retry_count}/{r.max_retries}"]
+    if r.processing_time_ms is not None:
+        head.append(f"{r.processing_time_ms} ms")
+    lines = ["  ".join(head)]
+    if r.result_url:
+        lines.append(f"  result: {r.result_url}")
+    if r.error_type:
+        lines.append(f"  error:  {r.error_type}: {r.job_error_message or ''}".rstrip())
+    return "\n".join(lines)
 
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
@@ -182,6 +205,11 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
             result = operator_cancel(conn, args.id, operator=args.operator, reason=args.reason)
         else:
             result = cancel(conn, args.id, user_id=args.user_id, vendor_id=args.vendor_id)
+    if result != "cancelled":
+        # The API answers 409 invalid_status_transition here: nothing was cancelled, so say so and fail.
+        print(f"stayler: error: invalid_status_transition: conversion {args.id} already ended: {result} "
+              "(nothing was cancelled)", file=sys.stderr)
+        return CANCEL_ALREADY_ENDED
     print(result)
     return 0
 

@@ -84,11 +84,34 @@ def _wait(conn: psycopg.Connection, ids: list[uuid.UUID], timeout: float, consol
 
 
 def _summary(console: Console, rows: list[ConversionStatus], elapsed: float, where: str) -> None:
+    """Each conversion's own time (submitted → ended), then its result path whole, then what to try next.
+
+    The worker's ``processing_time_ms`` is its batch's model time, the same for every conversion of
+    a batch, so the table shows each conversion's own wait instead.
+    """
     table = Table(title=f"{len(rows)} conversions in {elapsed:.1f} s")
-    for col in ("conversion", "status", "attempts", "time ms", "result"):
-        table.add_column(col)
+    for col in ("conversion", "status", "attempts", "ready after ms"):
+        table.add_column(col, justify="right" if col == "ready after ms" else "left")
     for r in rows:
-        table.add_row(str(r.id)[:8], r.status, str(r.attempt or 0), str(r.processing_time_ms or ""),
-                      r.result_key or (r.job_error_message or ""))
+        table.add_row(str(r.id)[:8], r.status, str(r.attempt or 0), _ready_after_ms(r))
     console.print(table)
-    console.print(f"result images (and thumbnails) are under {where.rstrip('/')}/results/")
+    base = where.rstrip("/")
+    console.print("results (whole paths):")
+    for r in rows:
+        outcome = f"{base}/{r.result_key}" if r.result_key else (r.job_error_message or r.status)
+        # soft_wrap: a path is printed whole, never cut or folded at the terminal's width.
+        console.print(f"  {str(r.id)[:8]}  {outcome}", soft_wrap=True, highlight=False)
+    console.print(NEXT_STEPS, soft_wrap=True, highlight=False)
+
+
+def _ready_after_ms(r: ConversionStatus) -> str:
+    if r.completed_at is None:
+        return ""
+    return f"{(r.completed_at - r.created_at).total_seconds() * 1000:.0f}"
+
+
+NEXT_STEPS = """What to try next:
+  stayler status <id>                      one conversion, its attempts and error, the result path
+  stayler submit --help                    your own photos (docs/examples/, tests/data/photos/)
+  stayler api                              the HTTP API: /docs is its reference, /console the operations console
+  README.md "Producing conversions"        a CLI session to paste; docs/api.md for HTTP and webhooks"""

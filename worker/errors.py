@@ -28,23 +28,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-ERROR_TYPES: dict[str, bool] = {
-    "invalid_image": False,
-    "unsupported_format": False,
-    "image_too_large": False,
-    "input_missing": False,
-    "model_contract": False,
-    "no_person": False,
-    "no_torso": False,
-    "multiple_people": False,
-    "conversion_ended": False,
-    "inference": True,
-    "storage": True,
-    "database": True,
-    "worker_lost": True,
-    "internal": True,
-    "cancelled": False,
-}
+from schema.errors import ERROR_TYPES  # the list lives with the schema's codes; re-exported here
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ def test_apikeys_create_list_revoke(api, capsys) -> None:
         assert client.get("/v1/conversions").status_code == 200
         code, out, _ = _run(["apikeys", "list", "--user-id", str(owner.id)], api.db_url, capsys)
         assert code == 0 and created["id"] in out and created["key"] not in out
-        assert out.count("\n") == 4  # the three keys of the fixture's owner and this one
+        assert out.count("\n") == 5  # a header, the three keys of the fixture's owner and this one
         code, out, _ = _run(["apikeys", "revoke", created["id"]], api.db_url, capsys)
         assert code == 0
         assert client.get("/v1/conversions").status_code == 401

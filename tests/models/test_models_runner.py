@@ -13,6 +13,7 @@ import pytest
 from imaging import ImageError, UnsupportedFormatError, decode_image
 from imaging.samples import make_garment, make_person, to_bytes
 from modelkit import build
+from modelkit.bench import main as bench_main
 from modelkit.cli import main as cli_main
 from modelkit.convert import PERSON_VERSION
 from models.registry import ARTEFACTS
@@ -247,7 +248,7 @@ def test_cli_tryon_errors_are_one_line(
 
 
 def test_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["bench-model", "--images", "2", "--batch", "2", "--rounds", "1", "--threads", "1",
+    assert bench_main(["--images", "2", "--batch", "2", "--rounds", "1", "--threads", "1",
                      "--person-size", "192x256", "--garment-size", "128x128"]) == 0
     text = capsys.readouterr().out
     assert "bare onnxruntime, batch 1" in text and "runner, batch 2" in text
