@@ -15,8 +15,8 @@ from api.body import BodyGuardMiddleware
 from api.context import ApiContext
 from api.db import Database
 from api.decoding import DecodeGate
-from api.forwarded import ForwardedMiddleware
 from api.docs_ui import mount_docs
+from api.forwarded import ForwardedMiddleware
 from api.metrics import ApiMetrics
 from api.middleware import AccessLogMiddleware, BodyLimitMiddleware
 from api.problems import MEDIA_TYPE, Problem

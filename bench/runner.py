@@ -23,8 +23,8 @@ def benchmarks() -> dict[str, BenchFn]:
     from bench.api import run as api
     from bench.boundary import run as boundary
     from bench.enqueue import run as enqueue
-    from bench.fairness import run as fairness
     from bench.erasure import run as erasure
+    from bench.fairness import run as fairness
     from bench.idle import run as idle
     from bench.inference import run as inference
     from bench.latency import run as latency

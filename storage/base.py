@@ -63,10 +63,6 @@ class Storage(Protocol):
 
     # Bulk deletion and listing (the erasure, the orphans duty and `stayler storage audit`).
 
-    def delete_many(self, keys: Sequence[str]) -> list[str]:
-        """Remove the objects under ``keys`` (missing ones are fine); returns the keys that could not be removed."""
-        ...
-
     def list_objects(self, prefix: str = "") -> Iterator[tuple[str, float]]:
         """Every object whose key starts with ``prefix``: (key, last-modified as a Unix time), in no set order."""
         ...

@@ -185,27 +185,6 @@ class LocalStorage:
 
     # Bulk deletion and listing (the erasure, the orphans duty and `stayler storage audit`).
 
-    def delete_many(self, keys: Sequence[str]) -> list[str]:
-        """Remove each object (and its partial writes); returns the keys that could not be removed.
-
-        A result's folder (``results/<conversion id>/``) that is left empty goes too: its name is a
-        conversion's id. Shared folders (``images/ab/``) stay, so an upload never races their removal.
-        """
-        failed: list[str] = []
-        folders: set[Path] = set()
-        for key in keys:
-            try:
-                self.delete(key)
-            except (OSError, ValueError, StorageError):
-                failed.append(key)
-            else:
-                if key.startswith("results/"):
-                    folders.add(self.path_for(key).parent)
-        for folder in folders:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        return failed
-
     def list_objects(self, prefix: str = "") -> Iterator[tuple[str, float]]:
         """Every file under the root whose key starts with ``prefix`` (partial writes, ``.tmp-*``, left out)."""
         for folder, dirs, files in os.walk(self.root):

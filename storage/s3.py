@@ -259,31 +259,6 @@ class S3Storage:
 
     # Bulk deletion and listing (the erasure, the orphans duty and `stayler storage audit`).
 
-    def delete_many(self, keys: Sequence[str]) -> list[str]:
-        """``DeleteObjects`` in chunks of 1,000 keys; returns the keys S3 did not remove (or a failed chunk's)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        failed: list[str] = []
-        names: dict[str, str] = {}
-        for key in keys:
-            try:
-                names[self.object_key(key)] = key
-            except ValueError:
-                failed.append(key)
-        ordered = list(names)
-        for start in range(0, len(ordered), _DELETE_BATCH):
-            batch = ordered[start:start + _DELETE_BATCH]
-            try:
-                answer = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": n} for n in batch], "Quiet": True})
-            except (ClientError, BotoCoreError) as exc:
-                log.warning("could not delete objects", extra={"storage": self.describe(), "count": len(batch),
-                                                               "error": str(self._fail("delete", batch[0], exc))})
-                failed.extend(names[n] for n in batch)
-                continue
-            failed.extend(names[e["Key"]] for e in answer.get("Errors", []) if e.get("Key") in names)
-        return failed
-
     def list_objects(self, prefix: str = "") -> Iterator[tuple[str, float]]:
         """Every object under this store's prefix whose key starts with ``prefix``, page by page."""
         from botocore.exceptions import BotoCoreError, ClientError

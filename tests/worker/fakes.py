@@ -57,9 +57,11 @@ class MemoryStorage:
         self.objects.pop(key, None)
 
     def delete_many(self, keys: Sequence[str]) -> list[str]:
+        failed = [k for k in keys if k in self.broken]
         for key in keys:
-            self.objects.pop(key, None)
-        return []
+            if key not in self.broken:
+                self.objects.pop(key, None)
+        return failed
 
     def delete_prefix(self, prefix: str) -> int:
         keys = [k for k in self.objects if k.startswith(prefix)]
@@ -68,13 +70,6 @@ class MemoryStorage:
         return len(keys)
 
     # Bulk deletion and listing (0440's sweep and audit).
-
-    def delete_many(self, keys: Sequence[str]) -> list[str]:
-        failed = [k for k in keys if k in self.broken]
-        for key in keys:
-            if key not in self.broken:
-                self.objects.pop(key, None)
-        return failed
 
     def list_objects(self, prefix: str = "") -> Iterator[tuple[str, float]]:
         return iter([(k, 0.0) for k in list(self.objects) if k.startswith(prefix)])
