@@ -193,10 +193,6 @@ def run(svc: Services, sizes: Sizes) -> list[Row]:
 
 def _webhook_rows(svc: Services, sizes: Sizes) -> list[Row]:
     """The webhook drip row, from ``bench.boundary_webhooks`` (the webhook sender's half of issue 19)."""
-    try:
-        from bench import boundary_webhooks  # type: ignore[attr-defined]
-    except ImportError:
-        return [Row(NAME, "webhook p99 with one drip receiver among 50 endpoints vs without", None, "×",
-                    target="≤ 1.2×", note="not measured: bench/boundary_webhooks.py is not in this tree")]
-    result: list[Row] = boundary_webhooks.run(svc, sizes)
-    return result
+    from bench import boundary_webhooks
+
+    return boundary_webhooks.run(svc, sizes)
