@@ -19,7 +19,8 @@ completed one has exactly one result row, one result object and one thumbnail, t
 stored for failed or cancelled ones, and that ``retry_count <= max_retries``; that no retry
 was charged for a shared service's fault (no attempt requeued or failed with ``storage`` or
 ``database``); that the leader changed at most once per injected leader fault (the partition, the
-PostgreSQL restart, a kill or freeze that hit the leader); and that no worker was ever listed stopped
+PostgreSQL restart, a kill on the leader's host (Dramatiq then ends that host's whole fleet), a
+freeze of the leader's host); and that no worker was ever listed stopped
 while it heartbeats (sampled every second). It prints the figures, with the stall of each fault:
 the longest time without a completed conversion from the fault's start until 30 s after it ended
 (or until the next fault began).
@@ -177,10 +178,15 @@ class MultiHost:
         preferred = [p for p in pids if p in busy] or pids
         if preferred:
             victim = self.rng.choice(preferred)
+            # Dramatiq ends a whole fleet when one of its processes dies, so a kill on the leader's
+            # host ends the leader too (gracefully, when it was another process there).
+            leader_host = self.cluster.host_of(self._leader_pid) if self._leader_pid is not None else None
+            hits_leader = victim == self._leader_pid or (leader_host is not None
+                                                         and self.cluster.host_of(victim) == leader_host)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
                 self.figures.kills += 1
-                if victim == self._leader_pid:
+                if hits_leader:
                     self.figures.leader_faults += 1
 
     def _watch_leader(self) -> None:

@@ -185,3 +185,46 @@ def test_a_failure_of_work_begun_before_an_outage_healed_is_the_outages() -> Non
     assert health.confirm("storage", since=4.0)  # began at 4, the outage healed at 5
     clock.now = 20.0
     assert not health.confirm("storage", since=10.0)  # began after: the store answers, the job's own
+
+
+def test_the_heartbeat_reports_the_database_and_writes_the_services_down_to_the_registry() -> None:
+    import uuid as _uuid
+
+    from worker.heartbeat import Heartbeat
+    from worker.jobqueue import QueueUnavailable
+
+    class Door:
+        def __init__(self) -> None:
+            self.down = True
+            self.written: list[str | None] = []
+
+        def renew(self, held: Sequence[tuple[_uuid.UUID, int]]) -> set[_uuid.UUID]:
+            return {job_id for job_id, _ in held}
+
+        def renew_worker(self, services_down: str | None = None) -> bool:
+            if self.down:
+                raise QueueUnavailable("renewing the worker: database unavailable")
+            self.written.append(services_down)
+            return True
+
+        def flush(self) -> int:
+            return 0
+
+    door = Door()
+    store = Switch(up=False)
+    health, changes, _ = make_health(database=Switch(), storage=store)
+    assert health.confirm("storage")
+    beat = Heartbeat(door, InFlight(), interval_s=0.01, job_timeout_s=60, health=health)
+    beat.start()
+    try:
+        deadline = time.monotonic() + 10
+        while ("database", False) not in changes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not health.is_up("database")
+        door.down = False
+        while not door.written and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        beat.stop()
+    assert door.written[0] in ("database,storage", "storage")  # written before the beat reports it back
+    assert health.is_up("database") and not health.is_up("storage")
