@@ -25,7 +25,8 @@ What the graph does (all deterministic arithmetic, no learned weights):
    from the forehead to below the chin), the forearms, the hands and the lower half of the upper
    arms (capsules around the visible arm keypoints), and skin-coloured pixels near a hand (the
    face's own colour, by chromaticity; off for a greyscale photo), so arms, hands and fingers in
-   front of the body stay in front; feathered 5×5;
+   front of the body stay in front, and skin above the shoulder line (neck, chin, a neighbour's
+   face); feathered 5×5;
 5. the garment stays opaque but carries the photo's shading: the covered clothing's luminance,
    blurred and divided by its mean over the covered area (so a black suit does not turn a white
    tee grey), moves the garment's brightness by at most ``shade_min``–``shade_max``.
@@ -234,6 +235,9 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
         near_hand = g.fcmp("Less", _dist(g, cols, rows, hand_x, hand_y), reach)
         hand_skin = g.mul(g.mul(near_hand, skin), g.fcmp("Greater", w[2], p.visible))
         protect = g.op("Max", protect, g.op("Max", g.mul(g.op("Max", arm, hand), seen), hand_skin))
+
+    # Skin above the shoulder line (a neck, a chin, a neighbour's face reaching into the collar) stays.
+    protect = g.op("Max", protect, g.mul(skin, g.fcmp("Less", rr, sy)))
 
     alpha_hard = g.mul(g.mul(g.mul(warped_mask, torso), on_person), g.sub(1.0, protect))
     alpha = g.op("AveragePool", alpha_hard, kernel_shape=[5, 5], pads=[2, 2, 2, 2], count_include_pad=1)

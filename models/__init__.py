@@ -7,13 +7,16 @@ import onnxruntime; only constructing a ``models.runner.TryOnRunner`` does.
 from models.contract import ModelContractError, ModelManifest, load_manifest
 from models.registry import DEFAULT_MODEL, NULL_MODEL, available_models, resolve_model, resolve_pipeline
 from models.stages import NoPersonError
+from models.subject import MultiplePeopleError, NoTorsoError
 
 __all__ = [
     "DEFAULT_MODEL",
     "NULL_MODEL",
     "ModelContractError",
     "ModelManifest",
+    "MultiplePeopleError",
     "NoPersonError",
+    "NoTorsoError",
     "available_models",
     "load_manifest",
     "resolve_model",

@@ -11,10 +11,11 @@ the *outline* of what is not background:
 3. closed along columns and rows (bridges the gaps that light stripes leave in the outline);
 4. holes filled: background is only what the border reaches through non-garment pixels, so a light
    stripe, a print or a highlight inside the outline is garment;
-5. only the part connected to the largest seed region near the centre is kept (a cluttered
-   background's other objects are dropped), and the edge is softened by one pixel.
+5. only the filled region holding the point nearest the seeds' median is kept (separate objects
+   of a cluttered background are dropped), and the edge is softened.
 
-Pure numpy (no scipy): flood fills propagate along row and column runs until nothing changes.
+Pure numpy (no scipy): flood fills propagate along row and column runs until nothing changes, at
+most ``MAX_PASSES`` passes; the canvas has the model's fixed size, so time and memory are bounded.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ Everything is measured on the photo's own pixels from the person stage's mask an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,6 @@ class Subject:
     box: tuple[int, int, int, int]
     mask_share: float  # the dressed person's share of the whole person mask
     other_figures: int  # other people (mask regions of a figure's size) left undressed
-    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly record for the result's metadata."""

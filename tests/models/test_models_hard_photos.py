@@ -65,6 +65,23 @@ def test_garment_mask_leaves_out_a_soft_shadow() -> None:
     assert below_hem.mean() < 0.05, f"the shadow was taken for garment ({below_hem.mean():.0%})"
 
 
+def test_garment_mask_drops_clutter_apart_from_the_garment() -> None:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.open(io.BytesIO(stripes())).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((10, 420, 90, 500), fill=(40, 120, 40))  # a green box on the table, apart from the tee
+    draw.ellipse((430, 20, 500, 90), fill=(200, 60, 20))  # and an orange ball
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=92)
+    mask = _canvas_silhouette(out.getvalue()) > 0.5
+    # 0.75 scale, 64 px letterbox: the box sits at x 8..67, y 379..439; the ball at x 323..375, y 79..131.
+    assert mask[385:435, 12:62].mean() == 0 and mask[85:125, 328:370].mean() == 0
+    assert mask[64 + 150:64 + 320, 120:260].mean() > 0.99
+
+
 @pytest.mark.parametrize("garment", range(len(GARMENTS)), ids=[label for label, _ in GARMENTS])
 @pytest.mark.parametrize("name", DRESSED)
 def test_dressed_photo_keeps_face_covers_torso_and_garment_is_opaque(runner: TryOnRunner, name: str,
