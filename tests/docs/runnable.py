@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,18 +76,21 @@ def run_block(block: Block, env: dict[str, str], timeout: float, *, cwd: Path = 
     """
     full = {**os.environ, **env, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    proc = subprocess.Popen(["bash", "-c", script_of(block, port)], cwd=cwd, env=full, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _stop_group(proc.pid)
-        out, err = proc.communicate()
-        err += f"\n(timed out after {timeout:g} s)"
-        return subprocess.CompletedProcess(proc.args, -1, out, err)
-    finally:
-        _stop_group(proc.pid)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    # Files, not pipes: a background process the block left running would hold a pipe open.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(["bash", "-c", script_of(block, port)], cwd=cwd, env=full, stdout=out, stderr=err,
+                                text=True, start_new_session=True)
+        try:
+            code = proc.wait(timeout=timeout)
+            note = ""
+        except subprocess.TimeoutExpired:
+            code, note = -1, f"\n(timed out after {timeout:g} s)"
+        finally:
+            _stop_group(proc.pid)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(proc.args, code, out.read(), err.read() + note)
 
 
 def _stop_group(pgid: int) -> None:
