@@ -2,7 +2,7 @@
 -- schema public after all migrations, sorted by signature, each with the last migration that
 -- creates, replaces or alters it. tests/schema/test_query_layer.py checks it is up to date.
 
--- api_conversion_terminal(): 0200_api.sql
+-- api_conversion_terminal(): 0400_webhook_boundary.sql
 CREATE OR REPLACE FUNCTION public.api_conversion_terminal()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -13,17 +13,12 @@ DECLARE
     v_type text := 'conversion.' || NEW.status;
     v_owner uuid := COALESCE(NEW.user_id, NEW.vendor_id);
     v_by_user boolean := NEW.user_id IS NOT NULL;
-    v_event uuid;
 BEGIN
     PERFORM pg_notify('stayler_conversion_done', NEW.id::text);
     IF EXISTS (SELECT 1 FROM webhook_endpoints e
                 WHERE COALESCE(e.user_id, e.vendor_id) = v_owner AND e.enabled
                   AND (e.user_id IS NOT NULL) = v_by_user AND v_type = ANY (e.events)) THEN
-        INSERT INTO webhook_events (type, conversion_id) VALUES (v_type, NEW.id) RETURNING id INTO v_event;
-        INSERT INTO webhook_deliveries (event_id, endpoint_id)
-        SELECT v_event, e.id FROM webhook_endpoints e
-         WHERE COALESCE(e.user_id, e.vendor_id) = v_owner AND e.enabled
-           AND (e.user_id IS NOT NULL) = v_by_user AND v_type = ANY (e.events);
+        INSERT INTO webhook_events (type, conversion_id) VALUES (v_type, NEW.id);
         PERFORM pg_notify('stayler_webhooks', '');
     END IF;
     RETURN NULL;
@@ -1174,6 +1169,46 @@ AS $function$
     SELECT count(*)::integer FROM gone
 $function$;
 
+-- prune_webhook_deliveries(interval,integer): 0400_webhook_boundary.sql
+CREATE OR REPLACE FUNCTION public.prune_webhook_deliveries(older_than interval, batch_size integer DEFAULT 1000)
+ RETURNS integer
+ LANGUAGE sql
+AS $function$
+    WITH gone AS (
+        DELETE FROM webhook_deliveries d
+         WHERE d.id = ANY (ARRAY(
+            SELECT d.id FROM webhook_deliveries d
+             WHERE d.status <> 'pending'
+               AND d.finished_at < now() - older_than
+               AND older_than > interval '0'
+             ORDER BY d.finished_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone
+$function$;
+
+-- prune_webhook_events(interval,integer): 0400_webhook_boundary.sql
+CREATE OR REPLACE FUNCTION public.prune_webhook_events(older_than interval, batch_size integer DEFAULT 1000)
+ RETURNS integer
+ LANGUAGE sql
+AS $function$
+    WITH gone AS (
+        DELETE FROM webhook_events ev
+         WHERE ev.id = ANY (ARRAY(
+            SELECT ev.id FROM webhook_events ev
+             WHERE ev.fanned_out_at < now() - older_than
+               AND older_than > interval '0'
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = ev.id)
+             ORDER BY ev.fanned_out_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED))
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone
+$function$;
+
 -- record_image_usage(uuid,uuid,uuid,text,inet,text,uuid,text,jsonb): 0120_roles.sql
 CREATE OR REPLACE FUNCTION public.record_image_usage(image_id uuid, user_id uuid DEFAULT NULL::uuid, vendor_id uuid DEFAULT NULL::uuid, action text DEFAULT 'view'::text, ip_address inet DEFAULT NULL::inet, user_agent text DEFAULT NULL::text, conversion_id uuid DEFAULT NULL::uuid, session_id text DEFAULT NULL::text, metadata jsonb DEFAULT '{}'::jsonb)
  RETURNS uuid
@@ -1524,6 +1559,63 @@ BEGIN
              CASE WHEN v_status = 'completed' THEN update_conversion_status.error_type ELSE v_error_type END,
              update_conversion_status.ai_model_version);
     END IF;
+END;
+$function$;
+
+-- webhook_endpoint_create(uuid,uuid,text,text[],bytea,integer): 0400_webhook_boundary.sql
+CREATE OR REPLACE FUNCTION public.webhook_endpoint_create(p_user_id uuid, p_vendor_id uuid, p_url text, p_events text[], p_secret bytea, p_max_endpoints integer)
+ RETURNS SETOF webhook_endpoints
+ LANGUAGE plpgsql
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_owner uuid := COALESCE(p_user_id, p_vendor_id);
+    v_count integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('stayler_webhook_endpoints:' || v_owner::text, 0));
+    SELECT count(*) INTO v_count FROM webhook_endpoints
+     WHERE (p_user_id IS NOT NULL AND user_id = p_user_id) OR (p_vendor_id IS NOT NULL AND vendor_id = p_vendor_id);
+    IF v_count >= p_max_endpoints THEN
+        RAISE EXCEPTION 'webhook_limit_reached: an owner may have at most % webhook endpoints', p_max_endpoints
+            USING ERRCODE = 'SA040';
+    END IF;
+    RETURN QUERY
+    INSERT INTO webhook_endpoints (user_id, vendor_id, url, events, secret)
+    VALUES (p_user_id, p_vendor_id, p_url, p_events, p_secret)
+    RETURNING *;
+END;
+$function$;
+
+-- webhook_fan_out(integer): 0400_webhook_boundary.sql
+CREATE OR REPLACE FUNCTION public.webhook_fan_out(batch_size integer DEFAULT 100)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_events uuid[];
+    v_written integer;
+BEGIN
+    SELECT array_agg(id) INTO v_events FROM (
+        SELECT id FROM webhook_events
+         WHERE fanned_out_at IS NULL
+         ORDER BY created_at
+         LIMIT batch_size
+           FOR UPDATE SKIP LOCKED) due;
+    IF v_events IS NULL THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO webhook_deliveries (event_id, endpoint_id)
+    SELECT ev.id, e.id
+      FROM webhook_events ev
+      JOIN conversions c ON c.id = ev.conversion_id
+      JOIN webhook_endpoints e ON COALESCE(e.user_id, e.vendor_id) = COALESCE(c.user_id, c.vendor_id)
+                              AND (e.user_id IS NOT NULL) = (c.user_id IS NOT NULL)
+     WHERE ev.id = ANY (v_events) AND e.enabled AND ev.type = ANY (e.events)
+    ON CONFLICT ON CONSTRAINT webhook_deliveries_event_endpoint_key DO NOTHING;
+    GET DIAGNOSTICS v_written = ROW_COUNT;
+    UPDATE webhook_events SET fanned_out_at = now() WHERE id = ANY (v_events);
+    RETURN v_written;
 END;
 $function$;
 

@@ -34,7 +34,7 @@ from psycopg.rows import dict_row
 
 from api.results import conversion_view, open_storage, result_links, url_ttl_s
 from api.webhooks.resolver import Resolver
-from api.webhooks.secretbox import SecretBox
+from api.webhooks.secretbox import SecretBox, SecretKeyError
 from api.webhooks.signing import headers
 from api.webhooks.transport import DeliveryError, post
 from api.webhooks.urlguard import UrlRefusedError, parse_url, resolve_checked
@@ -130,8 +130,12 @@ class Sender:
                                                          "busy": busy}).fetchall()
         for delivery in due:
             try:
-                body = payload(conn, delivery, self.storage, self.settings)
                 key = self.box.open(bytes(delivery["secret"]))
+            except SecretKeyError as exc:  # a configuration fault: retried, so a key put back recovers it
+                self.record(conn, delivery, Outcome(None, 0, f"secret cannot be decrypted: {exc}"))
+                continue
+            try:
+                body = payload(conn, delivery, self.storage, self.settings)
             except psycopg.OperationalError:
                 raise
             except Exception as exc:  # this delivery cannot be built: it fails alone
