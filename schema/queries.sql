@@ -645,7 +645,7 @@ SELECT created_at, operator, action, conversion_id, new_conversion_id, reason, s
 -- re-encrypted under the first key, and retention.
 
 -- name: webhook_fan_out
--- Deliveries for up to %(batch_size)s events not yet fanned out; returns how many were written.
+-- Deliveries for up to %(batch_size)s events not yet fanned out; returns how many events it fanned out.
 SELECT webhook_fan_out(%(batch_size)s);
 
 -- name: webhook_delivery_fail

@@ -95,7 +95,7 @@ class Sender:
         self.storage = storage or open_storage(settings)
         self.concurrency = settings.webhook_concurrency
         self.resolver = resolver or Resolver(threads=self.concurrency)
-        self.ssl_context = ssl_context
+        self.ssl_context = ssl_context or ssl.create_default_context()
         self.box = SecretBox.from_setting(settings.secret_keys.get_secret_value())
         self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="stayler-webhook")
         self.inflight: dict[Future[Outcome], dict[str, Any]] = {}
@@ -304,8 +304,14 @@ class Sender:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     if not rewrapped:
-                        self.rewrap_secrets(conn)
                         rewrapped = True
+                        try:
+                            self.rewrap_secrets(conn)
+                        except psycopg.OperationalError:
+                            rewrapped = False
+                            raise
+                        except psycopg.Error:  # the rotation waits for the next start; delivery does not
+                            log.exception("webhook secrets not re-encrypted")
                     while not stop.is_set():
                         self.step(conn)
                         self._wait(conn, IDLE_WAIT_S)
