@@ -36,7 +36,7 @@ def test_plaintext_secrets_still_sign_and_are_marked_for_encryption() -> None:
 
 def test_a_malformed_key_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="STAYLER_SECRET_KEYS"):
-        Settings(secret_keys="not-a-key")
+        Settings.model_validate({"secret_keys": "not-a-key"})
     with pytest.raises(SecretKeyError):
         SecretBox.from_setting("c2hvcnQ=")
 
