@@ -2164,7 +2164,6 @@ CREATE OR REPLACE FUNCTION public.webhook_fan_out(batch_size integer DEFAULT 100
 AS $function$
 DECLARE
     v_events uuid[];
-    v_written integer;
 BEGIN
     SELECT array_agg(id) INTO v_events FROM (
         SELECT id FROM webhook_events
@@ -2183,9 +2182,8 @@ BEGIN
                               AND (e.user_id IS NOT NULL) = (c.user_id IS NOT NULL)
      WHERE ev.id = ANY (v_events) AND e.enabled AND ev.type = ANY (e.events)
     ON CONFLICT ON CONSTRAINT webhook_deliveries_event_endpoint_key DO NOTHING;
-    GET DIAGNOSTICS v_written = ROW_COUNT;
     UPDATE webhook_events SET fanned_out_at = now() WHERE id = ANY (v_events);
-    RETURN v_written;
+    RETURN cardinality(v_events);
 END;
 $function$;
 

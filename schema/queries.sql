@@ -784,7 +784,7 @@ SELECT plan, weight, band, max_processing FROM fair_plans ORDER BY plan;
 -- re-encrypted under the first key, and retention.
 
 -- name: webhook_fan_out
--- Deliveries for up to %(batch_size)s events not yet fanned out; returns how many were written.
+-- Deliveries for up to %(batch_size)s events not yet fanned out; returns how many events it fanned out.
 SELECT webhook_fan_out(%(batch_size)s);
 
 -- name: webhook_delivery_fail

@@ -34,7 +34,7 @@ from psycopg.rows import dict_row
 
 from api.results import conversion_view, open_storage, result_links, url_ttl_s
 from api.webhooks.resolver import Resolver
-from api.webhooks.secretbox import SecretBox
+from api.webhooks.secretbox import SecretBox, SecretKeyError
 from api.webhooks.signing import headers
 from api.webhooks.transport import DeliveryError, post
 from api.webhooks.urlguard import UrlRefusedError, parse_url, resolve_checked
@@ -95,7 +95,7 @@ class Sender:
         self.storage = storage or open_storage(settings)
         self.concurrency = settings.webhook_concurrency
         self.resolver = resolver or Resolver(threads=self.concurrency)
-        self.ssl_context = ssl_context
+        self.ssl_context = ssl_context or ssl.create_default_context()
         self.box = SecretBox.from_setting(settings.secret_keys.get_secret_value())
         self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="stayler-webhook")
         self.inflight: dict[Future[Outcome], dict[str, Any]] = {}
@@ -130,8 +130,12 @@ class Sender:
                                                          "busy": busy}).fetchall()
         for delivery in due:
             try:
-                body = payload(conn, delivery, self.storage, self.settings)
                 key = self.box.open(bytes(delivery["secret"]))
+            except SecretKeyError as exc:  # a configuration fault: retried, so a key put back recovers it
+                self.record(conn, delivery, Outcome(None, 0, f"secret cannot be decrypted: {exc}"))
+                continue
+            try:
+                body = payload(conn, delivery, self.storage, self.settings)
             except psycopg.OperationalError:
                 raise
             except Exception as exc:  # this delivery cannot be built: it fails alone
@@ -300,8 +304,14 @@ class Sender:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     if not rewrapped:
-                        self.rewrap_secrets(conn)
                         rewrapped = True
+                        try:
+                            self.rewrap_secrets(conn)
+                        except psycopg.OperationalError:
+                            rewrapped = False
+                            raise
+                        except psycopg.Error:  # the rotation waits for the next start; delivery does not
+                            log.exception("webhook secrets not re-encrypted")
                     while not stop.is_set():
                         self.step(conn)
                         self._wait(conn, IDLE_WAIT_S)

@@ -40,12 +40,11 @@ $$;
 
 -- Write the deliveries of up to batch_size events not yet fanned out (oldest first, skipping events
 -- another sender holds): one per enabled endpoint of the event's owner subscribed to its type at this
--- moment. Returns the number of deliveries written.
+-- moment. Returns the number of events fanned out (batch_size: there may be more).
 CREATE FUNCTION webhook_fan_out(batch_size INTEGER DEFAULT 100) RETURNS INTEGER
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
 DECLARE
     v_events uuid[];
-    v_written integer;
 BEGIN
     SELECT array_agg(id) INTO v_events FROM (
         SELECT id FROM webhook_events
@@ -64,14 +63,13 @@ BEGIN
                               AND (e.user_id IS NOT NULL) = (c.user_id IS NOT NULL)
      WHERE ev.id = ANY (v_events) AND e.enabled AND ev.type = ANY (e.events)
     ON CONFLICT ON CONSTRAINT webhook_deliveries_event_endpoint_key DO NOTHING;
-    GET DIAGNOSTICS v_written = ROW_COUNT;
     UPDATE webhook_events SET fanned_out_at = now() WHERE id = ANY (v_events);
-    RETURN v_written;
+    RETURN cardinality(v_events);
 END;
 $$;
 
 COMMENT ON FUNCTION webhook_fan_out(INTEGER) IS
-    'Writes the deliveries of up to batch_size events not yet fanned out (the webhook sender calls it); returns the deliveries written.';
+    'Writes the deliveries of up to batch_size events not yet fanned out (the webhook sender calls it); returns the events fanned out.';
 
 -- A new endpoint, unless its owner already has max_endpoints (SA040 webhook_limit_reached). The
 -- owner's advisory lock makes concurrent creates count one after the other.
