@@ -25,6 +25,7 @@ EXPECTED = {
     "enqueue": 2,
     "profile": 1 + 13 + 1 + 2 + 2,  # all stages, each stage, the rest; PostgreSQL, fleet total; floor rate, CPU
     "idle": 3,
+    "erasure": 2 + 2,  # an owner erased on a folder and on S3; retention batches at two table sizes
 }
 
 
