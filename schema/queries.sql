@@ -59,6 +59,7 @@ WITH slots AS MATERIALIZED (
                    FOR UPDATE OF j SKIP LOCKED) AS j
       ) AS b
      WHERE b.rn <= r.room
+     LIMIT %(limit)s
 ), ordered AS (
     SELECT b.*, row_number() OVER (ORDER BY b.first_pos, b.rn) AS pos FROM best b
 ), head AS (
@@ -66,6 +67,7 @@ WITH slots AS MATERIALIZED (
 ), chosen AS (
     SELECT p.id, p.owner_id, p.vstart FROM ordered p, head h
      WHERE CASE WHEN h.suspect AND %(allow_suspect)s THEN p.id = h.id ELSE NOT p.suspect END
+     LIMIT %(limit)s
 ), spent AS (
     SELECT s.id, s.owner_id, s.vstart,
            row_number() OVER (PARTITION BY s.owner_id ORDER BY s.vstart, s.id) AS k
