@@ -175,6 +175,7 @@ def test_bulk_inserts_stamp_each_owner_in_sequence(db: psycopg.Connection) -> No
                                             (o,))] for o in (a, b)}
     assert starts[b] == [float(i) for i in range(10)]
     assert starts[a] == [float(i) for i in range(10)] + [10.0, 10.25]
-    lanes: dict[uuid.UUID, float] = dict(db.execute("SELECT owner_id, last_finish FROM owner_lanes WHERE owner_id IN (%s, %s)", (a, b)))
+    lanes: dict[uuid.UUID, float] = dict(
+        db.execute("SELECT owner_id, last_finish FROM owner_lanes WHERE owner_id IN (%s, %s)", (a, b)))
     assert lanes == {a: 10.5, b: 10.0}
     assert db.execute("SELECT current_setting('stayler_fair.lane', true)").fetchone() in (("",), (None,))
