@@ -83,7 +83,7 @@ COMMENT ON COLUMN conversion_jobs.vstart IS 'Virtual start time (start-time fair
 -- finish becomes S + 1/weight. The first job of an owner in a run of its jobs locks and reads its
 -- lane; while the following rows are the same owner's, the running last finish is kept in one
 -- transaction-local setting ('stayler_fair.lane' = owner|last finish|band) and written back when
--- another owner's row comes and at the end of the statement (trg_conversion_jobs_lane_insert). So a
+-- another owner's row comes and at commit (trg_conversion_jobs_lane_insert). So a
 -- bulk insert of n jobs of one owner costs O(n), not n updates of one row, and a session keeps one
 -- setting whatever the number of owners. A loader that stamps rows itself (owner_id given) is
 -- trusted: producers cannot insert jobs directly (roles: only create_conversion inserts them).
@@ -163,9 +163,13 @@ BEGIN
 END;
 $$;
 
-CREATE TRIGGER trg_conversion_jobs_lane_insert
+-- At commit (deferred): the first event writes the lane back, the others find nothing to do. Not
+-- at each statement's end: create_conversion() inserts one job per statement, and 20,000 of them in
+-- one transaction would update one lane row 20,000 times (each update walking the versions before it).
+CREATE CONSTRAINT TRIGGER trg_conversion_jobs_lane_insert
     AFTER INSERT ON conversion_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION conversion_jobs_lane_insert();
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION conversion_jobs_lane_insert();
 
 -- owner_load.processing follows the jobs: one statement-level trigger per kind of statement, the
 -- owners' rows updated in owner order (after the jobs: the lock order of every queue statement).

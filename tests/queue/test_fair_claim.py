@@ -179,3 +179,19 @@ def test_bulk_inserts_stamp_each_owner_in_sequence(db: psycopg.Connection) -> No
         db.execute("SELECT owner_id, last_finish FROM owner_lanes WHERE owner_id IN (%s, %s)", (a, b)))
     assert lanes == {a: 10.5, b: 10.0}
     assert db.execute("SELECT current_setting('stayler_fair.lane', true)").fetchone() in (("",), (None,))
+
+
+def test_many_creates_in_one_transaction_write_the_lane_once(db: psycopg.Connection) -> None:
+    # Regression: the lane was written back after every create_conversion() statement, so a vendor's
+    # 20,000 creates in one transaction updated one row 20,000 times (each update walking the row's
+    # versions before it: the bench's flood took minutes to commit).
+    vendor = make_vendor(db)
+    person = make_image(db, vendor, owner_type="vendor", type_="user")
+    cloth = make_image(db, vendor, owner_type="vendor", type_="cloth")
+    with db.transaction():
+        db.execute("SELECT count(create_conversion(vendor_id := %s, user_image_id := %s, cloth_image_id := %s)) "
+                   "FROM generate_series(1, 200)", (vendor, person, cloth))
+        row = db.execute("SELECT pg_stat_get_xact_tuples_updated('owner_lanes'::regclass)").fetchone()
+        assert row is not None and row[0] == 0
+    lane = db.execute("SELECT last_finish FROM owner_lanes WHERE owner_id = %s", (vendor,)).fetchone()
+    assert lane == (200.0,)
