@@ -4,7 +4,8 @@ Two parts, in one run:
 
 * **The claim with many owners.** ``fairness_queue`` queued jobs spread over ``fairness_owners``
   owners, beside the same number queued by one owner (rows inserted in bulk through the stamping
-  trigger; the claim is the worker's own door, ``JobQueue.claim`` with a batch of 16). Target: the
+  trigger; the claim is the worker's own door, ``JobQueue.claim`` with a batch of 16, under the
+  default weights and per-owner cap, its jobs handed back after each timed claim). Target: the
   many-owner median within 1.5x of the one-owner median.
 * **A flood and latecomers.** The null model, 2 worker processes, a per-owner cap of
   ``fairness_cap``. First ``fairness_idle`` users submit one conversion each on an idle fleet (the
@@ -63,7 +64,8 @@ def load_queue(conn: psycopg.Connection, owners: int, jobs: int) -> None:
 
 
 def claim_times(conn: psycopg.Connection, count: int, batch: int = 16) -> list[float]:
-    """Milliseconds of ``count`` claims of ``batch`` through the worker's door (committed)."""
+    """Milliseconds of ``count`` claims of ``batch`` through the worker's door (committed); each claim's
+    jobs are handed back afterwards (not timed), so per-owner caps never run the queue dry."""
     from worker.jobqueue import JobQueue
 
     door = JobQueue.on_connection(conn, "bench-fairness")
@@ -73,6 +75,7 @@ def claim_times(conn: psycopg.Connection, count: int, batch: int = 16) -> list[f
         claimed = door.claim(batch)
         times.append((time.perf_counter() - t0) * 1000)
         assert claimed, "the queue ran dry"
+        door.release([(c.job_id, c.attempt) for c in claimed])
     return times
 
 
@@ -81,6 +84,10 @@ def _claim_rows(svc: Services, sizes: Sizes) -> list[Row]:
     notes: dict[int, str] = {}
     for owners in (1, sizes.fairness_owners):
         with svc.fresh_database(f"fair{owners}") as url, psycopg.connect(url, autocommit=True) as conn:
+            from core.settings import Settings
+            from leader.fairness import configure_plans
+
+            configure_plans(conn, Settings())  # the default weights and per-owner cap, as a fleet writes them
             t0 = time.monotonic()
             load_queue(conn, owners, sizes.fairness_queue)
             conn.execute("VACUUM ANALYZE")

@@ -3,9 +3,10 @@
 
 -- name: job_claim_batch
 -- Claim up to %(limit)s ready jobs in one short transaction, fairly between owners (docs/
--- architecture.md, "Fair share"). `slots`: the head of the ready index in fair order (band, then
--- virtual start) with SKIP LOCKED, only jobs whose conversion can still run and whose owner is not
--- at its cap. `owners`: those owners' load rows locked in owner order and read as committed now, so
+-- architecture.md, "Fair share"). `capped`: the owners at their cap now (a few: the busy load
+-- rows). `slots`: the head of the ready index in fair order (band, then virtual start) with SKIP
+-- LOCKED, only jobs whose conversion can still run and whose owner is not capped. `owners`: the load
+-- rows of those owners whose plan has a cap, locked in owner order and read as committed now, so
 -- two claims never take one owner past its cap. `best`: each owner's own best jobs (its priority,
 -- then its order: virtual start), as many as it got slots and has room for. A slot left queued takes the virtual start of
 -- the job claimed in its place (`swapped`), so an owner spends its earliest virtual times whichever
@@ -16,24 +17,27 @@
 -- before) runs alone in its process: only a caller holding nothing (%(allow_suspect)s) may take one,
 -- and then the batch is that job alone when it heads the claim; otherwise suspects are left for
 -- later. While an operator has paused dispatch (fleet_controls, the console) nothing is claimed.
-WITH slots AS MATERIALIZED (
+WITH capped AS MATERIALIZED (
+    SELECT coalesce(array_agg(o.owner_id), '{}') AS ids FROM owner_load o
+      JOIN owner_lanes l ON l.owner_id = o.owner_id
+      JOIN fair_plans p ON p.plan = l.plan
+     WHERE o.processing > 0 AND p.max_processing > 0 AND o.processing >= p.max_processing
+), slots AS MATERIALIZED (
     SELECT j.id, j.owner_id, j.vstart,
            row_number() OVER (ORDER BY j.band DESC, j.vstart, j.created_at) AS pos
       FROM (SELECT j.id, j.owner_id, j.vstart, j.band, j.created_at FROM conversion_jobs j
              WHERE j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
                AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
                AND NOT EXISTS (SELECT 1 FROM fleet_controls f WHERE f.dispatch_paused)
-               AND NOT coalesce((SELECT o.processing >= p.max_processing FROM owner_load o
-                                   JOIN owner_lanes l ON l.owner_id = o.owner_id
-                                   JOIN fair_plans p ON p.plan = l.plan
-                                  WHERE o.owner_id = j.owner_id AND o.processing > 0 AND p.max_processing > 0),
-                                 false)
+               AND j.owner_id <> ALL ((SELECT ids FROM capped)::uuid[])
              ORDER BY j.band DESC, j.vstart, j.created_at
              LIMIT %(limit)s
                FOR UPDATE OF j SKIP LOCKED) AS j
 ), owners AS MATERIALIZED (
     SELECT o.owner_id, o.processing FROM owner_load o
-     WHERE o.owner_id IN (SELECT owner_id FROM slots)
+     WHERE o.owner_id IN (SELECT s.owner_id FROM slots s
+                            JOIN owner_lanes l ON l.owner_id = s.owner_id
+                            JOIN fair_plans p ON p.plan = l.plan AND p.max_processing > 0)
      ORDER BY o.owner_id
        FOR UPDATE OF o
 ), room AS MATERIALIZED (
@@ -59,6 +63,7 @@ WITH slots AS MATERIALIZED (
                    FOR UPDATE OF j SKIP LOCKED) AS j
       ) AS b
      WHERE b.rn <= r.room
+     LIMIT %(limit)s
 ), ordered AS (
     SELECT b.*, row_number() OVER (ORDER BY b.first_pos, b.rn) AS pos FROM best b
 ), head AS (
@@ -66,6 +71,7 @@ WITH slots AS MATERIALIZED (
 ), chosen AS (
     SELECT p.id, p.owner_id, p.vstart FROM ordered p, head h
      WHERE CASE WHEN h.suspect AND %(allow_suspect)s THEN p.id = h.id ELSE NOT p.suspect END
+     LIMIT %(limit)s
 ), spent AS (
     SELECT s.id, s.owner_id, s.vstart,
            row_number() OVER (PARTITION BY s.owner_id ORDER BY s.vstart, s.id) AS k

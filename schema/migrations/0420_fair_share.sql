@@ -80,11 +80,27 @@ COMMENT ON COLUMN conversion_jobs.band IS 'Across owners, higher bands are claim
 COMMENT ON COLUMN conversion_jobs.vstart IS 'Virtual start time (start-time fair queueing): within a band the claim serves the smallest.';
 
 -- Stamp owner, plan, band and virtual start: S = max(clock, owner's last finish); the owner's last
--- finish becomes S + 1/weight. The first job of an owner in a transaction locks and reads its lane;
--- the running last finish of the transaction's later jobs is kept in a transaction-local setting and
--- written back once per statement (trg_conversion_jobs_lane_insert), so a bulk insert of n jobs of
--- one owner costs O(n), not n updates of one row. A loader that stamps rows itself (owner_id given)
--- is trusted: producers cannot insert jobs directly (roles: only create_conversion inserts them).
+-- finish becomes S + 1/weight. The first job of an owner in a run of its jobs locks and reads its
+-- lane; while the following rows are the same owner's, the running last finish is kept in one
+-- transaction-local setting ('stayler_fair.lane' = owner|last finish|band) and written back when
+-- another owner's row comes and at commit (trg_conversion_jobs_lane_insert). So a
+-- bulk insert of n jobs of one owner costs O(n), not n updates of one row, and a session keeps one
+-- setting whatever the number of owners. A loader that stamps rows itself (owner_id given) is
+-- trusted: producers cannot insert jobs directly (roles: only create_conversion inserts them).
+CREATE FUNCTION fair_lane_flush() RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_cached TEXT := current_setting('stayler_fair.lane', true);
+BEGIN
+    IF v_cached IS NOT NULL AND v_cached <> '' THEN
+        UPDATE owner_lanes
+           SET last_finish = GREATEST(last_finish, split_part(v_cached, '|', 2)::double precision)
+         WHERE owner_id = split_part(v_cached, '|', 1)::uuid;
+        PERFORM set_config('stayler_fair.lane', '', true);
+    END IF;
+END;
+$$;
+
 CREATE FUNCTION conversion_jobs_stamp_fair() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -95,7 +111,6 @@ DECLARE
     v_band INTEGER;
     v_last DOUBLE PRECISION;
     v_clock DOUBLE PRECISION;
-    v_key TEXT;
     v_cached TEXT;
 BEGIN
     IF NEW.owner_id IS NOT NULL THEN
@@ -111,22 +126,27 @@ BEGIN
     END IF;
     SELECT p.weight, p.band INTO v_weight, v_plan_band FROM fair_plans p WHERE p.plan = v_plan;
     SELECT vtime INTO v_clock FROM fair_clock;
-    v_key := 'stayler_fair.o' || replace(NEW.owner_id::text, '-', '');
-    v_cached := current_setting(v_key, true);
-    IF v_cached IS NULL OR v_cached = '' THEN
-        INSERT INTO owner_lanes AS l (owner_id, owner_kind, plan)
-        VALUES (NEW.owner_id, v_kind, v_plan)
-        ON CONFLICT (owner_id) DO UPDATE SET plan = EXCLUDED.plan, updated_at = now()
-        RETURNING l.last_finish, l.band INTO v_last, v_band;
-        INSERT INTO owner_load (owner_id) VALUES (NEW.owner_id) ON CONFLICT DO NOTHING;
+    v_cached := current_setting('stayler_fair.lane', true);
+    IF v_cached IS NOT NULL AND v_cached <> '' AND split_part(v_cached, '|', 1) = NEW.owner_id::text THEN
+        v_last := split_part(v_cached, '|', 2)::double precision;
+        v_band := NULLIF(split_part(v_cached, '|', 3), '')::integer;
     ELSE
-        v_last := split_part(v_cached, ':', 1)::double precision;
-        v_band := NULLIF(split_part(v_cached, ':', 2), '')::integer;
+        PERFORM fair_lane_flush();
+        -- lock without writing a new row version (a lane written once per statement, not twice)
+        SELECT l.last_finish, l.band INTO v_last, v_band FROM owner_lanes l WHERE l.owner_id = NEW.owner_id FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO owner_lanes (owner_id, owner_kind, plan) VALUES (NEW.owner_id, v_kind, v_plan)
+            ON CONFLICT (owner_id) DO NOTHING;
+            INSERT INTO owner_load (owner_id) VALUES (NEW.owner_id) ON CONFLICT DO NOTHING;
+            SELECT l.last_finish, l.band INTO v_last, v_band FROM owner_lanes l WHERE l.owner_id = NEW.owner_id FOR UPDATE;
+        END IF;
+        UPDATE owner_lanes SET plan = v_plan, updated_at = now() WHERE owner_id = NEW.owner_id AND plan <> v_plan;
     END IF;
     NEW.plan := v_plan;
     NEW.band := COALESCE(v_band, v_plan_band);
     NEW.vstart := GREATEST(v_last, COALESCE(v_clock, 0));
-    PERFORM set_config(v_key, (NEW.vstart + 1.0 / v_weight)::text || ':' || COALESCE(v_band::text, ''), true);
+    PERFORM set_config('stayler_fair.lane', NEW.owner_id::text || '|' || (NEW.vstart + 1.0 / v_weight)::text
+                                            || '|' || COALESCE(v_band::text, ''), true);
     RETURN NEW;
 END;
 $$;
@@ -135,24 +155,21 @@ CREATE TRIGGER trg_conversion_jobs_stamp_fair
     BEFORE INSERT ON conversion_jobs
     FOR EACH ROW EXECUTE FUNCTION conversion_jobs_stamp_fair();
 
--- Write the running last finish of each owner the statement inserted for back to its lane.
 CREATE FUNCTION conversion_jobs_lane_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE owner_lanes l
-       SET last_finish = GREATEST(l.last_finish, split_part(x.cached, ':', 1)::double precision)
-      FROM (SELECT o.owner_id,
-                   current_setting('stayler_fair.o' || replace(o.owner_id::text, '-', ''), true) AS cached
-              FROM (SELECT DISTINCT owner_id FROM new_rows WHERE owner_id IS NOT NULL) AS o) AS x
-     WHERE l.owner_id = x.owner_id AND x.cached IS NOT NULL AND x.cached <> '';
+    PERFORM fair_lane_flush();
     RETURN NULL;
 END;
 $$;
 
-CREATE TRIGGER trg_conversion_jobs_lane_insert
+-- At commit (deferred): the first event writes the lane back, the others find nothing to do. Not
+-- at each statement's end: create_conversion() inserts one job per statement, and 20,000 of them in
+-- one transaction would update one lane row 20,000 times (each update walking the versions before it).
+CREATE CONSTRAINT TRIGGER trg_conversion_jobs_lane_insert
     AFTER INSERT ON conversion_jobs
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION conversion_jobs_lane_insert();
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION conversion_jobs_lane_insert();
 
 -- owner_load.processing follows the jobs: one statement-level trigger per kind of statement, the
 -- owners' rows updated in owner order (after the jobs: the lock order of every queue statement).

@@ -156,3 +156,42 @@ def test_the_load_counter_follows_claims_releases_rescues_and_deletes(db: psycop
     assert load_matches(db) == []
     row = db.execute("SELECT processing FROM owner_load WHERE owner_id = %s", (owner,)).fetchone()
     assert row == (1,) and len(convs) == 6
+
+
+def test_bulk_inserts_stamp_each_owner_in_sequence(db: psycopg.Connection) -> None:
+    a, b = make_user(db), make_user(db)
+    images = {o: (make_image(db, o, type_="user"), make_image(db, o, type_="cloth")) for o in (a, b)}
+    # one statement, owners interleaved (a, b, a, b, ...), then one more statement for a
+    db.execute("""WITH c AS (
+                      INSERT INTO conversions (user_id, user_image_id, cloth_image_id)
+                      SELECT o.id, o.p, o.c FROM generate_series(1, 10) g,
+                             LATERAL (VALUES (%s::uuid, %s::uuid, %s::uuid, 1), (%s, %s, %s, 2)) AS o (id, p, c, k)
+                       ORDER BY g, o.k
+                      RETURNING id)
+                  INSERT INTO conversion_jobs (conversion_id) SELECT id FROM c""",
+               (a, *images[a], b, *images[b]))
+    submit(db, a, 2, conversion_type="paid")  # weight 4: 0.25 apart
+    starts = {o: [r[0] for r in db.execute("SELECT vstart FROM conversion_jobs WHERE owner_id = %s ORDER BY vstart",
+                                            (o,))] for o in (a, b)}
+    assert starts[b] == [float(i) for i in range(10)]
+    assert starts[a] == [float(i) for i in range(10)] + [10.0, 10.25]
+    lanes: dict[uuid.UUID, float] = dict(
+        db.execute("SELECT owner_id, last_finish FROM owner_lanes WHERE owner_id IN (%s, %s)", (a, b)))
+    assert lanes == {a: 10.5, b: 10.0}
+    assert db.execute("SELECT current_setting('stayler_fair.lane', true)").fetchone() in (("",), (None,))
+
+
+def test_many_creates_in_one_transaction_write_the_lane_once(db: psycopg.Connection) -> None:
+    # Regression: the lane was written back after every create_conversion() statement, so a vendor's
+    # 20,000 creates in one transaction updated one row 20,000 times (each update walking the row's
+    # versions before it: the bench's flood took minutes to commit).
+    vendor = make_vendor(db)
+    person = make_image(db, vendor, owner_type="vendor", type_="user")
+    cloth = make_image(db, vendor, owner_type="vendor", type_="cloth")
+    with db.transaction():
+        db.execute("SELECT count(create_conversion(vendor_id := %s, user_image_id := %s, cloth_image_id := %s)) "
+                   "FROM generate_series(1, 200)", (vendor, person, cloth))
+        row = db.execute("SELECT pg_stat_get_xact_tuples_updated('owner_lanes'::regclass)").fetchone()
+        assert row is not None and row[0] == 0
+    lane = db.execute("SELECT last_finish FROM owner_lanes WHERE owner_id = %s", (vendor,)).fetchone()
+    assert lane == (200.0,)
