@@ -17,7 +17,9 @@ def _deep(levels: int) -> str:
     return "{\"a\": " * levels + "1" + "}" * levels
 
 
-def test_a_delivery_that_cannot_be_built_fails_alone(api) -> None:
+def test_a_delivery_that_cannot_be_built_fails_alone(api, monkeypatch) -> None:
+    import api.webhooks.sender as sender_module
+
     with receiver() as mallory_hooks, receiver() as bob_hooks:
         mallory, bob = api.owner(), api.owner()
         mallory_endpoint = mallory.client("operator").post("/v1/webhooks", json={"url": mallory_hooks.url()}).json()
@@ -29,6 +31,16 @@ def test_a_delivery_that_cannot_be_built_fails_alone(api) -> None:
             conn.execute("SET session_replication_role = replica")
             conn.execute("UPDATE conversions SET metadata = %s::jsonb WHERE id = %s",
                          (_deep(256), uuid.UUID(poisoned["id"])))
+        # The view now answers such a row with empty metadata; any other fault of building one message
+        # (here: the view raising for Mallory's conversion only) must still fail that delivery alone.
+        real_view = sender_module.conversion_view
+
+        def view(row, links):
+            if str(row["id"]) == poisoned["id"]:
+                raise RecursionError("maximum recursion depth exceeded")
+            return real_view(row, links)
+
+        monkeypatch.setattr(sender_module, "conversion_view", view)
         api.complete(poisoned["id"])
         fine = bob.conversion()
         api.complete(fine["id"])
