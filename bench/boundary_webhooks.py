@@ -167,12 +167,18 @@ def run(services: Services, sizes: Sizes) -> list[Row]:
     """Healthy deliveries' p99 with one dripping receiver among 50 endpoints vs. the same run without it."""
     rounds = 3 if sizes is SMOKE or sizes.repeats <= 1 else 10
     work = services.work_dir / "boundary_webhooks"
-    calm = _measure(services, work, rounds, with_drip=False)
-    dripping = _measure(services, work, rounds, with_drip=True)
+    # The two configurations alternate, ``sizes.repeats`` times each; each keeps its best run, so a load
+    # spike from outside during one run does not decide the ratio.
+    calm_runs, drip_runs = [], []
+    for _ in range(max(1, sizes.repeats)):
+        calm_runs.append(_measure(services, work, rounds, with_drip=False))
+        drip_runs.append(_measure(services, work, rounds, with_drip=True))
+    calm = min(calm_runs, key=lambda run_: _pct(run_, 0.99))
+    dripping = min(drip_runs, key=lambda run_: _pct(run_, 0.99))
     calm_p99, drip_p99 = _pct(calm, 0.99), _pct(dripping, 0.99)
     ratio = drip_p99 / calm_p99 if calm_p99 > 0 else None
-    note = (f"{len(calm)} / {len(dripping)} healthy deliveries, {rounds} rounds; medians "
-            f"{statistics.median(calm):.1f} / {statistics.median(dripping):.1f} ms")
+    note = (f"{len(calm)} / {len(dripping)} healthy deliveries, {rounds} rounds, best of {len(calm_runs)}; "
+            f"medians {statistics.median(calm):.1f} / {statistics.median(dripping):.1f} ms")
     return [
         Row(NAME, f"webhook p99, {ENDPOINTS} healthy endpoints", calm_p99, "ms", note=note),
         Row(NAME, f"webhook p99, {ENDPOINTS - 1} healthy + 1 dripping (1 B/s)", drip_p99, "ms", ratio=ratio,
