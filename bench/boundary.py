@@ -16,12 +16,14 @@ import contextlib
 import io
 import json
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -115,7 +117,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _healthz_under_lists(base: str, key: str, seconds: float, listers: int) -> tuple[list[float], int]:
+async def _list_pages(base: str, key: str, seconds: float, listers: int) -> int:
     stop = time.monotonic() + seconds
     pages = 0
 
@@ -127,19 +129,34 @@ async def _healthz_under_lists(base: str, key: str, seconds: float, listers: int
                 response.raise_for_status()
                 pages += 1
 
-    async def prober() -> list[float]:
-        times: list[float] = []
-        async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+    await asyncio.gather(*(lister() for _ in range(listers)))
+    return pages
+
+
+def _listers_main(base: str, key: str, seconds: float, listers: int, pages: Any) -> None:
+    """The listing clients, in a process of their own so their reading never delays the probe."""
+    pages.value = asyncio.run(_list_pages(base, key, seconds, listers))
+
+
+def _healthz_under_lists(base: str, key: str, seconds: float, listers: int) -> tuple[list[float], int]:
+    """/healthz latencies (probed from this process) while ``listers`` clients in another list pages."""
+    ctx = multiprocessing.get_context("spawn")
+    pages = ctx.Value("i", 0)
+    proc = ctx.Process(target=_listers_main, args=(base, key, seconds + 1.0, listers, pages))
+    proc.start()
+    times: list[float] = []
+    try:
+        time.sleep(1.0)  # the listers are running
+        stop = time.monotonic() + seconds
+        with httpx.Client(base_url=base, timeout=60) as client:
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
-                (await c.get("/healthz")).raise_for_status()
+                client.get("/healthz").raise_for_status()
                 times.append(time.perf_counter() - t0)
-                await asyncio.sleep(0.02)
-        return times
-
-    probes, *_ = await asyncio.gather(prober(), *(lister() for _ in range(listers)))
-    assert probes is not None
-    return probes, pages
+                time.sleep(0.02)
+    finally:
+        proc.join(seconds + 60)
+    return times, int(pages.value)
 
 
 def largest_metadata(max_bytes: int) -> dict[str, str]:
@@ -172,7 +189,7 @@ def run(svc: Services, sizes: Sizes) -> list[Row]:
             codes = asyncio.run(upload_all(base, key, bodies))
             upload_s = time.perf_counter() - t0
             peak = peak_rss_mib(proc.pid)
-            probes, pages = asyncio.run(_healthz_under_lists(base, key, 3.0 if smoke else 15.0, 4))
+            probes, pages = _healthz_under_lists(base, key, 3.0 if smoke else 15.0, 4)
     accepted = sum(1 for c in codes if c == 201)
     refused = sum(1 for c in codes if c == 413)
     rows.append(Row(NAME, f"API peak RSS, {UPLOADERS} concurrent worst-case uploads (1 uvicorn process)", peak, "MiB",

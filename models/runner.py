@@ -158,6 +158,7 @@ class TryOnRunner:
         io_threads: int = 1,
         thumbnail_size: int | None = None,
         exclusive_model: bool = True,
+        max_decode_bytes: int | None = None,
     ) -> None:
         """Load ``model`` (a path or a name under ``models/artefacts``) and check it against its manifest.
 
@@ -172,6 +173,7 @@ class TryOnRunner:
         take turns: the model is the one stage on the critical path, and while it runs one batch the
         other threads decode, render, encode, store and complete theirs (a staged pipeline without
         a second session or oversubscribed intra-op threads).
+        ``max_decode_bytes`` bounds an input's decode memory, estimated from its header (``imaging.budget``).
         Raises ``ModelContractError`` when the model does not load or does not match its manifest.
         """
         if max_batch < 1:
@@ -184,6 +186,7 @@ class TryOnRunner:
         self.quality = quality
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
+        self.max_decode_bytes = max_decode_bytes
         self.intra_op_threads = intra_op_threads or default_intra_op_threads(processes)
         self.inter_op_threads = inter_op_threads
         self.allow_spinning = allow_spinning
@@ -301,7 +304,8 @@ class TryOnRunner:
 
     def decode(self, data: bytes, draft_side: int | None = None) -> DecodedImage:
         """Decode one input image with this runner's limits (raises an ``ImageError``)."""
-        return decode_image(data, max_pixels=self.max_pixels, max_bytes=self.max_bytes, draft_side=draft_side)
+        return decode_image(data, max_pixels=self.max_pixels, max_bytes=self.max_bytes, draft_side=draft_side,
+                            max_decode_bytes=self.max_decode_bytes)
 
     def prepare(self, job: TryOnJob) -> PreparedJob:
         """Decode and preprocess one job. Raises an ``imaging`` error for bad input."""

@@ -118,6 +118,7 @@ class Conversion(Base):
     # Addition (0020): caller's idempotency key, unique per owner.
     idempotency_key: Mapped[str | None] = mapped_column(Text)
     request_hash: Mapped[str | None] = mapped_column(Text)  # 0100: conversion_request_hash() of the request
+    retry_of: Mapped[uuid.UUID | None] = mapped_column(_UUID)  # 0410: the failed conversion an operator retried
 
 
 class ImageUsageHistory(Base):
@@ -220,6 +221,7 @@ class OperatorAction(Base):
     status_before: Mapped[str | None] = mapped_column(Text)
     status_after: Mapped[str | None] = mapped_column(Text)
     new_conversion_id: Mapped[uuid.UUID | None] = mapped_column(_UUID)  # a retry's new conversion (0300)
+    outcome: Mapped[str | None] = mapped_column(Text)  # what the action did (0410)
 
 
 #: Every mapped class, in dependency order.

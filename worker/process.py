@@ -53,7 +53,7 @@ def make_runner(settings: Settings) -> TryOnRunner:
         allow_spinning=settings.model_allow_spinning, max_batch=settings.claim_batch_size,
         output_format=settings.result_format, quality=settings.result_quality,
         max_pixels=settings.max_image_pixels, thumbnail_size=settings.thumbnail_size,
-        exclusive_model=settings.model_exclusive,
+        exclusive_model=settings.model_exclusive, max_decode_bytes=settings.max_decode_bytes,
     )
 
 

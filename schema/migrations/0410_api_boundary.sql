@@ -57,7 +57,7 @@ $$;
 COMMENT ON FUNCTION conversion_metadata_check(JSONB) IS
     'Refuses metadata that is not an object (SA005), over 16 KiB as text (SA031) or nesting over 32 levels (SA030).';
 
-ALTER TABLE conversions ADD COLUMN retry_of UUID REFERENCES conversions(id) ON DELETE SET NULL;
+ALTER TABLE conversions ADD COLUMN retry_of UUID;  -- no foreign key, like operator_actions: the link outlives an erased original
 COMMENT ON COLUMN conversions.retry_of IS
     'Addition: the failed conversion an operator retried as this one (written only by operator_retry_conversion()).';
 -- The link as the audit trail recorded it; a customer's metadata "retry_of" is theirs and means nothing.
