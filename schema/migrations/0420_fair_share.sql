@@ -295,6 +295,17 @@ CREATE INDEX idx_conversion_jobs_owner_ready ON conversion_jobs (owner_id, prior
 -- Retention and owner deletes; the console's backlog by owner.
 CREATE INDEX idx_conversion_jobs_owner_queued ON conversion_jobs (owner_id) WHERE status = 'queued';
 
+-- Whether an owner is in a list (the claim's "is it at its cap"). A function the planner cannot see
+-- into on purpose: written inline, `owner_id <> ALL(...)` is estimated from the column's statistics,
+-- and with one owner queueing everything the planner expects no row to pass and sorts the whole
+-- queue instead of reading the head of the ready index.
+CREATE FUNCTION fair_owner_in(p_owner uuid, p_owners uuid[]) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN p_owner = ANY (p_owners);
+END;
+$$;
+
 -- An operator sets an owner's band (NULL: back to its plan's): new jobs and its queued jobs.
 -- Returns how many queued jobs moved.
 CREATE FUNCTION fair_owner_set_band(p_owner_id uuid, p_band integer)
