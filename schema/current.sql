@@ -409,6 +409,8 @@ $function$;
 CREATE OR REPLACE FUNCTION public.fair_lane_flush()
  RETURNS void
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
 AS $function$
 DECLARE
     v_cached TEXT := current_setting('stayler_fair.lane', true);

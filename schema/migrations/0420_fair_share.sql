@@ -340,6 +340,8 @@ COMMENT ON COLUMN api_keys.max_priority IS
 -- stamp keeps its running totals in transaction-local settings, which a SET clause would undo.
 ALTER FUNCTION owner_load_apply(jsonb) SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION conversion_jobs_count_load_insert() SECURITY DEFINER SET search_path = public, pg_temp;
+-- (A SET clause restores only the settings it names: the lane setting written inside survives.)
+ALTER FUNCTION fair_lane_flush() SECURITY DEFINER SET search_path = public, pg_temp;
 
 -- ---------------------------------------------------------------------------
 -- Roles
@@ -354,6 +356,9 @@ BEGIN
         GRANT SELECT ON fair_plans, owner_lanes, owner_load, fair_clock TO stayler_operator_ro;
         GRANT ALL ON fair_plans, owner_lanes, owner_load, fair_clock TO stayler_admin;
         GRANT EXECUTE ON FUNCTION fair_owner_set_band(uuid, integer) TO stayler_admin;
+        -- called by the claim and from the triggers, as whoever runs the statement (or commits)
+        GRANT EXECUTE ON FUNCTION fair_owner_in(uuid, uuid[]), owner_load_apply(jsonb), fair_lane_flush()
+            TO stayler_worker, stayler_producer, stayler_admin, stayler_operator_ro;
     END IF;
 END;
 $$;
