@@ -58,7 +58,7 @@ def test_with_one_owner_the_claim_still_reads_the_head_of_the_ready_index(db: ps
     from leader.fairness import configure_plans
     from tests.queue.ops import release_jobs
 
-    configure_plans(db, Settings())  # the default per-owner cap (16): the capped list is read
+    configure_plans(db, Settings(owner_max_processing=16))  # a per-owner cap: the capped list is read
     load_queue(db, 1, 5_000)
     for _ in range(3):
         held = claim_jobs(db, "w-plan", LIMIT)
