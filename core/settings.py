@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     fair_weight_free: float = Field(default=1.0, gt=0, le=1000, description="Share weight of a free-plan owner.")
     fair_weight_paid: float = Field(default=4.0, gt=0, le=1000, description="Share weight of a paid-plan owner.")
     fair_weight_vendor: float = Field(default=1.0, gt=0, le=1000, description="Share weight of a vendor.")
-    owner_max_processing: int = Field(default=16, ge=0,
+    owner_max_processing: int = Field(default=0, ge=0,
                                       description="Most jobs of one owner processing at once (0 = no cap).")
     owner_max_processing_vendor: int | None = Field(
         default=None, ge=0, description="The cap for vendors; unset = STAYLER_OWNER_MAX_PROCESSING.")

@@ -191,12 +191,7 @@ CREATE OR REPLACE FUNCTION public.conversion_jobs_lane_insert()
  LANGUAGE plpgsql
 AS $function$
 BEGIN
-    UPDATE owner_lanes l
-       SET last_finish = GREATEST(l.last_finish, split_part(x.cached, ':', 1)::double precision)
-      FROM (SELECT o.owner_id,
-                   current_setting('stayler_fair.o' || replace(o.owner_id::text, '-', ''), true) AS cached
-              FROM (SELECT DISTINCT owner_id FROM new_rows WHERE owner_id IS NOT NULL) AS o) AS x
-     WHERE l.owner_id = x.owner_id AND x.cached IS NOT NULL AND x.cached <> '';
+    PERFORM fair_lane_flush();
     RETURN NULL;
 END;
 $function$;
@@ -257,7 +252,6 @@ DECLARE
     v_band INTEGER;
     v_last DOUBLE PRECISION;
     v_clock DOUBLE PRECISION;
-    v_key TEXT;
     v_cached TEXT;
 BEGIN
     IF NEW.owner_id IS NOT NULL THEN
@@ -273,22 +267,27 @@ BEGIN
     END IF;
     SELECT p.weight, p.band INTO v_weight, v_plan_band FROM fair_plans p WHERE p.plan = v_plan;
     SELECT vtime INTO v_clock FROM fair_clock;
-    v_key := 'stayler_fair.o' || replace(NEW.owner_id::text, '-', '');
-    v_cached := current_setting(v_key, true);
-    IF v_cached IS NULL OR v_cached = '' THEN
-        INSERT INTO owner_lanes AS l (owner_id, owner_kind, plan)
-        VALUES (NEW.owner_id, v_kind, v_plan)
-        ON CONFLICT (owner_id) DO UPDATE SET plan = EXCLUDED.plan, updated_at = now()
-        RETURNING l.last_finish, l.band INTO v_last, v_band;
-        INSERT INTO owner_load (owner_id) VALUES (NEW.owner_id) ON CONFLICT DO NOTHING;
+    v_cached := current_setting('stayler_fair.lane', true);
+    IF v_cached IS NOT NULL AND v_cached <> '' AND split_part(v_cached, '|', 1) = NEW.owner_id::text THEN
+        v_last := split_part(v_cached, '|', 2)::double precision;
+        v_band := NULLIF(split_part(v_cached, '|', 3), '')::integer;
     ELSE
-        v_last := split_part(v_cached, ':', 1)::double precision;
-        v_band := NULLIF(split_part(v_cached, ':', 2), '')::integer;
+        PERFORM fair_lane_flush();
+        -- lock without writing a new row version (a lane written once per statement, not twice)
+        SELECT l.last_finish, l.band INTO v_last, v_band FROM owner_lanes l WHERE l.owner_id = NEW.owner_id FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO owner_lanes (owner_id, owner_kind, plan) VALUES (NEW.owner_id, v_kind, v_plan)
+            ON CONFLICT (owner_id) DO NOTHING;
+            INSERT INTO owner_load (owner_id) VALUES (NEW.owner_id) ON CONFLICT DO NOTHING;
+            SELECT l.last_finish, l.band INTO v_last, v_band FROM owner_lanes l WHERE l.owner_id = NEW.owner_id FOR UPDATE;
+        END IF;
+        UPDATE owner_lanes SET plan = v_plan, updated_at = now() WHERE owner_id = NEW.owner_id AND plan <> v_plan;
     END IF;
     NEW.plan := v_plan;
     NEW.band := COALESCE(v_band, v_plan_band);
     NEW.vstart := GREATEST(v_last, COALESCE(v_clock, 0));
-    PERFORM set_config(v_key, (NEW.vstart + 1.0 / v_weight)::text || ':' || COALESCE(v_band::text, ''), true);
+    PERFORM set_config('stayler_fair.lane', NEW.owner_id::text || '|' || (NEW.vstart + 1.0 / v_weight)::text
+                                            || '|' || COALESCE(v_band::text, ''), true);
     RETURN NEW;
 END;
 $function$;
@@ -646,6 +645,36 @@ BEGIN
                                                       WHERE ev.conversion_id = ANY (v_convs))),
         'operator_actions', (SELECT count(*) FROM operator_actions o
                               WHERE o.conversion_id = ANY (v_convs) OR o.new_conversion_id = ANY (v_convs)));
+END;
+$function$;
+
+-- fair_lane_flush(): 0420_fair_share.sql
+CREATE OR REPLACE FUNCTION public.fair_lane_flush()
+ RETURNS void
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_cached TEXT := current_setting('stayler_fair.lane', true);
+BEGIN
+    IF v_cached IS NOT NULL AND v_cached <> '' THEN
+        UPDATE owner_lanes
+           SET last_finish = GREATEST(last_finish, split_part(v_cached, '|', 2)::double precision)
+         WHERE owner_id = split_part(v_cached, '|', 1)::uuid;
+        PERFORM set_config('stayler_fair.lane', '', true);
+    END IF;
+END;
+$function$;
+
+-- fair_owner_in(uuid,uuid[]): 0420_fair_share.sql
+CREATE OR REPLACE FUNCTION public.fair_owner_in(p_owner uuid, p_owners uuid[])
+ RETURNS boolean
+ LANGUAGE plpgsql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+BEGIN
+    RETURN p_owner = ANY (p_owners);
 END;
 $function$;
 

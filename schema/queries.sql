@@ -29,7 +29,7 @@ WITH capped AS MATERIALIZED (
              WHERE j.status = 'queued' AND NOT j.scheduled AND j.run_after <= now()
                AND EXISTS (SELECT 1 FROM conversions c WHERE c.id = j.conversion_id AND c.status IN ('pending', 'processing'))
                AND NOT EXISTS (SELECT 1 FROM fleet_controls f WHERE f.dispatch_paused)
-               AND j.owner_id <> ALL ((SELECT ids FROM capped)::uuid[])
+               AND NOT fair_owner_in(j.owner_id, (SELECT ids FROM capped)::uuid[])
              ORDER BY j.band DESC, j.vstart, j.created_at
              LIMIT %(limit)s
                FOR UPDATE OF j SKIP LOCKED) AS j

@@ -295,6 +295,17 @@ CREATE INDEX idx_conversion_jobs_owner_ready ON conversion_jobs (owner_id, prior
 -- Retention and owner deletes; the console's backlog by owner.
 CREATE INDEX idx_conversion_jobs_owner_queued ON conversion_jobs (owner_id) WHERE status = 'queued';
 
+-- Whether an owner is in a list (the claim's "is it at its cap"). A function the planner cannot see
+-- into on purpose: written inline, `owner_id <> ALL(...)` is estimated from the column's statistics,
+-- and with one owner queueing everything the planner expects no row to pass and sorts the whole
+-- queue instead of reading the head of the ready index.
+CREATE FUNCTION fair_owner_in(p_owner uuid, p_owners uuid[]) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN p_owner = ANY (p_owners);
+END;
+$$;
+
 -- An operator sets an owner's band (NULL: back to its plan's): new jobs and its queued jobs.
 -- Returns how many queued jobs moved.
 CREATE FUNCTION fair_owner_set_band(p_owner_id uuid, p_band integer)
@@ -329,6 +340,8 @@ COMMENT ON COLUMN api_keys.max_priority IS
 -- stamp keeps its running totals in transaction-local settings, which a SET clause would undo.
 ALTER FUNCTION owner_load_apply(jsonb) SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION conversion_jobs_count_load_insert() SECURITY DEFINER SET search_path = public, pg_temp;
+-- (A SET clause restores only the settings it names: the lane setting written inside survives.)
+ALTER FUNCTION fair_lane_flush() SECURITY DEFINER SET search_path = public, pg_temp;
 
 -- ---------------------------------------------------------------------------
 -- Roles
@@ -343,6 +356,9 @@ BEGIN
         GRANT SELECT ON fair_plans, owner_lanes, owner_load, fair_clock TO stayler_operator_ro;
         GRANT ALL ON fair_plans, owner_lanes, owner_load, fair_clock TO stayler_admin;
         GRANT EXECUTE ON FUNCTION fair_owner_set_band(uuid, integer) TO stayler_admin;
+        -- called by the claim and from the triggers, as whoever runs the statement (or commits)
+        GRANT EXECUTE ON FUNCTION fair_owner_in(uuid, uuid[]), owner_load_apply(jsonb), fair_lane_flush()
+            TO stayler_worker, stayler_producer, stayler_admin, stayler_operator_ro;
     END IF;
 END;
 $$;

@@ -187,4 +187,4 @@ def test_the_leader_runs_every_duty_of_the_design(tmp_path: Path) -> None:
 
     broker = StaylerRedisBroker(client=fakeredis.FakeRedis(), namespace="t")
     names = [d.name for d in default_duties(Settings(), broker, LocalStorage(tmp_path))]
-    assert names == ["dispatch", "rescue", "clean", "retention", "orphans", "expiry"]
+    assert names == ["dispatch", "rescue", "clean", "retention", "orphans", "expiry", "fairness"]
