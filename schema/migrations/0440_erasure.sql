@@ -289,6 +289,9 @@ BEGIN
     DELETE FROM albums a WHERE a.owner_id = erase_owner.owner_id AND a.owner_type = erase_owner.owner_type;
     DELETE FROM api_keys k WHERE k.user_id = v_user OR k.vendor_id = v_vendor;  -- grants and sessions cascade
     DELETE FROM webhook_endpoints e WHERE e.user_id = v_user OR e.vendor_id = v_vendor;  -- deliveries cascade
+    -- The fair-share bookkeeping of the owner (0420) names its id too.
+    DELETE FROM owner_load l WHERE l.owner_id = erase_owner.owner_id;
+    DELETE FROM owner_lanes l WHERE l.owner_id = erase_owner.owner_id;
     DELETE FROM users u WHERE u.id = v_user;
     DELETE FROM vendors v WHERE v.id = v_vendor;
     IF EXISTS (SELECT 1 FROM jsonb_each(v_counts) kv WHERE kv.value::text <> '0') THEN
