@@ -281,7 +281,7 @@ BEGIN
             INSERT INTO owner_load (owner_id) VALUES (NEW.owner_id) ON CONFLICT DO NOTHING;
             SELECT l.last_finish, l.band INTO v_last, v_band FROM owner_lanes l WHERE l.owner_id = NEW.owner_id FOR UPDATE;
         END IF;
-        UPDATE owner_lanes SET plan = v_plan, updated_at = now() WHERE owner_id = NEW.owner_id AND plan <> v_plan;
+        UPDATE owner_lanes SET plan = v_plan, changed_at = now() WHERE owner_id = NEW.owner_id AND plan <> v_plan;
     END IF;
     NEW.plan := v_plan;
     NEW.band := COALESCE(v_band, v_plan_band);
@@ -689,7 +689,7 @@ AS $function$
 DECLARE
     v_moved integer;
 BEGIN
-    UPDATE owner_lanes SET band = p_band, updated_at = now() WHERE owner_id = p_owner_id;
+    UPDATE owner_lanes SET band = p_band, changed_at = now() WHERE owner_id = p_owner_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'owner_not_found: % has never queued a job', p_owner_id USING ERRCODE = 'SA003';
     END IF;

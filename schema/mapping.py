@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Boolean, DateTime, Double, ForeignKey, Integer, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -167,6 +167,11 @@ class ConversionJob(Base):
     scheduled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     suspect: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     claim_token: Mapped[uuid.UUID | None] = mapped_column(_UUID)
+    # Additions (0420): fair share (owner, plan, band, virtual start), stamped on insert by a trigger.
+    owner_id: Mapped[uuid.UUID | None] = mapped_column(_UUID)
+    plan: Mapped[str | None] = mapped_column(Text)
+    band: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    vstart: Mapped[float] = mapped_column(Double, server_default=text("0"))
 
 
 class ConversionMetric(Base):
