@@ -1289,6 +1289,41 @@ BEGIN
 END;
 $function$;
 
+-- jobs_stamp_unowned(integer): 0460_fair_unowned.sql
+CREATE OR REPLACE FUNCTION public.jobs_stamp_unowned(p_limit integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_count INTEGER;
+BEGIN
+    WITH todo AS (
+        SELECT j.id, COALESCE(c.user_id, c.vendor_id) AS owner_id,
+               CASE WHEN c.vendor_id IS NOT NULL THEN 'vendor' ELSE 'user' END AS owner_kind,
+               CASE WHEN c.vendor_id IS NOT NULL THEN 'vendor' ELSE c.conversion_type END AS plan
+          FROM conversion_jobs j JOIN conversions c ON c.id = j.conversion_id
+         WHERE j.owner_id IS NULL AND j.status = 'queued'
+         ORDER BY j.id LIMIT p_limit
+           FOR UPDATE OF j SKIP LOCKED
+    ), lanes AS (
+        INSERT INTO owner_lanes (owner_id, owner_kind, plan)
+        SELECT DISTINCT t.owner_id, t.owner_kind, t.plan FROM todo t WHERE t.owner_id IS NOT NULL
+        ON CONFLICT (owner_id) DO NOTHING
+    ), loads AS (
+        INSERT INTO owner_load (owner_id)
+        SELECT DISTINCT t.owner_id FROM todo t WHERE t.owner_id IS NOT NULL
+        ON CONFLICT (owner_id) DO NOTHING
+    )
+    UPDATE conversion_jobs j
+       SET owner_id = t.owner_id, plan = t.plan, band = COALESCE(p.band, 0),
+           vstart = COALESCE((SELECT f.vtime FROM fair_clock f LIMIT 1), 0)
+      FROM todo t LEFT JOIN fair_plans p ON p.plan = t.plan
+     WHERE j.id = t.id AND t.owner_id IS NOT NULL;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END;
+$function$;
+
 -- leader_lease_acquire(text,text,double precision,integer): 0060_queue_for_real_networks.sql
 CREATE OR REPLACE FUNCTION public.leader_lease_acquire(p_name text, p_holder text, p_ttl_s double precision, p_backend_pid integer DEFAULT NULL::integer)
  RETURNS TABLE(acquired boolean, epoch bigint, holder text, expires_in_s double precision, terminated_pid integer)

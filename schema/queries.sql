@@ -922,3 +922,7 @@ SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pen
        (SELECT count(*) FROM webhook_endpoints WHERE failing_since IS NOT NULL AND disabled_at IS NULL)
            AS failing_endpoints,
        (SELECT count(*) FROM webhook_endpoints WHERE disabled_at IS NOT NULL) AS disabled_endpoints;
+
+-- name: job_stamp_unowned
+-- Queued jobs inserted with triggers off get their fair-share stamp (the leader, each sweep).
+SELECT jobs_stamp_unowned(%(limit)s);

@@ -44,6 +44,7 @@ class DispatchDuty:
     def run_once(self, conn: psycopg.Connection) -> int:
         """One round; returns the messages sent."""
         conn.execute(Q.job_promote_scheduled, {"limit": PROMOTE_LIMIT})
+        conn.execute(Q.job_stamp_unowned, {"limit": PROMOTE_LIMIT})
         paused = conn.execute(Q.console_dispatch_paused).fetchone()
         if paused is not None and paused[0]:  # an operator paused dispatch (the console, fleet_controls)
             sent = 0

@@ -42,7 +42,7 @@ def test_a_retried_failure_shows_its_retry_instead_of_the_button(api: ApiEnv) ->
         "return_to": f"/console/conversions/{cid}"})
     assert response.status_code == 303
     with psycopg.connect(api.db_url, autocommit=True) as conn:
-        [(new_id,)] = conn.execute("SELECT id::text FROM conversions WHERE metadata ->> 'retry_of' = %s",
+        [(new_id,)] = conn.execute("SELECT id::text FROM conversions WHERE retry_of = %s",
                                    (cid,)).fetchall()
     page = operator.client.get(f"/console/conversions/{cid}").text
     assert 'id="retry"' not in page and 'id="retried"' in page
