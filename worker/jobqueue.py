@@ -87,11 +87,15 @@ class ConnectionSource(Protocol):
 
 
 class PoolSource:
-    """A small psycopg pool: at most ``size`` connections per process, opened lazily."""
+    """A small psycopg pool: ``size`` connections per process, opened at boot and kept.
+
+    Opening the whole budget at once (not on demand) keeps an idle fleet from opening a connection
+    whenever the heartbeat, the lease keeper and the standby check happen to borrow at the same moment.
+    """
 
     def __init__(self, url: str, settings: Settings, *, size: int = 2, role: str = "worker") -> None:
         """Open the pool in the background (a database that is down does not block the boot)."""
-        self.pool = ConnectionPool(url, min_size=1, max_size=size, kwargs=connection_kwargs(settings, role),
+        self.pool = ConnectionPool(url, min_size=size, max_size=size, kwargs=connection_kwargs(settings, role),
                                    open=False, name=f"stayler-{role}", timeout=settings.db_timeout_s,
                                    reconnect_timeout=0)
         self._checking = threading.Lock()
