@@ -149,6 +149,12 @@ def test_prometheus_scrapes_the_fleet_and_every_dashboard_and_alert_query_has_da
         statuses = work.statuses(everything)
         assert statuses[missing] == statuses[retried] == "failed"
         assert statuses[ghost] == "completed"
+        # The latency panels are rates of histograms: a burst that ended before Prometheus first saw
+        # the histograms leaves every rate at 0 (histogram_quantile answers NaN). Once they are
+        # scraped, two more conversions make the rates move.
+        wait_for(lambda: api.query("stayler_job_end_to_end_seconds_count")[1], 30, "the latency histograms", env)
+        more = work.submit(2)
+        wait_for(lambda: work.all_terminal(more), 60, "two more conversions", env)
 
     expressions = [(f"panel {title!r}", expr) for title, expr in dashboard_expressions()]
     expressions += [(f"record {r['record']}", r["expr"]) for r in rules() if "record" in r]
