@@ -20,6 +20,9 @@ from storage import Storage, StorageError, input_key, thumbnail_key
 
 OWNER_TYPES = ("user", "vendor")
 INPUT_TYPES = ("user", "cloth")
+#: The bounds register_image() enforces (migration 0490), checked here before anything is stored.
+MAX_TAGS = 32
+MAX_TAG_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,14 @@ def display_name(name: str | None, fallback: str) -> str:
     return clean[:255] or fallback
 
 
+def check_tags(tags: Sequence[str]) -> None:
+    """Refuse (``invalid_argument``) more than MAX_TAGS tags or a tag outside 1..MAX_TAG_CHARS characters."""
+    if len(tags) > MAX_TAGS:
+        raise ProducerError("invalid_argument", f"{len(tags)} tags; at most {MAX_TAGS} are allowed")
+    if any(not 1 <= len(tag) <= MAX_TAG_CHARS for tag in tags):
+        raise ProducerError("invalid_argument", f"every tag must have 1 to {MAX_TAG_CHARS} characters")
+
+
 def register_image(conn: psycopg.Connection, storage: Storage, data: bytes, *, owner_id: uuid.UUID,
                    owner_type: str, image_type: str, limits: ImageLimits, file_name: str | None = None,
                    album_id: uuid.UUID | None = None, is_public: bool = False,
@@ -81,6 +92,7 @@ def register_image(conn: psycopg.Connection, storage: Storage, data: bytes, *, o
         raise ProducerError("invalid_argument", f"owner_type must be one of {OWNER_TYPES}, not {owner_type!r}")
     if image_type not in INPUT_TYPES:
         raise ProducerError("invalid_argument", f"image type must be one of {INPUT_TYPES}, not {image_type!r}")
+    check_tags(tags)
     if len(data) > limits.max_bytes:
         raise ProducerError("image_too_large",
                             f"the file is {len(data):,} bytes; the limit is {limits.max_bytes:,}")

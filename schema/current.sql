@@ -348,7 +348,7 @@ AS $function$
         $1, $2, $3, $4, $5, $6, $7, $8, COALESCE($9, '{}'::jsonb))::text, 'UTF8')), 'hex')
 $function$;
 
--- create_conversion(uuid,uuid,uuid,uuid,text,text,integer,integer,jsonb,text): 0410_api_boundary.sql
+-- create_conversion(uuid,uuid,uuid,uuid,text,text,integer,integer,jsonb,text): 0490_image_bounds.sql
 CREATE OR REPLACE FUNCTION public.create_conversion(user_id uuid DEFAULT NULL::uuid, vendor_id uuid DEFAULT NULL::uuid, user_image_id uuid DEFAULT NULL::uuid, cloth_image_id uuid DEFAULT NULL::uuid, conversion_type text DEFAULT 'free'::text, style_name text DEFAULT NULL::text, priority integer DEFAULT 0, max_retries integer DEFAULT 3, metadata jsonb DEFAULT '{}'::jsonb, idempotency_key text DEFAULT NULL::text)
  RETURNS uuid
  LANGUAGE plpgsql
@@ -393,9 +393,9 @@ BEGIN
     PERFORM conversion_metadata_check(create_conversion.metadata);
 
     IF v_owner_kind = 'user' THEN
-        PERFORM 1 FROM users u WHERE u.id = v_owner_id;
+        PERFORM 1 FROM users u WHERE u.id = v_owner_id FOR KEY SHARE;
     ELSE
-        PERFORM 1 FROM vendors v WHERE v.id = v_owner_id;
+        PERFORM 1 FROM vendors v WHERE v.id = v_owner_id FOR KEY SHARE;
     END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'owner_not_found: % % does not exist', v_owner_kind, v_owner_id
@@ -888,6 +888,46 @@ BEGIN
         END IF;
     END IF;
     RETURN NEW;
+END;
+$function$;
+
+-- image_fields_check(text[],text,text,text,text): 0490_image_bounds.sql
+CREATE OR REPLACE FUNCTION public.image_fields_check(tags text[], file_name text, original_url text, thumbnail_url text, mime_type text)
+ RETURNS void
+ LANGUAGE plpgsql
+ IMMUTABLE
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    max_tags       CONSTANT INTEGER := 32;
+    max_tag_chars  CONSTANT INTEGER := 64;
+    max_name_chars CONSTANT INTEGER := 255;
+    max_url_chars  CONSTANT INTEGER := 2048;
+    max_mime_chars CONSTANT INTEGER := 100;
+BEGIN
+    IF cardinality(image_fields_check.tags) > max_tags THEN
+        RAISE EXCEPTION 'invalid_argument: % tags; at most % are allowed', cardinality(image_fields_check.tags), max_tags
+            USING ERRCODE = 'SA005';
+    END IF;
+    IF EXISTS (SELECT 1 FROM unnest(image_fields_check.tags) t
+                WHERE t IS NULL OR char_length(t) NOT BETWEEN 1 AND max_tag_chars) THEN
+        RAISE EXCEPTION 'invalid_argument: every tag must have 1 to % characters', max_tag_chars
+            USING ERRCODE = 'SA005';
+    END IF;
+    IF char_length(image_fields_check.file_name) > max_name_chars THEN
+        RAISE EXCEPTION 'invalid_argument: file_name has % characters; at most % are allowed',
+                char_length(image_fields_check.file_name), max_name_chars
+            USING ERRCODE = 'SA005';
+    END IF;
+    IF char_length(image_fields_check.original_url) > max_url_chars
+       OR char_length(image_fields_check.thumbnail_url) > max_url_chars THEN
+        RAISE EXCEPTION 'invalid_argument: a URL may have at most % characters', max_url_chars
+            USING ERRCODE = 'SA005';
+    END IF;
+    IF char_length(image_fields_check.mime_type) > max_mime_chars THEN
+        RAISE EXCEPTION 'invalid_argument: mime_type may have at most % characters', max_mime_chars
+            USING ERRCODE = 'SA005';
+    END IF;
 END;
 $function$;
 
@@ -1800,7 +1840,7 @@ BEGIN
 END;
 $function$;
 
--- register_image(uuid,text,text,text,bigint,uuid,text,text,text,text,integer,integer,uuid,boolean,boolean,text[],jsonb): 0120_roles.sql
+-- register_image(uuid,text,text,text,bigint,uuid,text,text,text,text,integer,integer,uuid,boolean,boolean,text[],jsonb): 0490_image_bounds.sql
 CREATE OR REPLACE FUNCTION public.register_image(owner_id uuid, owner_type text, type text, mime_type text, file_size bigint, image_id uuid DEFAULT NULL::uuid, file_path text DEFAULT NULL::text, file_name text DEFAULT NULL::text, original_url text DEFAULT NULL::text, thumbnail_url text DEFAULT NULL::text, width integer DEFAULT NULL::integer, height integer DEFAULT NULL::integer, album_id uuid DEFAULT NULL::uuid, is_public boolean DEFAULT false, is_free boolean DEFAULT true, tags text[] DEFAULT '{}'::text[], metadata jsonb DEFAULT '{}'::jsonb)
  RETURNS uuid
  LANGUAGE plpgsql
@@ -1827,10 +1867,13 @@ BEGIN
     IF register_image.file_size IS NULL OR register_image.file_size <= 0 THEN
         RAISE EXCEPTION 'invalid_argument: file_size must be > 0' USING ERRCODE = 'SA005';
     END IF;
+    PERFORM conversion_metadata_check(register_image.metadata);
+    PERFORM image_fields_check(register_image.tags, register_image.file_name, register_image.original_url,
+                               register_image.thumbnail_url, register_image.mime_type);
     IF register_image.owner_type = 'user' THEN
-        PERFORM 1 FROM users u WHERE u.id = register_image.owner_id;
+        PERFORM 1 FROM users u WHERE u.id = register_image.owner_id FOR KEY SHARE;
     ELSE
-        PERFORM 1 FROM vendors v WHERE v.id = register_image.owner_id;
+        PERFORM 1 FROM vendors v WHERE v.id = register_image.owner_id FOR KEY SHARE;
     END IF;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'owner_not_found: % % does not exist', register_image.owner_type, register_image.owner_id
