@@ -41,3 +41,21 @@ def test_the_api_listens_on_the_direct_url_and_wakes_workers_through_redis() -> 
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in api["env"] if "valueFrom" in e}
     assert secrets["DATABASE_URL"] == "DATABASE_URL"  # the direct one; POOLED_DATABASE_URL is PgBouncer
     assert secrets["REDIS_URL"] == "REDIS_URL"
+
+
+def test_the_api_and_the_sender_get_the_same_webhook_secret_keys() -> None:
+    # The API seals new endpoints' secrets and the sender opens them: both need STAYLER_SECRET_KEYS
+    # from one place, or secrets are stored in plaintext (or cannot be opened).
+    deployments = {d["metadata"]["name"]: d for d in _docs() if d["kind"] == "Deployment"}
+    sources = []
+    for name in ("stayler-api", "stayler-webhooks"):
+        [container] = deployments[name]["spec"]["template"]["spec"]["containers"]
+        [entry] = [e for e in container["env"] if e["name"] == "STAYLER_SECRET_KEYS"]
+        sources.append(entry["valueFrom"]["secretKeyRef"])
+    assert sources[0] == sources[1] == {"name": "stayler-secrets", "key": "STAYLER_SECRET_KEYS"}
+    secret = yaml.safe_load((ROOT / "deploy" / "k8s" / "secret.example.yaml").read_text())
+    assert "STAYLER_SECRET_KEYS" in secret["stringData"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert compose["api"]["environment"]["STAYLER_SECRET_KEYS"] == "${STAYLER_SECRET_KEYS:-}"
+    assert compose["webhooks"]["environment"] is compose["api"]["environment"] or \
+        compose["webhooks"]["environment"]["STAYLER_SECRET_KEYS"] == "${STAYLER_SECRET_KEYS:-}"
