@@ -29,7 +29,7 @@ from core.settings import Settings
 from schema.deadline import deadline_cursor
 
 #: Roles that name connections; the part after ``stayler-`` in ``application_name``.
-ROLES = ("worker", "leader", "producer", "api", "cli", "migrate", "webhooks", "bench")
+ROLES = ("worker", "leader", "producer", "api", "cli", "migrate", "webhooks")
 #: Roles whose statements are short by design: bounded by ``db_timeout_s`` alone.
 SHORT_STATEMENT_ROLES = ("worker", "leader")
 

@@ -20,7 +20,6 @@ model runner and the claim registry. It never touches SQL or a connection.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 import uuid
@@ -28,11 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from PIL import Image
-
 from core.logs import bound
-from core.settings import Settings
-from imaging.encode import make_thumbnail
 from storage import Storage, StorageError, StoredObject, attempt_keys, result_key
 from worker.errors import Failure, classify
 from worker.failpoints import Failpoints
@@ -45,18 +40,6 @@ if TYPE_CHECKING:
     from models.runner import TryOnResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BatchConfig:
-    """What the pipeline needs from the settings."""
-
-    thumbnail_size: int = 256
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> BatchConfig:
-        """The pipeline's part of the settings."""
-        return cls(thumbnail_size=settings.thumbnail_size)
 
 
 @dataclass
@@ -100,25 +83,17 @@ class BatchReport:
     item_stage_seconds: list[dict[str, float]] = field(default_factory=list)
 
 
-def thumbnail_of(data: bytes, max_side: int) -> bytes:
-    """A JPEG thumbnail of an encoded image; JPEG inputs are decoded at reduced scale (cheap)."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.draft("RGB", (max_side, max_side))
-        return make_thumbnail(img.convert("RGB"), max_side)
-
-
 class BatchPipeline:
     """Runs claimed jobs through the model and records the outcome of each."""
 
     def __init__(self, queue: QueueDoor, storage: Storage, runner: ModelRunner, claims: ClaimRegistry,
-                 config: BatchConfig | None = None, failpoints: Failpoints | None = None,
+                 failpoints: Failpoints | None = None,
                  clock: Callable[[], float] = time.monotonic, health: Health | None = None) -> None:
         """A pipeline over these ports; ``health`` tells a shared service's outage from a job's own failure."""
         self.queue = queue
         self.storage = storage
         self.runner = runner
         self.claims = claims
-        self.config = config or BatchConfig()
         self.failpoints = failpoints or Failpoints()
         self.clock = clock
         self.health = health
@@ -352,7 +327,9 @@ class BatchPipeline:
 
     def _files(self, claim: Claim, result: TryOnResult) -> list[tuple[str, bytes]]:
         """The (key, bytes) pairs this attempt stores: the result and its thumbnail."""
-        thumbnail = result.thumbnail or thumbnail_of(result.image, self.config.thumbnail_size)
+        thumbnail = result.thumbnail
+        if thumbnail is None:  # the worker's runner makes one with every result (``thumbnail_size``)
+            raise ValueError("the model runner returned no thumbnail")
         return [(result_key(claim.conversion_id, claim.attempt, result.mime_type), result.image),
                 (result_key(claim.conversion_id, claim.attempt, result.mime_type, thumbnail=True), thumbnail)]
 

@@ -40,7 +40,10 @@ class ModelRunner(Protocol):
         ...
 
     def run_batch(self, jobs: Sequence[TryOnJob]) -> list[TryOnResult | Exception]:
-        """Run a batch; one item's failure is its own exception, never the batch's."""
+        """Run a batch; one item's failure is its own exception, never the batch's.
+
+        Each result carries its thumbnail (the worker's runner is built with ``thumbnail_size``).
+        """
         ...
 
 

@@ -23,7 +23,7 @@ from leader.fleet import build_leader, default_duties
 from leader.loop import LeaderLoop, start_in_thread
 from storage import Storage, from_settings
 from worker import metrics
-from worker.batch import BatchConfig, BatchPipeline
+from worker.batch import BatchPipeline
 from worker.failpoints import Failpoints
 from worker.health import Health
 from worker.heartbeat import Heartbeat
@@ -112,8 +112,8 @@ class ProcessContext:
         duties = default_duties(settings, broker, storage, gauges=metrics.queue_gauges(settings),
                                 on_rescue=metrics.record_rescue)
         leader = build_leader(settings, duties, borrow=queue.borrow, holder=worker_id)
-        pipeline = BatchPipeline(queue, storage, runner, inflight, BatchConfig.from_settings(settings),
-                                 Failpoints.parse(settings.failpoints), health=health)
+        pipeline = BatchPipeline(queue, storage, runner, inflight,
+                                 failpoints=Failpoints.parse(settings.failpoints), health=health)
         metrics.record_boot(model=runner.model_name, version=runner.model_version, providers=runner.providers,
                             threads=settings.worker_threads)
         ctx = cls(settings=settings, broker=broker, worker_id=worker_id, queue=queue, storage=storage,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 
 import psycopg
 
+from models.runner import TryOnJob, TryOnResult
 from storage import attempt_keys
 from tests.worker.fakes import EchoRunner, FakeQueue, MemoryStorage, make_claim
 from worker.batch import BatchPipeline, BatchReport
@@ -113,3 +116,17 @@ def test_completion_deletes_the_files_of_earlier_attempts() -> None:
     _, storage, _, report = run([claim], storage=storage)
     assert report.completed == [claim.job_id]
     assert storage.results() == sorted(f"results/{claim.conversion_id}/{n}" for n in ("a3.jpg", "a3.thumb.jpg"))
+
+
+def test_a_result_without_a_thumbnail_fails_its_job_and_stores_nothing() -> None:
+    class NoThumbnails(EchoRunner):
+        def run_batch(self, jobs: Sequence[TryOnJob]) -> list[TryOnResult | Exception]:
+            return [replace(r, thumbnail=None) if isinstance(r, TryOnResult) else r for r in super().run_batch(jobs)]
+
+    claim = make_claim()
+    queue = FakeQueue()
+    storage = MemoryStorage().with_inputs(claim)
+    inflight = InFlight()
+    inflight.add(HeldClaim(claim.job_id, claim.attempt, time.monotonic()))
+    report = BatchPipeline(queue, storage, NoThumbnails(), inflight).process([claim], time.monotonic())
+    assert report.retried == [claim.job_id] and storage.results() == [] and queue.completed == []
