@@ -77,7 +77,7 @@ def process_conversions() -> None:
         metrics.set_in_flight(len(ctx.inflight))
         if any(c.suspect for c in claims):
             _pay_owed_messages(ctx)
-    metrics.record_batch(claims, report)
+    metrics.record_batch(report)
 
 
 def _pay_owed_messages(ctx: ProcessContext) -> None:
