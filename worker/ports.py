@@ -1,4 +1,4 @@
-"""The small interfaces the batch pipeline works through; fakes of them make it testable."""
+"""The small interfaces the claimer and the batch pipeline work through; fakes of them make them testable."""
 
 from __future__ import annotations
 
@@ -12,6 +12,17 @@ from worker.jobs import Claim, Completion
 
 if TYPE_CHECKING:
     from models.runner import TryOnJob, TryOnResult
+
+
+class ClaimDoor(Protocol):
+    """What the claimer asks of the queue (``worker.jobqueue.JobQueue`` in a worker)."""
+
+    def claim(self, limit: int, *, allow_suspect: bool = True) -> list[Claim]:
+        """Claim up to ``limit`` ready jobs (a suspect one only with ``allow_suspect``, and then alone).
+
+        Raises ``QueueUnavailable`` when the database is away.
+        """
+        ...
 
 
 class QueueDoor(Protocol):
@@ -44,6 +55,18 @@ class ModelRunner(Protocol):
 
         Each result carries its thumbnail (the worker's runner is built with ``thumbnail_size``).
         """
+        ...
+
+
+class ServiceHealth(Protocol):
+    """What the claimer asks of the shared services' breakers (``worker.health.Health``)."""
+
+    def allow_claim(self) -> bool:
+        """Whether every service a claimed job needs (the database, storage) is up."""
+        ...
+
+    def report_down(self, service: str, error: str = "") -> None:
+        """A service was found down (opens its breaker)."""
         ...
 
 

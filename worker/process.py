@@ -13,6 +13,7 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import dramatiq
@@ -24,6 +25,7 @@ from leader.loop import LeaderLoop, start_in_thread
 from storage import Storage, from_settings
 from worker import metrics
 from worker.batch import BatchPipeline
+from worker.claimer import Claimer
 from worker.failpoints import Failpoints
 from worker.health import Health
 from worker.heartbeat import Heartbeat
@@ -91,12 +93,9 @@ class ProcessContext:
     leader: LeaderLoop
     pipeline: BatchPipeline
     health: Health
+    claimer: Claimer
     stop: threading.Event = field(default_factory=threading.Event)
     draining: threading.Event = field(default_factory=threading.Event)
-    #: Serialises the claim with the registry, so a suspect job is never claimed beside another.
-    claim_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: Messages set aside while a suspect job ran alone; sent again when it ends.
-    owed_messages: int = 0
 
     @classmethod
     def boot(cls, settings: Settings, broker: dramatiq.Broker) -> ProcessContext:
@@ -114,11 +113,13 @@ class ProcessContext:
         leader = build_leader(settings, duties, borrow=queue.borrow, holder=worker_id)
         pipeline = BatchPipeline(queue, storage, runner, inflight,
                                  failpoints=Failpoints.parse(settings.failpoints), health=health)
+        claimer = Claimer(queue, inflight, health, partial(send_follow_up, broker, settings.queue_name),
+                          batch_size=settings.claim_batch_size)
         metrics.record_boot(model=runner.model_name, version=runner.model_version, providers=runner.providers,
                             threads=settings.worker_threads)
         ctx = cls(settings=settings, broker=broker, worker_id=worker_id, queue=queue, storage=storage,
                   runner=runner, inflight=inflight, heartbeat=heartbeat, leader=leader, pipeline=pipeline,
-                  health=health)
+                  health=health, claimer=claimer)
         ctx.register()
         heartbeat.on_unregistered = ctx.register
         heartbeat.start()
