@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from core.settings import Settings
+from leader.duties import Duty
 from schema.queries import Q
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class FairGauges:
             self.throttled.labels(plan).set(s.throttled)
 
 
-class FairnessDuty:
+class FairnessDuty(Duty):
     """Keeps ``fair_plans`` on the fleet's settings and publishes the per-plan gauges."""
 
     name = "fairness"

@@ -16,6 +16,7 @@ from typing import LiteralString
 import psycopg
 
 from core.settings import Settings
+from leader.duties import Duty
 from schema.queries import Q
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,10 @@ class Prune:
     older_than_s: float
 
 
-class RetentionDuty:
+class RetentionDuty(Duty):
     """A leader duty: ``run_once`` prunes every configured table and returns the rows deleted."""
 
-    name: str = "retention"
-    wakes: tuple[str, ...] = ()
-    initial_delay_s: float = 0.0
+    name = "retention"
 
     def __init__(self, settings: Settings) -> None:
         """Read the ages, batch size and interval from ``settings``."""
