@@ -14,7 +14,7 @@ import logging
 
 import psycopg
 
-from core.settings import Settings
+from leader.config import RetentionSettings
 from leader.duties import Duty
 from schema.queries import Q
 
@@ -27,7 +27,7 @@ class ExpiryDuty(Duty):
     name = "expiry"
     wakes = ("orphans",)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: RetentionSettings) -> None:
         """Ages, batch size and interval from ``settings`` (the retention duty's batch settings)."""
         self.interval_s = settings.retention_interval_s
         self.batch_size = settings.retention_batch_size

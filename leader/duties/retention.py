@@ -15,7 +15,7 @@ from typing import LiteralString
 
 import psycopg
 
-from core.settings import Settings
+from leader.config import RetentionSettings
 from leader.duties import Duty
 from schema.queries import Q
 
@@ -36,7 +36,7 @@ class RetentionDuty(Duty):
 
     name = "retention"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: RetentionSettings) -> None:
         """Read the ages, batch size and interval from ``settings``."""
         self.interval_s: float = settings.retention_interval_s
         self.batch_size = settings.retention_batch_size

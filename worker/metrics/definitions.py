@@ -15,13 +15,13 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from core.settings import Settings
 from leader.gauges import QueueGauges
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from worker.batch import BatchReport
+    from worker.config import WorkerSettings
     from worker.jobs import Claim
 
 #: Stages timed per job (the model's; ``inference`` is the batched call the job was part of).
@@ -178,7 +178,7 @@ def record_boot(*, model: str, version: str, providers: Sequence[str], threads: 
     m.heartbeat.set(time.time())
 
 
-def queue_gauges(settings: Settings) -> QueueGauges | None:
+def queue_gauges(settings: WorkerSettings) -> QueueGauges | None:
     """The fleet gauges for this process's standby leader, when metrics are on."""
     if _METRICS is None:
         return None
