@@ -85,9 +85,11 @@ def _claim_rows(svc: Services, sizes: Sizes) -> list[Row]:
     for owners in (1, sizes.fairness_owners):
         with svc.fresh_database(f"fair{owners}") as url, psycopg.connect(url, autocommit=True) as conn:
             from core.settings import Settings
+            from leader.config import FairShareSettings
             from leader.fairness import configure_plans
 
-            configure_plans(conn, Settings())  # the default weights and per-owner cap, as a fleet writes them
+            # The default weights and per-owner cap, as a fleet writes them.
+            configure_plans(conn, FairShareSettings.from_settings(Settings()))
             t0 = time.monotonic()
             load_queue(conn, owners, sizes.fairness_queue)
             conn.execute("VACUUM ANALYZE")
@@ -165,6 +167,7 @@ def _db_now(conn: psycopg.Connection) -> float:
 
 def _flood_rows(svc: Services, sizes: Sizes) -> list[Row]:
     from core.settings import Settings
+    from leader.config import FairShareSettings
     from leader.fairness import configure_plans
 
     work = svc.work_dir / "fairness"
@@ -175,7 +178,7 @@ def _flood_rows(svc: Services, sizes: Sizes) -> list[Row]:
         idle = [_Owner(conn, storage, vendor=False, seed=10 + i) for i in range(sizes.fairness_idle)]
         late = [_Owner(conn, storage, vendor=False, seed=100 + i) for i in range(sizes.fairness_users)]
         cap = sizes.fairness_cap
-        configure_plans(conn, Settings(owner_max_processing=cap))
+        configure_plans(conn, FairShareSettings.from_settings(Settings(owner_max_processing=cap)))
         peaks: list[int] = []
         stop = threading.Event()
         with fleet(url, svc.redis_url, svc.queue_name("fair"), work, processes=2, threads=2, STAYLER_MODEL="null",

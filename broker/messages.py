@@ -29,13 +29,11 @@ def send_claim_messages(broker: dramatiq.Broker, queue_name: str, count: int) ->
 
 
 def waiting_messages(broker: dramatiq.Broker, queue_name: str) -> int:
-    """Messages not yet fetched by a worker (Redis list length, or a stub broker's queue size)."""
+    """Messages not yet fetched by a worker (the Redis list length; 0 from a broker that cannot count them)."""
     if hasattr(broker, "waiting_messages"):
         counter: _CountsWaiting = broker
         return counter.waiting_messages(queue_name)
-    queues = getattr(broker, "queues", {})
-    queue = queues.get(queue_name)
-    return int(queue.qsize()) if queue is not None and hasattr(queue, "qsize") else 0
+    return 0
 
 
 def send_follow_up(broker: dramatiq.Broker, queue_name: str) -> bool:

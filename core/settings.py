@@ -7,10 +7,11 @@ Every variable is documented in the README's configuration table. ``DATABASE_URL
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -211,3 +212,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+SliceT = TypeVar("SliceT")
+
+
+def settings_slice(cls: type[SliceT], settings: Settings, **derived: Any) -> SliceT:
+    """A consumer's slice of ``settings``: the frozen dataclass ``cls``, each field read by its name.
+
+    Slices keep the names of ``Settings`` (so one setting has one name everywhere); a field that is
+    no setting (a nested slice, a derived value) comes in ``derived``.
+    """
+    assert dataclasses.is_dataclass(cls)
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(cls) if f.name not in derived}
+    return cls(**values, **derived)

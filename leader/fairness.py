@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from core.settings import Settings
+from leader.config import FairShareSettings
+from leader.duties import Duty
 from schema.queries import Q
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ FAIR_METRICS = frozenset({"stayler_fair_jobs_queued", "stayler_fair_jobs_process
                           "stayler_fair_owners_throttled"})
 
 
-def plan_settings(settings: Settings) -> dict[str, Any]:
+def plan_settings(settings: FairShareSettings) -> dict[str, Any]:
     """The ``fair_plans_configure`` parameters from the settings."""
     cap = settings.owner_max_processing
     vendor_cap = settings.owner_max_processing_vendor
@@ -35,7 +36,7 @@ def plan_settings(settings: Settings) -> dict[str, Any]:
             "cap_vendor": cap if vendor_cap is None else vendor_cap}
 
 
-def configure_plans(conn: psycopg.Connection, settings: Settings) -> int:
+def configure_plans(conn: psycopg.Connection, settings: FairShareSettings) -> int:
     """Write the settings' weights and caps into ``fair_plans``; returns the plans changed."""
     cur = conn.execute(Q.fair_plans_configure, plan_settings(settings))
     return max(cur.rowcount, 0)
@@ -82,12 +83,12 @@ class FairGauges:
             self.throttled.labels(plan).set(s.throttled)
 
 
-class FairnessDuty:
+class FairnessDuty(Duty):
     """Keeps ``fair_plans`` on the fleet's settings and publishes the per-plan gauges."""
 
     name = "fairness"
 
-    def __init__(self, settings: Settings, gauges: FairGauges | None = None) -> None:
+    def __init__(self, settings: FairShareSettings, gauges: FairGauges | None = None) -> None:
         """Run every ``queue_stats_interval_s``."""
         self.settings = settings
         self.gauges = gauges

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 import dramatiq
 import psycopg
 
-from core.settings import Settings
+from leader.config import LeaderSettings
 from leader.duties import Duty
 from leader.duties.clean import CleanDuty
 from leader.duties.dispatch import DispatchDuty
@@ -33,7 +33,7 @@ def leader_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def leader_url(settings: Settings) -> tuple[str, bool]:
+def leader_url(settings: LeaderSettings) -> tuple[str, bool]:
     """The URL of the leader's own connection, and whether it reaches PostgreSQL directly (LISTEN works)."""
     if settings.direct_database_url:
         return settings.direct_database_url, True
@@ -41,12 +41,12 @@ def leader_url(settings: Settings) -> tuple[str, bool]:
     return settings.database_url, not settings.database_pooled
 
 
-def max_waiting(settings: Settings) -> int:
+def max_waiting(settings: LeaderSettings) -> int:
     """How many claim messages may wait in Redis at once."""
     return max(8, 4 * settings.worker_processes * settings.worker_threads)
 
 
-def default_duties(settings: Settings, broker: dramatiq.Broker, storage: Storage, *,
+def default_duties(settings: LeaderSettings, broker: dramatiq.Broker, storage: Storage, *,
                    gauges: QueueGauges | None = None, on_rescue: Callable[[str], None] | None = None
                    ) -> list[Duty]:
     """Dispatch, rescue, clean, retention, orphans, expiry, fairness (and the gauges when metrics are on)."""
@@ -56,17 +56,17 @@ def default_duties(settings: Settings, broker: dramatiq.Broker, storage: Storage
         RescueDuty(rescue_after_s=settings.rescue_after_s, interval_s=settings.rescue_interval_s,
                    backoff_base_s=settings.backoff_base_s, backoff_max_s=settings.backoff_max_s, on_rescue=on_rescue),
         CleanDuty(storage, interval_s=settings.rescue_interval_s),
-        RetentionDuty(settings),
+        RetentionDuty(settings.retention),
         OrphansDuty(storage, interval_s=settings.orphan_interval_s),
-        ExpiryDuty(settings),
+        ExpiryDuty(settings.retention),
     ]
     if gauges is not None:
         duties.append(GaugesDuty(gauges))
-    duties.append(FairnessDuty(settings, FairGauges() if gauges is not None else None))
+    duties.append(FairnessDuty(settings.fair_share, FairGauges() if gauges is not None else None))
     return duties
 
 
-def build_leader(settings: Settings, duties: Sequence[Duty], *,
+def build_leader(settings: LeaderSettings, duties: Sequence[Duty], *,
                  borrow: Callable[[], contextlib.AbstractContextManager[psycopg.Connection]] | None = None,
                  holder: str | None = None) -> LeaderLoop:
     """A leader loop over ``duties``; standby checks use ``borrow`` (else a connection of its own)."""
@@ -83,7 +83,7 @@ def build_leader(settings: Settings, duties: Sequence[Duty], *,
 class _StandbyConnection:
     """One kept connection for a standalone leader's standby checks (no reconnect per check)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: LeaderSettings) -> None:
         self.settings = settings
         self.conn: psycopg.Connection | None = None
 

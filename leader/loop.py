@@ -130,7 +130,7 @@ class LeaderLoop:
 
     def _run_duties(self, conn: psycopg.Connection, stop: threading.Event) -> None:
         now = time.monotonic()
-        due = {d.name: now + float(getattr(d, "initial_delay_s", 0.0)) for d in self.duties}
+        due = {d.name: now + d.initial_delay_s for d in self.duties}
         while not stop.is_set():
             if not self.lease.valid():
                 log.warning("leader lease not renewed in time (frozen, cut off or taken); stepping down")
@@ -142,7 +142,7 @@ class LeaderLoop:
             wake = min([*due.values(), now + min(1.0, self.lease.ttl_s / 3)])
             if self._wait(conn, stop, max(wake - time.monotonic(), 0.0)):
                 for duty in self.duties:
-                    if getattr(duty, "on_notify", False):
+                    if duty.on_notify:
                         due[duty.name] = 0.0
 
     def _run_duty(self, conn: psycopg.Connection, duty: Duty, due: dict[str, float], now: float) -> None:
@@ -155,11 +155,10 @@ class LeaderLoop:
             log.exception("a leader duty failed; it runs again at its next interval", extra={"duty": duty.name})
             work = 0
         due[duty.name] = now + duty.interval_s
-        wake_in_s = getattr(duty, "wake_in_s", None)
-        if wake_in_s is not None:
-            due[duty.name] = min(due[duty.name], now + wake_in_s)
+        if duty.wake_in_s is not None:
+            due[duty.name] = min(due[duty.name], now + duty.wake_in_s)
         if work:
-            for name in getattr(duty, "wakes", ()):
+            for name in duty.wakes:
                 if name in due:
                     due[name] = now
 
@@ -181,9 +180,7 @@ class LeaderLoop:
             self.state.step_downs += 1
         self.state.is_leader = False
         for duty in self.duties:
-            hook = getattr(duty, "on_step_down", None)
-            if hook is not None:
-                hook()
+            duty.on_step_down()
         if graceful:
             with contextlib.suppress(Exception):
                 self.lease.release(conn)

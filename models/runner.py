@@ -3,8 +3,7 @@
 One runner (one onnxruntime session) per worker process, shared by its threads: ``session.run``
 is thread-safe and releases the GIL. onnxruntime is imported only when a runner is constructed,
 never at module import, because importing it in a parent that later forks was seen to hang the
-child at exit. Build runners in the worker process (Dramatiq's ``after_process_boot``), or use
-:func:`shared_runner`, which also refuses to reuse a session across a fork.
+child at exit. Build runners in the worker process (Dramatiq's ``after_process_boot``).
 """
 
 from __future__ import annotations
@@ -492,25 +491,3 @@ class TryOnRunner:
         if isinstance(out, Exception):
             raise out
         return out
-
-
-_SHARED: dict[tuple[Any, ...], TryOnRunner] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_runner(model: str | Path | None = None, **kwargs: Any) -> TryOnRunner:
-    """The process-wide runner for these settings, created on first use in *this* process.
-
-    Threads of a worker share it. A runner inherited through ``fork`` is never reused: the child
-    builds its own session.
-    """
-    stages = tuple(map(str, resolve_pipeline(model)))
-    key = (os.getpid(), stages, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
-    with _SHARED_LOCK:
-        runner = _SHARED.get(key)
-        if runner is None:
-            for stale in [k for k in _SHARED if k[0] != os.getpid()]:
-                del _SHARED[stale]
-            runner = TryOnRunner(model, **kwargs)
-            _SHARED[key] = runner
-        return runner

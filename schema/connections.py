@@ -21,20 +21,39 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
-from core.settings import Settings
 from schema.deadline import deadline_cursor
 
+
+class ConnectionSettings(Protocol):
+    """What opening a connection reads from the settings (``core.settings.Settings`` or a slice of it)."""
+
+    @property
+    def database_pooled(self) -> bool:
+        """The URL goes through a transaction-mode pooler."""
+        ...
+
+    @property
+    def db_timeout_s(self) -> float:
+        """A dead connection is noticed within this."""
+        ...
+
+    @property
+    def db_statement_timeout_s(self) -> float:
+        """Longest statement on direct connections."""
+        ...
+
+
 #: Roles that name connections; the part after ``stayler-`` in ``application_name``.
-ROLES = ("worker", "leader", "producer", "api", "cli", "migrate", "webhooks", "bench")
+ROLES = ("worker", "leader", "producer", "api", "cli", "migrate", "webhooks")
 #: Roles whose statements are short by design: bounded by ``db_timeout_s`` alone.
 SHORT_STATEMENT_ROLES = ("worker", "leader")
 
 
-def statement_deadline_s(settings: Settings, role: str) -> float | None:
+def statement_deadline_s(settings: ConnectionSettings, role: str) -> float | None:
     """How long a statement of ``role`` may wait for its reply before the connection is cut."""
     if role == "migrate":
         return None
@@ -48,7 +67,7 @@ def application_name(role: str) -> str:
     return f"stayler-{role} {socket.gethostname()}:{os.getpid()}"[:63]
 
 
-def connection_kwargs(settings: Settings, role: str, *, pooled: bool | None = None) -> dict[str, Any]:
+def connection_kwargs(settings: ConnectionSettings, role: str, *, pooled: bool | None = None) -> dict[str, Any]:
     """Keyword arguments for ``psycopg.connect`` / a pool's ``kwargs`` for a connection of ``role``."""
     pooled = settings.database_pooled if pooled is None else pooled
     timeout_s = settings.db_timeout_s
@@ -74,6 +93,6 @@ def connection_kwargs(settings: Settings, role: str, *, pooled: bool | None = No
     return kwargs
 
 
-def connect(url: str, settings: Settings, role: str, *, pooled: bool | None = None) -> psycopg.Connection:
+def connect(url: str, settings: ConnectionSettings, role: str, *, pooled: bool | None = None) -> psycopg.Connection:
     """An autocommit connection to ``url`` with the system's keepalives, timeouts and name."""
     return psycopg.connect(url, **connection_kwargs(settings, role, pooled=pooled))

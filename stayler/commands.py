@@ -250,6 +250,7 @@ def cmd_dispatcher(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from broker.redis import make_broker
+    from leader.config import LeaderSettings
     from leader.fleet import build_leader, default_duties
 
     with database(settings) as db_url, redis_server(settings) as redis_url:
@@ -258,7 +259,8 @@ def cmd_dispatcher(args: argparse.Namespace, settings: Settings) -> int:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        build_leader(settings, default_duties(settings, broker, storage_for(settings))).run(stop)
+        leader = LeaderSettings.from_settings(settings)
+        build_leader(leader, default_duties(leader, broker, storage_for(settings))).run(stop)
     return 0
 
 

@@ -20,19 +20,14 @@ model runner and the claim registry. It never touches SQL or a connection.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
-from PIL import Image
+from typing import TYPE_CHECKING, Literal
 
 from core.logs import bound
-from core.settings import Settings
-from imaging.encode import make_thumbnail
 from storage import Storage, StorageError, StoredObject, attempt_keys, result_key
 from worker.errors import Failure, classify
 from worker.failpoints import Failpoints
@@ -46,17 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class BatchConfig:
-    """What the pipeline needs from the settings."""
-
-    thumbnail_size: int = 256
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> BatchConfig:
-        """The pipeline's part of the settings."""
-        return cls(thumbnail_size=settings.thumbnail_size)
+#: Where a job of the batch stands; every job ends in one of the last six (see the module docstring).
+Outcome = Literal["running", "completed", "retried", "failed", "released", "dropped", "left"]
 
 
 @dataclass
@@ -72,7 +58,7 @@ class JobRecord:
     failure: Failure | None = None
     #: The failure is a shared service's outage (confirmed when it happened), not the job's own.
     outage: bool = False
-    outcome: str = "running"
+    outcome: Outcome = "running"
 
     @property
     def running(self) -> bool:
@@ -85,40 +71,105 @@ class JobRecord:
         return self.claim.job_id
 
 
-@dataclass
+@dataclass(frozen=True)
+class JobOutcome:
+    """How one job of a batch ended: its claim, its outcome, why it failed, and its model stages."""
+
+    claim: Claim
+    outcome: Outcome
+    #: The failure's type when the job failed on its way (whatever its outcome then), else None.
+    error_type: str | None = None
+    #: Seconds per model stage (``StageTimings``) when the model rendered it, else None.
+    model_seconds: Mapping[str, float] | None = None
+
+    @property
+    def job_id(self) -> uuid.UUID:
+        """The job's id."""
+        return self.claim.job_id
+
+
+@dataclass(frozen=True)
 class BatchReport:
-    """What happened to a batch (for logs, metrics and tests)."""
+    """What happened to a batch (for logs, metrics and tests): one outcome per job, in claim order."""
 
-    completed: list[uuid.UUID] = field(default_factory=list)
-    failed: list[uuid.UUID] = field(default_factory=list)
-    retried: list[uuid.UUID] = field(default_factory=list)
-    dropped: list[uuid.UUID] = field(default_factory=list)
-    left: list[uuid.UUID] = field(default_factory=list)
-    released: list[uuid.UUID] = field(default_factory=list)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    error_types: dict[uuid.UUID, str] = field(default_factory=dict)
-    item_stage_seconds: list[dict[str, float]] = field(default_factory=list)
+    jobs: tuple[JobOutcome, ...] = ()
+    #: Seconds of the batch's own stages (read, store, database).
+    batch_seconds: Mapping[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def from_records(cls, records: Sequence[JobRecord], batch_seconds: Mapping[str, float]) -> BatchReport:
+        """The report of a finished batch, from its job records."""
+        return cls(tuple(JobOutcome(r.claim, r.outcome, r.failure.error_type if r.failure is not None else None,
+                                    dict(vars(r.result.timings)) if r.result is not None else None)
+                         for r in records), dict(batch_seconds))
 
-def thumbnail_of(data: bytes, max_side: int) -> bytes:
-    """A JPEG thumbnail of an encoded image; JPEG inputs are decoded at reduced scale (cheap)."""
-    with Image.open(io.BytesIO(data)) as img:
-        img.draft("RGB", (max_side, max_side))
-        return make_thumbnail(img.convert("RGB"), max_side)
+    def ids(self, outcome: Outcome) -> list[uuid.UUID]:
+        """The jobs that ended with ``outcome``, in claim order."""
+        return [j.job_id for j in self.jobs if j.outcome == outcome]
+
+    @property
+    def completed(self) -> list[uuid.UUID]:
+        """Jobs whose result is recorded."""
+        return self.ids("completed")
+
+    @property
+    def retried(self) -> list[uuid.UUID]:
+        """Jobs whose failed attempt was recorded and that will run again."""
+        return self.ids("retried")
+
+    @property
+    def failed(self) -> list[uuid.UUID]:
+        """Jobs that failed for good."""
+        return self.ids("failed")
+
+    @property
+    def released(self) -> list[uuid.UUID]:
+        """Jobs handed back uncharged (a shared service was down)."""
+        return self.ids("released")
+
+    @property
+    def dropped(self) -> list[uuid.UUID]:
+        """Jobs whose claim was lost meanwhile."""
+        return self.ids("dropped")
+
+    @property
+    def left(self) -> list[uuid.UUID]:
+        """Jobs left to the rescuer (their outcome could not be recorded or learnt)."""
+        return self.ids("left")
+
+    @property
+    def error_types(self) -> dict[uuid.UUID, str]:
+        """The failure type of each job that failed on its way."""
+        return {j.job_id: j.error_type for j in self.jobs if j.error_type is not None}
+
+    @property
+    def item_stage_seconds(self) -> list[Mapping[str, float]]:
+        """The model stages of each rendered job."""
+        return [j.model_seconds for j in self.jobs if j.model_seconds is not None]
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds per stage over the batch: the model stages summed over its jobs, and its own stages."""
+        total: dict[str, float] = {}
+        for timings in self.item_stage_seconds:
+            for stage, seconds in timings.items():
+                total[stage] = total.get(stage, 0.0) + seconds
+        for stage, seconds in self.batch_seconds.items():
+            total[stage] = total.get(stage, 0.0) + seconds
+        return total
 
 
 class BatchPipeline:
     """Runs claimed jobs through the model and records the outcome of each."""
 
     def __init__(self, queue: QueueDoor, storage: Storage, runner: ModelRunner, claims: ClaimRegistry,
-                 config: BatchConfig | None = None, failpoints: Failpoints | None = None,
+                 failpoints: Failpoints | None = None,
                  clock: Callable[[], float] = time.monotonic, health: Health | None = None) -> None:
         """A pipeline over these ports; ``health`` tells a shared service's outage from a job's own failure."""
         self.queue = queue
         self.storage = storage
         self.runner = runner
         self.claims = claims
-        self.config = config or BatchConfig()
         self.failpoints = failpoints or Failpoints()
         self.clock = clock
         self.health = health
@@ -130,22 +181,22 @@ class BatchPipeline:
         renewed): a job whose outcome could not be recorded goes back through the rescuer.
         """
         records = [JobRecord(claim) for claim in claims]
-        report = BatchReport()
+        seconds: dict[str, float] = {}
         try:
-            self._timed("read", report, lambda: self.read(records))
+            self._timed("read", seconds, lambda: self.read(records))
             for record in records:
                 self.failpoints.hit(record.claim.style_name)
             self._skip_if_storage_down(records)
-            self.infer(records, report)
-            self._timed("store", report, lambda: self.store(records))
+            self.infer(records)
+            self._timed("store", seconds, lambda: self.store(records))
             for record in records:
                 if record.running:
                     self.failpoints.stall(record.claim.style_name)
-            self._timed("database", report, lambda: self.finalise(records, claimed_at, report))
+            self._timed("database", seconds, lambda: self.finalise(records, claimed_at))
         finally:
             for record in records:
                 self.claims.remove(record.job_id)
-        return report
+        return BatchReport.from_records(records, seconds)
 
 
     def read(self, records: Sequence[JobRecord]) -> None:
@@ -158,11 +209,11 @@ class BatchPipeline:
                 record.failure = classify(exc, context="reading the input images")
                 record.outage = self._outage(record.failure)
 
-    def infer(self, records: Sequence[JobRecord], report: BatchReport) -> None:
+    def infer(self, records: Sequence[JobRecord]) -> None:
         """One batched model call for the running jobs whose claims are still held."""
         from models.runner import TryOnJob
 
-        live = [r for r in records if r.running and not self._lost(r, report)]
+        live = [r for r in records if r.running and not self._lost(r)]
         if not live:
             return
         outcomes = self.runner.run_batch([TryOnJob(r.person or b"", r.cloth or b"", key=r.job_id) for r in live])
@@ -171,10 +222,6 @@ class BatchPipeline:
                 record.failure = classify(outcome)
                 continue
             record.result = outcome
-            timings = dict(vars(outcome.timings))
-            report.item_stage_seconds.append(timings)
-            for stage, seconds in timings.items():
-                report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + seconds
 
     def store(self, records: Sequence[JobRecord]) -> None:
         """Write each result and thumbnail under the attempt's keys, in one storage call."""
@@ -205,26 +252,26 @@ class BatchPipeline:
                 assert isinstance(result, StoredObject) and isinstance(thumb, StoredObject)
                 record.stored = (result, thumb)
 
-    def finalise(self, records: Sequence[JobRecord], claimed_at: float, report: BatchReport) -> None:
+    def finalise(self, records: Sequence[JobRecord], claimed_at: float) -> None:
         """One fenced completion for the stored results, then each failure on its own."""
         elapsed_ms = int((self.clock() - claimed_at) * 1000)
         ready = [r for r in records if r.running and r.stored is not None]
-        self._complete(ready, elapsed_ms, report)
+        self._complete(ready, elapsed_ms)
         outage = [r for r in records if r.failure is not None and r.outcome == "running"
                   and (r.outage or self._outage(r.failure, since=claimed_at))]
-        self._hand_back(outage, report, "a shared service is down")
+        self._hand_back(outage, "a shared service is down")
         unrecorded: list[JobRecord] = []
         for record in records:
             if record.failure is not None and record.outcome == "running":
-                if unrecorded or not self._fail(record, elapsed_ms, report):
+                if unrecorded or not self._fail(record, elapsed_ms):
                     unrecorded.append(record)  # the database is away: no use asking it again per job
             elif record.outcome == "running":
                 # Lost before it was stored (cancelled or rescued): nothing of it remains.
-                self._drop(record, report, "claim lost (cancelled or rescued); dropping this attempt")
-        self._hand_back(unrecorded, report, "the database is down", defer=True)
+                self._drop(record, "claim lost (cancelled or rescued); dropping this attempt")
+        self._hand_back(unrecorded, "the database is down", defer=True)
 
 
-    def _complete(self, ready: Sequence[JobRecord], elapsed_ms: int, report: BatchReport) -> None:
+    def _complete(self, ready: Sequence[JobRecord], elapsed_ms: int) -> None:
         if not ready:
             return
         completions = [self._completion(r, elapsed_ms) for r in ready]
@@ -244,7 +291,6 @@ class BatchPipeline:
             with bound(job_id=str(record.job_id), conversion_id=str(record.claim.conversion_id)):
                 if outcome == "completed":
                     record.outcome = "completed"
-                    report.completed.append(record.job_id)
                     # Earlier attempts lost their claim and may have died mid-store.
                     claim = record.claim
                     self._delete([k for a in range(1, claim.attempt) for k in attempt_keys(claim.conversion_id, a)])
@@ -252,10 +298,9 @@ class BatchPipeline:
                                                             "attempt": claim.attempt})
                 elif outcome == "fenced":
                     self._delete(record.written)
-                    self._drop(record, report, "completion fenced out (claim no longer held); result discarded")
+                    self._drop(record, "completion fenced out (claim no longer held); result discarded")
                 else:
                     record.outcome = "left"
-                    report.left.append(record.job_id)
                     log.warning("could not learn whether the result was recorded; keeping its files and "
                                 "leaving the job to the rescuer")
 
@@ -269,11 +314,10 @@ class BatchPipeline:
             processing_time_ms=elapsed_ms, ai_model_version=record.result.model_version,
         )
 
-    def _fail(self, record: JobRecord, elapsed_ms: int, report: BatchReport) -> bool:
+    def _fail(self, record: JobRecord, elapsed_ms: int) -> bool:
         """Record the failure; False when the database could not be reached (nothing recorded)."""
         failure = record.failure
         assert failure is not None
-        report.error_types[record.job_id] = failure.error_type
         with bound(job_id=str(record.job_id), conversion_id=str(record.claim.conversion_id)):
             try:
                 status = self.queue.fail(record.claim, failure, processing_time_ms=elapsed_ms,
@@ -288,20 +332,17 @@ class BatchPipeline:
                 return False
             except Exception:
                 record.outcome = "left"
-                report.left.append(record.job_id)
                 log.exception("could not record a failure; leaving the job to the rescuer")
                 return True
             if status == "queued":
                 record.outcome = "retried"
-                report.retried.append(record.job_id)
                 log.warning("attempt failed; retrying later",
                             extra={"error_type": failure.error_type, "error": failure.message})
             elif status == "failed":
                 record.outcome = "failed"
-                report.failed.append(record.job_id)
                 log.warning("conversion failed", extra={"error_type": failure.error_type, "error": failure.message})
             else:
-                self._drop(record, report, "failure fenced out (claim no longer held)")
+                self._drop(record, "failure fenced out (claim no longer held)")
         return True
 
 
@@ -322,37 +363,37 @@ class BatchPipeline:
                 record.failure = Failure("storage", "storage unavailable (a shared-service outage)", True)
                 record.outage = True
 
-    def _hand_back(self, records: Sequence[JobRecord], report: BatchReport, why: str, *, defer: bool = False) -> None:
+    def _hand_back(self, records: Sequence[JobRecord], why: str, *, defer: bool = False) -> None:
         """Give the jobs back uncharged, in one statement (or, ``defer``, when the database is back)."""
         if not records:
             return
         now = self.queue.hand_back([(r.job_id, r.claim.attempt) for r in records], defer=defer)
         for record in records:
             record.outcome = "released"
-            report.released.append(record.job_id)
             assert record.failure is not None
             with bound(job_id=str(record.job_id), conversion_id=str(record.claim.conversion_id)):
                 log.warning("handed the job back uncharged: " + why,
                             extra={"error_type": record.failure.error_type, "error": record.failure.message,
                                    "deferred": not now})
 
-    def _lost(self, record: JobRecord, report: BatchReport) -> bool:
+    def _lost(self, record: JobRecord) -> bool:
         if self.claims.is_lost(record.job_id):
-            self._drop(record, report, "claim lost (cancelled or rescued); dropping this attempt")
+            self._drop(record, "claim lost (cancelled or rescued); dropping this attempt")
             return True
         return False
 
-    def _drop(self, record: JobRecord, report: BatchReport, message: str) -> None:
+    def _drop(self, record: JobRecord, message: str) -> None:
         if record.outcome == "dropped":
             return
         record.outcome = "dropped"
-        report.dropped.append(record.job_id)
         with bound(job_id=str(record.job_id), conversion_id=str(record.claim.conversion_id)):
             log.info(message)
 
     def _files(self, claim: Claim, result: TryOnResult) -> list[tuple[str, bytes]]:
         """The (key, bytes) pairs this attempt stores: the result and its thumbnail."""
-        thumbnail = result.thumbnail or thumbnail_of(result.image, self.config.thumbnail_size)
+        thumbnail = result.thumbnail
+        if thumbnail is None:  # the worker's runner makes one with every result (``thumbnail_size``)
+            raise ValueError("the model runner returned no thumbnail")
         return [(result_key(claim.conversion_id, claim.attempt, result.mime_type), result.image),
                 (result_key(claim.conversion_id, claim.attempt, result.mime_type, thumbnail=True), thumbnail)]
 
@@ -371,9 +412,9 @@ class BatchPipeline:
             # A rescued, failed or released attempt has a cleanup marker: the leader deletes them later.
             log.warning("could not delete the files of a dropped attempt yet", extra={"keys": failed})
 
-    def _timed(self, stage: str, report: BatchReport, work: Callable[[], None]) -> None:
+    def _timed(self, stage: str, seconds: dict[str, float], work: Callable[[], None]) -> None:
         t0 = time.perf_counter()
         try:
             work()
         finally:
-            report.stage_seconds[stage] = report.stage_seconds.get(stage, 0.0) + time.perf_counter() - t0
+            seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - t0

@@ -36,10 +36,10 @@ from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from core.logs import first_line
-from core.settings import Settings
-from schema.connections import connection_kwargs
+from schema.connections import ConnectionSettings, connection_kwargs
 from schema.deadline import WATCHDOG
 from schema.queries import Q
+from worker.config import WorkerSettings
 from worker.errors import Failure
 from worker.jobs import Claim, Completion
 
@@ -93,7 +93,7 @@ class PoolSource:
     whenever the heartbeat, the lease keeper and the standby check happen to borrow at the same moment.
     """
 
-    def __init__(self, url: str, settings: Settings, *, size: int = 2, role: str = "worker") -> None:
+    def __init__(self, url: str, settings: ConnectionSettings, *, size: int = 2, role: str = "worker") -> None:
         """Open the pool in the background (a database that is down does not block the boot)."""
         self.pool = ConnectionPool(url, min_size=size, max_size=size, kwargs=connection_kwargs(settings, role),
                                    open=False, name=f"stayler-{role}", timeout=settings.db_timeout_s,
@@ -165,7 +165,7 @@ class JobQueue:
         self._unreleased_holds: dict[uuid.UUID, int] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, worker_id: str, *, size: int = 2) -> JobQueue:
+    def from_settings(cls, settings: WorkerSettings, worker_id: str, *, size: int = 2) -> JobQueue:
         """A door with its own pool of at most ``size`` connections."""
         if not settings.database_url:
             raise RuntimeError("DATABASE_URL is not set")

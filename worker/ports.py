@@ -1,4 +1,4 @@
-"""The small interfaces the batch pipeline works through; fakes of them make it testable."""
+"""The small interfaces the claimer and the batch pipeline work through; fakes of them make them testable."""
 
 from __future__ import annotations
 
@@ -12,6 +12,17 @@ from worker.jobs import Claim, Completion
 
 if TYPE_CHECKING:
     from models.runner import TryOnJob, TryOnResult
+
+
+class ClaimDoor(Protocol):
+    """What the claimer asks of the queue (``worker.jobqueue.JobQueue`` in a worker)."""
+
+    def claim(self, limit: int, *, allow_suspect: bool = True) -> list[Claim]:
+        """Claim up to ``limit`` ready jobs (a suspect one only with ``allow_suspect``, and then alone).
+
+        Raises ``QueueUnavailable`` when the database is away.
+        """
+        ...
 
 
 class QueueDoor(Protocol):
@@ -40,7 +51,22 @@ class ModelRunner(Protocol):
         ...
 
     def run_batch(self, jobs: Sequence[TryOnJob]) -> list[TryOnResult | Exception]:
-        """Run a batch; one item's failure is its own exception, never the batch's."""
+        """Run a batch; one item's failure is its own exception, never the batch's.
+
+        Each result carries its thumbnail (the worker's runner is built with ``thumbnail_size``).
+        """
+        ...
+
+
+class ServiceHealth(Protocol):
+    """What the claimer asks of the shared services' breakers (``worker.health.Health``)."""
+
+    def allow_claim(self) -> bool:
+        """Whether every service a claimed job needs (the database, storage) is up."""
+        ...
+
+    def report_down(self, service: str, error: str = "") -> None:
+        """A service was found down (opens its breaker)."""
         ...
 
 

@@ -13,6 +13,7 @@ import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 import dramatiq
@@ -23,7 +24,9 @@ from leader.fleet import build_leader, default_duties
 from leader.loop import LeaderLoop, start_in_thread
 from storage import Storage, from_settings
 from worker import metrics
-from worker.batch import BatchConfig, BatchPipeline
+from worker.batch import BatchPipeline
+from worker.claimer import Claimer
+from worker.config import WorkerSettings
 from worker.failpoints import Failpoints
 from worker.health import Health
 from worker.heartbeat import Heartbeat
@@ -62,7 +65,7 @@ def make_storage(settings: Settings) -> Storage:
     return from_settings(settings)
 
 
-def make_health(settings: Settings, broker: dramatiq.Broker, queue: JobQueue, storage: Storage) -> Health:
+def make_health(settings: WorkerSettings, broker: dramatiq.Broker, queue: JobQueue, storage: Storage) -> Health:
     """The process's breakers: the database (the door's ping), storage (its check), Redis (PING)."""
     probes = {"database": queue.ping, "storage": storage.check}
     client = getattr(broker, "client", None)
@@ -80,7 +83,7 @@ def make_health(settings: Settings, broker: dramatiq.Broker, queue: JobQueue, st
 class ProcessContext:
     """Everything a worker thread needs, shared by the threads of one process."""
 
-    settings: Settings
+    settings: WorkerSettings
     broker: dramatiq.Broker
     worker_id: str
     queue: JobQueue
@@ -91,34 +94,37 @@ class ProcessContext:
     leader: LeaderLoop
     pipeline: BatchPipeline
     health: Health
+    claimer: Claimer
     stop: threading.Event = field(default_factory=threading.Event)
     draining: threading.Event = field(default_factory=threading.Event)
-    #: Serialises the claim with the registry, so a suspect job is never claimed beside another.
-    claim_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: Messages set aside while a suspect job ran alone; sent again when it ends.
-    owed_messages: int = 0
 
     @classmethod
     def boot(cls, settings: Settings, broker: dramatiq.Broker) -> ProcessContext:
-        """Create the process's resources and start its background threads."""
+        """Create the process's resources and start its background threads.
+
+        The composition root: the runner and storage are built from ``settings``; the rest gets its slice.
+        """
+        config = WorkerSettings.from_settings(settings)
         worker_id = new_worker_id()
         runner = make_runner(settings)
-        queue = JobQueue.from_settings(settings, worker_id, size=POOL_SIZE)
+        queue = JobQueue.from_settings(config, worker_id, size=POOL_SIZE)
         storage = make_storage(settings)
         inflight = InFlight()
-        health = make_health(settings, broker, queue, storage)
-        heartbeat = Heartbeat(queue, inflight, interval_s=settings.heartbeat_interval_s,
-                              job_timeout_s=settings.job_timeout_s, on_beat=metrics.record_heartbeat, health=health)
-        duties = default_duties(settings, broker, storage, gauges=metrics.queue_gauges(settings),
+        health = make_health(config, broker, queue, storage)
+        heartbeat = Heartbeat(queue, inflight, interval_s=config.heartbeat_interval_s,
+                              job_timeout_s=config.job_timeout_s, on_beat=metrics.record_heartbeat, health=health)
+        duties = default_duties(config.leader, broker, storage, gauges=metrics.queue_gauges(config),
                                 on_rescue=metrics.record_rescue)
-        leader = build_leader(settings, duties, borrow=queue.borrow, holder=worker_id)
-        pipeline = BatchPipeline(queue, storage, runner, inflight, BatchConfig.from_settings(settings),
-                                 Failpoints.parse(settings.failpoints), health=health)
+        leader = build_leader(config.leader, duties, borrow=queue.borrow, holder=worker_id)
+        pipeline = BatchPipeline(queue, storage, runner, inflight,
+                                 failpoints=Failpoints.parse(config.failpoints), health=health)
+        claimer = Claimer(queue, inflight, health, partial(send_follow_up, broker, config.queue_name),
+                          batch_size=config.claim_batch_size)
         metrics.record_boot(model=runner.model_name, version=runner.model_version, providers=runner.providers,
-                            threads=settings.worker_threads)
-        ctx = cls(settings=settings, broker=broker, worker_id=worker_id, queue=queue, storage=storage,
+                            threads=config.worker_threads)
+        ctx = cls(settings=config, broker=broker, worker_id=worker_id, queue=queue, storage=storage,
                   runner=runner, inflight=inflight, heartbeat=heartbeat, leader=leader, pipeline=pipeline,
-                  health=health)
+                  health=health, claimer=claimer)
         ctx.register()
         heartbeat.on_unregistered = ctx.register
         heartbeat.start()

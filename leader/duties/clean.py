@@ -19,13 +19,14 @@ import uuid
 
 import psycopg
 
+from leader.duties import Duty
 from schema.queries import Q
 from storage import Storage, StorageError, attempt_keys, result_prefix
 
 log = logging.getLogger(__name__)
 
 
-class CleanDuty:
+class CleanDuty(Duty):
     """Deletes files of attempts and conversions that will never complete."""
 
     name = "clean"

@@ -13,6 +13,7 @@ import dramatiq
 import psycopg
 
 from broker.messages import send_claim_messages, waiting_messages
+from leader.duties import Duty
 from leader.planner import messages_to_send
 from schema.queries import Q
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 PROMOTE_LIMIT = 10_000
 
 
-class DispatchDuty:
+class DispatchDuty(Duty):
     """Turns ready jobs into claim messages."""
 
     name = "dispatch"

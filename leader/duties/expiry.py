@@ -14,19 +14,20 @@ import logging
 
 import psycopg
 
-from core.settings import Settings
+from leader.config import RetentionSettings
+from leader.duties import Duty
 from schema.queries import Q
 
 log = logging.getLogger(__name__)
 
 
-class ExpiryDuty:
+class ExpiryDuty(Duty):
     """A leader duty: ``run_once`` deletes expired person photos and results; returns the images deleted."""
 
     name = "expiry"
-    wakes: tuple[str, ...] = ("orphans",)
+    wakes = ("orphans",)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: RetentionSettings) -> None:
         """Ages, batch size and interval from ``settings`` (the retention duty's batch settings)."""
         self.interval_s = settings.retention_interval_s
         self.batch_size = settings.retention_batch_size

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import psycopg
 
+from leader.duties import Duty
 from leader.gauges import QueueGauges
 
 
-class GaugesDuty:
+class GaugesDuty(Duty):
     """Publishes queue depth, age, processing and failures from the leader only."""
 
     name = "gauges"

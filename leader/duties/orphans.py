@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import psycopg
 
+from leader.duties import Duty
 from leader.sweep import sweep_due
 from storage import Storage
 
 
-class OrphansDuty:
+class OrphansDuty(Duty):
     """Deletes unclaimed objects named by due markers, then the markers."""
 
     name = "orphans"

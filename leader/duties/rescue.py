@@ -17,12 +17,13 @@ from collections.abc import Callable
 
 import psycopg
 
+from leader.duties import Duty
 from schema.queries import Q
 
 log = logging.getLogger(__name__)
 
 
-class RescueDuty:
+class RescueDuty(Duty):
     """Puts back or ends the jobs of dead workers."""
 
     name = "rescue"

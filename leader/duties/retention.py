@@ -15,7 +15,8 @@ from typing import LiteralString
 
 import psycopg
 
-from core.settings import Settings
+from leader.config import RetentionSettings
+from leader.duties import Duty
 from schema.queries import Q
 
 log = logging.getLogger(__name__)
@@ -30,14 +31,12 @@ class Prune:
     older_than_s: float
 
 
-class RetentionDuty:
+class RetentionDuty(Duty):
     """A leader duty: ``run_once`` prunes every configured table and returns the rows deleted."""
 
-    name: str = "retention"
-    wakes: tuple[str, ...] = ()
-    initial_delay_s: float = 0.0
+    name = "retention"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: RetentionSettings) -> None:
         """Read the ages, batch size and interval from ``settings``."""
         self.interval_s: float = settings.retention_interval_s
         self.batch_size = settings.retention_batch_size

@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 from psycopg import sql
 
 from api.webhooks.signing import verify
+from leader.config import RetentionSettings
 from leader.duties.retention import RetentionDuty
 from tests.api.conftest import problem_type
 from tests.hostile.webhook_peers import FakeDns, deliveries, receiver, run_sender_once
@@ -155,7 +156,8 @@ def test_finished_webhook_rows_are_pruned_by_retention(make_api) -> None:
                          "WHERE status = 'delivered'")
             conn.execute("UPDATE webhook_events SET fanned_out_at = now() - interval '2 hours', "
                          "created_at = now() - interval '2 hours' WHERE fanned_out_at IS NOT NULL")
-            assert RetentionDuty(api.settings).run_once(conn) == 6  # 3 deliveries (with attempts), 3 events
+            retention = RetentionDuty(RetentionSettings.from_settings(api.settings))
+            assert retention.run_once(conn) == 6  # 3 deliveries (with attempts), 3 events
             left = conn.execute("SELECT (SELECT count(*) FROM webhook_deliveries), (SELECT count(*) FROM "
                                 "webhook_attempts), (SELECT count(*) FROM webhook_events)").fetchone()
         assert left == (0, 0, 1)  # the pending event waits to be fanned out; nothing was sent or lost

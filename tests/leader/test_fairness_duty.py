@@ -7,6 +7,7 @@ import psycopg
 from prometheus_client import CollectorRegistry
 
 from core.settings import Settings
+from leader.config import FairShareSettings
 from leader.fairness import FairGauges, FairnessDuty
 from tests.factories import make_conversion, make_user
 from tests.queue.ops import claim_jobs
@@ -14,8 +15,9 @@ from tests.queue.ops import claim_jobs
 
 def test_settings_reach_fair_plans_and_the_gauges_count_by_plan(db: psycopg.Connection) -> None:
     registry = CollectorRegistry()
-    duty = FairnessDuty(Settings(fair_weight_paid=3.0, fair_weight_vendor=2.0, owner_max_processing=1,
-                                 owner_max_processing_vendor=5), FairGauges(registry))
+    settings = Settings(fair_weight_paid=3.0, fair_weight_vendor=2.0, owner_max_processing=1,
+                        owner_max_processing_vendor=5)
+    duty = FairnessDuty(FairShareSettings.from_settings(settings), FairGauges(registry))
     assert duty.run_once(db) == 3
     plans = {p: (w, c) for p, w, c in db.execute("SELECT plan, weight, max_processing FROM fair_plans")}
     assert plans == {"free": (1.0, 1), "paid": (3.0, 1), "vendor": (2.0, 5)}

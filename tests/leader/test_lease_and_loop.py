@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import psycopg
 
 from core.settings import Settings
+from leader.duties import Duty as BaseDuty
 from leader.lease import Lease
 from leader.loop import LeaderLoop
 from schema.connections import connect
@@ -58,7 +59,7 @@ def test_a_holder_that_did_not_renew_in_time_stops_trusting_its_lease(db: psycop
     assert not lease.valid()
 
 
-class Duty:
+class Duty(BaseDuty):
     def __init__(self, name: str, interval_s: float, *, fails: bool = False, initial_delay_s: float = 0.0) -> None:
         self.name = name
         self.interval_s = interval_s

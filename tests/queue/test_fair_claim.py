@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from core.settings import Settings
+from leader.config import FairShareSettings
 from leader.fairness import configure_plans, read_plan_stats
 from tests.factories import make_image, make_user, make_vendor
 from tests.queue.ops import claim_jobs, release_jobs
@@ -99,7 +100,7 @@ def test_a_customers_priority_orders_only_its_own_jobs(db: psycopg.Connection) -
 
 
 def test_the_per_owner_cap_holds_and_frees_as_jobs_end(db: psycopg.Connection) -> None:
-    configure_plans(db, Settings(owner_max_processing=2))
+    configure_plans(db, FairShareSettings.from_settings(Settings(owner_max_processing=2)))
     a, b = make_user(db), make_user(db)
     submit(db, a, 10)
     submit(db, b, 10)
@@ -115,7 +116,7 @@ def test_the_per_owner_cap_holds_and_frees_as_jobs_end(db: psycopg.Connection) -
 
 
 def test_the_cap_holds_under_concurrent_claims(db: psycopg.Connection, db_url: str) -> None:
-    configure_plans(db, Settings(owner_max_processing=3))
+    configure_plans(db, FairShareSettings.from_settings(Settings(owner_max_processing=3)))
     owner = make_user(db)
     submit(db, owner, 60)
     peak: list[int] = []

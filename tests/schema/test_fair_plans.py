@@ -55,10 +55,12 @@ def test_with_one_owner_the_claim_still_reads_the_head_of_the_ready_index(db: ps
     # statistics; with one owner queueing everything the planner expected no row to pass and sorted
     # the whole queue (a Seq Scan of 200,000 jobs, 2 s a claim in `stayler bench fairness`).
     from core.settings import Settings
+    from leader.config import FairShareSettings
     from leader.fairness import configure_plans
     from tests.queue.ops import release_jobs
 
-    configure_plans(db, Settings(owner_max_processing=16))  # a per-owner cap: the capped list is read
+    # A per-owner cap: the capped list is read.
+    configure_plans(db, FairShareSettings.from_settings(Settings(owner_max_processing=16)))
     load_queue(db, 1, 5_000)
     for _ in range(3):
         held = claim_jobs(db, "w-plan", LIMIT)

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from core.settings import Settings
+from leader.config import RetentionSettings
 from leader.duties.retention import RetentionDuty
 from schema.queries import Q
 
@@ -73,22 +74,23 @@ def test_the_duty_prunes_queue_rows_and_leaves_user_data_alone_by_default(db: ps
     db.execute("UPDATE operator_actions SET created_at = now() - interval '10 years'")
     db.execute("INSERT INTO workers (id, hostname, pid, heartbeat_at, stopped_at) "
                "VALUES ('w-old', 'h', 1, now() - interval '8 days', now() - interval '8 days')")
-    duty = RetentionDuty(Settings(retention_batch_size=2))
+    duty = RetentionDuty(RetentionSettings.from_settings(Settings(retention_batch_size=2)))
     assert (duty.name, duty.interval_s) == ("retention", 300.0)
     assert duty.run_once(db) == 4  # three jobs in two batches, one worker
     assert duty.run_once(db) == 0
     assert _one(db, "SELECT count(*) FROM image_usage_history") == 6
     assert _one(db, "SELECT count(*) FROM conversion_metrics") == 3
     assert _one(db, "SELECT count(*) FROM operator_actions") == 3
-    opted_in = RetentionDuty(Settings(retention_usage_history_after_s=86400, retention_metrics_after_s=86400,
-                                      retention_operator_actions_after_s=86400))
+    opted_in = RetentionDuty(RetentionSettings.from_settings(Settings(
+        retention_usage_history_after_s=86400, retention_metrics_after_s=86400,
+        retention_operator_actions_after_s=86400)))
     assert opted_in.run_once(db) == 6 + 3 + 3
 
 
 def test_a_run_is_bounded(db: psycopg.Connection[Any], make: Factory) -> None:
     for _ in range(5):
         finished_conversion(db, make, "40 days")
-    duty = RetentionDuty(Settings(retention_batch_size=1, retention_max_batches=2))
+    duty = RetentionDuty(RetentionSettings.from_settings(Settings(retention_batch_size=1, retention_max_batches=2)))
     assert duty.run_once(db) == 2
     assert _one(db, "SELECT count(*) FROM conversion_jobs") == 3
 

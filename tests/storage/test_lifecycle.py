@@ -19,6 +19,7 @@ import pytest
 from api.keys import create_key
 from core.settings import Settings
 from imaging.samples import make_garment, make_person, to_bytes
+from leader.config import RetentionSettings
 from leader.duties.clean import CleanDuty
 from leader.duties.expiry import ExpiryDuty
 from leader.duties.orphans import OrphansDuty
@@ -357,7 +358,7 @@ def test_expiry_deletes_old_person_photos_and_results_in_bounded_batches(
     fresh = upload(db, backend, owner, "user")
     db.execute("UPDATE images SET created_at = now() - interval '2 days' WHERE id <> %s", (fresh,))
     settings = Settings(retention_person_photos_after_s=86400.0, retention_batch_size=2, retention_max_batches=1)
-    duty = ExpiryDuty(settings)
+    duty = ExpiryDuty(RetentionSettings.from_settings(settings))
     assert duty.run_once(db) == 4  # two photos and their two results: one batch of 2 photos
     assert duty.run_once(db) == 2
     assert duty.run_once(db) == 0
@@ -366,7 +367,7 @@ def test_expiry_deletes_old_person_photos_and_results_in_bounded_batches(
     assert not any(str(i) in k for i in [*photos, *convs] for k in objects(backend))
     left = {r[0] for r in db.execute("SELECT id FROM images").fetchall()}
     assert left == {cloth, busy, fresh}
-    results = ExpiryDuty(Settings(retention_results_after_s=1.0))
+    results = ExpiryDuty(RetentionSettings.from_settings(Settings(retention_results_after_s=1.0)))
     other = create(db, owner, fresh, cloth)
     finish(db, backend, run_all(db, backend).values())
     db.execute("UPDATE images SET created_at = %s WHERE type = 'result'", (datetime(2020, 1, 1, tzinfo=UTC),))

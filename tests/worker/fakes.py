@@ -1,4 +1,5 @@
-"""In-memory fakes of the batch pipeline's ports: the queue door, storage, the model runner."""
+"""In-memory fakes of the claimer's and the batch pipeline's ports: the queue door, storage, the model
+runner, the health breakers."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from worker.jobqueue import CompletionOutcome, QueueUnavailable
 from worker.jobs import Claim, Completion
 
 
-def make_claim(attempt: int = 1, *, style: str | None = None) -> Claim:
+def make_claim(attempt: int = 1, *, style: str | None = None, suspect: bool = False) -> Claim:
     """A claim on a made-up job whose inputs live at ``in/<job>/person`` and ``in/<job>/cloth``."""
     job_id = uuid.uuid4()
     return Claim(job_id=job_id, conversion_id=uuid.uuid4(), attempt=attempt, retry_count=0, max_retries=3,
                  enqueued_at=datetime.now(UTC), conversion_type="free", style_name=style,
                  person_key=f"images/{job_id}-p.jpg", person_size=3, cloth_key=f"images/{job_id}-c.jpg",
-                 cloth_size=3)
+                 cloth_size=3, suspect=suspect)
 
 
 @dataclass
@@ -115,8 +116,12 @@ class EchoRunner:
 
 @dataclass
 class FakeQueue:
-    """Records completions and failures; ``outcome`` decides what a completion returns."""
+    """Hands out ``ready`` claims; records completions and failures; ``outcome`` decides what a completion returns."""
 
+    ready: list[Claim] = field(default_factory=list)
+    claim_raises: Exception | None = None
+    #: Each claim's ``(limit, allow_suspect)``.
+    claim_calls: list[tuple[int, bool]] = field(default_factory=list)
     outcome: CompletionOutcome | None = "completed"
     complete_raises: Exception | None = None
     fail_raises: Exception | None = None
@@ -125,6 +130,17 @@ class FakeQueue:
     failures: list[tuple[Claim, Failure]] = field(default_factory=list)
     handed_back: list[tuple[uuid.UUID, int]] = field(default_factory=list)
     hand_back_now: bool = True
+
+    def claim(self, limit: int, *, allow_suspect: bool = True) -> list[Claim]:
+        """Like ``job_claim_batch``: a suspect job comes alone, and only with ``allow_suspect``."""
+        self.claim_calls.append((limit, allow_suspect))
+        if self.claim_raises is not None:
+            raise self.claim_raises
+        if allow_suspect and self.ready and self.ready[0].suspect:
+            return [self.ready.pop(0)]
+        taken = [c for c in self.ready if not c.suspect][:limit]
+        self.ready = [c for c in self.ready if c not in taken]
+        return taken
 
     def complete(self, completions: Sequence[Completion]) -> dict[uuid.UUID, CompletionOutcome]:
         if self.complete_raises is not None:
@@ -144,4 +160,19 @@ class FakeQueue:
         return self.hand_back_now and not defer
 
 
-__all__ = ["EchoRunner", "FakeQueue", "MemoryStorage", "QueueUnavailable", "make_claim"]
+@dataclass
+class FakeHealth:
+    """Breakers that are all closed unless ``down`` names a service; records what is reported down."""
+
+    down: set[str] = field(default_factory=set)
+    reported: list[tuple[str, str]] = field(default_factory=list)
+
+    def allow_claim(self) -> bool:
+        return not self.down & {"database", "storage"}
+
+    def report_down(self, service: str, error: str = "") -> None:
+        self.reported.append((service, error))
+        self.down.add(service)
+
+
+__all__ = ["EchoRunner", "FakeHealth", "FakeQueue", "MemoryStorage", "QueueUnavailable", "make_claim"]

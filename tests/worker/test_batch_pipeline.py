@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 
 import psycopg
 
+from models.runner import TryOnJob, TryOnResult
 from storage import attempt_keys
 from tests.worker.fakes import EchoRunner, FakeQueue, MemoryStorage, make_claim
 from worker.batch import BatchPipeline, BatchReport
@@ -113,3 +116,55 @@ def test_completion_deletes_the_files_of_earlier_attempts() -> None:
     _, storage, _, report = run([claim], storage=storage)
     assert report.completed == [claim.job_id]
     assert storage.results() == sorted(f"results/{claim.conversion_id}/{n}" for n in ("a3.jpg", "a3.thumb.jpg"))
+
+
+def test_a_result_without_a_thumbnail_fails_its_job_and_stores_nothing() -> None:
+    class NoThumbnails(EchoRunner):
+        def run_batch(self, jobs: Sequence[TryOnJob]) -> list[TryOnResult | Exception]:
+            return [replace(r, thumbnail=None) if isinstance(r, TryOnResult) else r for r in super().run_batch(jobs)]
+
+    claim = make_claim()
+    queue = FakeQueue()
+    storage = MemoryStorage().with_inputs(claim)
+    inflight = InFlight()
+    inflight.add(HeldClaim(claim.job_id, claim.attempt, time.monotonic()))
+    report = BatchPipeline(queue, storage, NoThumbnails(), inflight).process([claim], time.monotonic())
+    assert report.retried == [claim.job_id] and storage.results() == [] and queue.completed == []
+
+
+def test_the_report_holds_one_outcome_per_job_in_claim_order() -> None:
+    claims = [make_claim(), make_claim(), make_claim()]
+    storage = MemoryStorage().with_inputs(*claims)
+    storage.objects[claims[1].person_key] = b"bad"
+    _, _, _, report = run(claims, storage=storage, lost={2})
+    assert [(j.claim, j.outcome) for j in report.jobs] == [
+        (claims[0], "completed"), (claims[1], "retried"), (claims[2], "dropped")]
+    assert report.error_types == {claims[1].job_id: "invalid_image"}
+    assert report.jobs[0].model_seconds is not None and report.jobs[1].model_seconds is None
+    assert report.stage_seconds["inference"] == report.jobs[0].model_seconds["inference"]
+    assert {"read", "store", "database"} <= set(report.stage_seconds)
+
+
+def test_the_batch_metrics_count_each_job_once_by_its_outcome() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from worker import metrics
+
+    claims = [make_claim(), make_claim(), make_claim()]
+    storage = MemoryStorage().with_inputs(*claims)
+    storage.objects[claims[1].person_key] = b"bad"
+    _, _, _, report = run(claims, storage=storage, lost={2})
+    registry = CollectorRegistry()
+    metrics.install(metrics.WorkerMetrics(registry))
+    try:
+        metrics.record_batch(report)
+    finally:
+        metrics.install(None)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"conversion_type": "free", **labels})
+
+    assert value("stayler_jobs_completed_total") == 1
+    assert value("stayler_jobs_retried_total", error_type="invalid_image") == 1
+    assert value("stayler_jobs_dropped_total") == 1
+    assert value("stayler_jobs_failed_total", error_type="invalid_image") is None

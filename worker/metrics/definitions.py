@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from core.settings import Settings
 from leader.gauges import QueueGauges
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from worker.batch import BatchReport
+    from worker.config import WorkerSettings
     from worker.jobs import Claim
 
 #: Stages timed per job (the model's; ``inference`` is the batched call the job was part of).
@@ -109,44 +109,36 @@ def record_claim(claims: Sequence[Claim]) -> None:
         m.claimed.labels(claim.conversion_type).inc()
 
 
-def record_batch(claims: Sequence[Claim], report: BatchReport, now: float | None = None) -> None:
+def record_batch(report: BatchReport, now: float | None = None) -> None:
     """Count each job's outcome and observe stage and end-to-end times of a processed batch."""
     m = _METRICS
     if m is None:
         return
     now = time.time() if now is None else now
-    by_id = {c.job_id: c for c in claims}
-
-    def end_to_end(job_id: Any, outcome: str) -> None:
-        claim = by_id.get(job_id)
-        if claim is not None:
-            m.end_to_end.labels(claim.conversion_type, outcome).observe(max(now - claim.enqueued_at.timestamp(), 0.0))
-
-    for job_id in report.completed:
-        kind = _type_of(by_id, job_id)
-        m.completed.labels(kind).inc()
-        end_to_end(job_id, "completed")
-    for job_id in report.failed:
-        m.failed.labels(_type_of(by_id, job_id), report.error_types.get(job_id, "internal")).inc()
-        end_to_end(job_id, "failed")
-    for job_id in report.retried:
-        m.retried.labels(_type_of(by_id, job_id), report.error_types.get(job_id, "internal")).inc()
-    for job_id in report.dropped:
-        m.dropped.labels(_type_of(by_id, job_id)).inc()
-    for job_id in report.released:
-        m.released.labels(_type_of(by_id, job_id)).inc()
+    for job in report.jobs:
+        kind = job.claim.conversion_type
+        error_type = job.error_type or "internal"
+        if job.outcome == "completed":
+            m.completed.labels(kind).inc()
+        elif job.outcome == "failed":
+            m.failed.labels(kind, error_type).inc()
+        elif job.outcome == "retried":
+            m.retried.labels(kind, error_type).inc()
+        elif job.outcome == "dropped":
+            m.dropped.labels(kind).inc()
+        elif job.outcome == "released":
+            m.released.labels(kind).inc()
+        if job.outcome in ("completed", "failed"):
+            waited = max(now - job.claim.enqueued_at.timestamp(), 0.0)
+            m.end_to_end.labels(kind, job.outcome).observe(waited)
     for timings in report.item_stage_seconds:
         for stage in JOB_STAGES:
             if stage in timings:
                 m.stage.labels(stage).observe(timings[stage])
+    stage_seconds = report.stage_seconds
     for stage in BATCH_STAGES:
-        if stage in report.stage_seconds:
-            m.stage.labels(stage).observe(report.stage_seconds[stage])
-
-
-def _type_of(by_id: dict[Any, Claim], job_id: Any) -> str:
-    claim = by_id.get(job_id)
-    return claim.conversion_type if claim is not None else "unknown"
+        if stage in stage_seconds:
+            m.stage.labels(stage).observe(stage_seconds[stage])
 
 
 def record_rescue(new_status: str) -> None:
@@ -186,7 +178,7 @@ def record_boot(*, model: str, version: str, providers: Sequence[str], threads: 
     m.heartbeat.set(time.time())
 
 
-def queue_gauges(settings: Settings) -> QueueGauges | None:
+def queue_gauges(settings: WorkerSettings) -> QueueGauges | None:
     """The fleet gauges for this process's standby leader, when metrics are on."""
     if _METRICS is None:
         return None
