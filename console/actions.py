@@ -41,8 +41,8 @@ def cancel(conn: psycopg.Connection, session: Session, ids: list[uuid.UUID], rea
     outcome = Outcome()
     for conversion_id in ids[:BULK_LIMIT]:
         try:
-            row = conn.execute(Q.console_operator_cancel, {"id": conversion_id, "operator": session.operator,
-                                                           "reason": reason}).fetchone()
+            row = conn.execute(Q.operator_cancel_conversion, {"conversion_id": conversion_id,
+                                                           "operator": session.operator, "reason": reason}).fetchone()
         except psycopg.Error as exc:
             outcome.refused[conversion_id] = _refusal(exc)
             continue
@@ -61,7 +61,7 @@ def retry(conn: psycopg.Connection, session: Session, ids: list[uuid.UUID], reas
     outcome = Outcome()
     for conversion_id in ids[:BULK_LIMIT]:
         try:
-            row = conn.execute(Q.console_operator_retry, {"id": conversion_id, "operator": session.operator,
+            row = conn.execute(Q.operator_retry_conversion, {"id": conversion_id, "operator": session.operator,
                                                           "reason": reason}).fetchone()
         except psycopg.Error as exc:
             outcome.refused[conversion_id] = _refusal(exc)
@@ -76,6 +76,6 @@ def retry(conn: psycopg.Connection, session: Session, ids: list[uuid.UUID], reas
 
 def set_dispatch_paused(conn: psycopg.Connection, session: Session, paused: bool, reason: str) -> bool:
     """Pause or resume the leader's dispatch, audited."""
-    row = conn.execute(Q.console_set_dispatch_paused, {"paused": paused, "operator": session.operator,
+    row = conn.execute(Q.operator_set_dispatch_paused, {"paused": paused, "operator": session.operator,
                                                        "reason": reason}).fetchone()
     return bool(row and row[0])

@@ -39,7 +39,7 @@ MAX_WAIT_S = 60
 def fetch(conn: psycopg.Connection, principal: Principal, conversion_id: uuid.UUID) -> dict[str, Any]:
     """The caller's conversion, or 404 (also when it is another owner's)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(Q.api_conversion_get, {"id": conversion_id, **principal.owner_params()}).fetchone()
+        row = cur.execute(Q.conversion_get_owned, {"id": conversion_id, **principal.owner_params()}).fetchone()
     if row is None:
         raise Problem("conversion_not_found")
     return row
@@ -85,7 +85,7 @@ async def create_conversion(ctx: Context, principal: Producer, body: ConversionI
 def _hide_inaccessible(conn: psycopg.Connection, principal: Principal, body: ConversionIn) -> None:
     """A wrong-type image the caller may not use reads as missing (its existence is not theirs to know)."""
     for image_id in (body.user_image_id, body.cloth_image_id):
-        row = conn.execute(Q.api_image_accessible, {"id": image_id, "owner_id": principal.owner_id,
+        row = conn.execute(Q.image_check_accessible, {"id": image_id, "owner_id": principal.owner_id,
                                                     "owner_type": principal.owner_type}).fetchone()
         if row is None or not row[0]:
             raise Problem("image_not_found")
@@ -131,7 +131,7 @@ def _page(conn: psycopg.Connection, principal: Principal, status: str | None, li
         return []
     with conn.cursor(row_factory=dict_row) as cur:
         cur.adapters.register_loader("jsonb", TextLoader)  # metadata stays the database's JSON text
-        return cur.execute(Q.api_conversions_get_many, {"ids": ids, **principal.owner_params()}).fetchall()
+        return cur.execute(Q.conversion_get_many_owned, {"ids": ids, **principal.owner_params()}).fetchall()
 
 
 @router.get("/conversions", response_model=ConversionPage, summary="List the caller's conversions")

@@ -60,7 +60,7 @@ class CleanDuty:
                 log.exception("could not delete files of a conversion; will retry",
                               extra={"conversion_id": str(conversion_id), "attempt": attempt})
                 continue
-            conn.execute(Q.storage_cleanup_done, {"conversion_id": conversion_id, "attempt": attempt})
+            conn.execute(Q.storage_cleanup_delete, {"conversion_id": conversion_id, "attempt": attempt})
             handled += 1
         return handled
 
@@ -74,7 +74,7 @@ class CleanDuty:
         for (conversion_id, attempt), mine in keys.items():
             if failed.intersection(mine):
                 continue
-            conn.execute(Q.storage_cleanup_done, {"conversion_id": conversion_id, "attempt": attempt})
+            conn.execute(Q.storage_cleanup_delete, {"conversion_id": conversion_id, "attempt": attempt})
             handled += 1
         if failed:
             log.warning("could not delete files of lost attempts; will retry next round",

@@ -44,7 +44,7 @@ class RescueDuty:
 
     def run_once(self, conn: psycopg.Connection) -> int:
         """One round; returns the jobs rescued or ended."""
-        rows = conn.execute(Q.job_rescue_stale, {
+        rows = conn.execute(Q.jobs_rescue, {
             "stale_after_s": self.rescue_after_s, "backoff_base_s": self.backoff_base_s,
             "backoff_max_s": self.backoff_max_s, "limit": self.limit,
         }).fetchall()
@@ -63,9 +63,9 @@ class RescueDuty:
                 self.rescued_failed += 1
             if self.on_rescue is not None:
                 self.on_rescue(new_status)
-        for job_id, conversion_id, new_status in conn.execute(Q.job_end_orphaned, {"limit": self.limit}).fetchall():
+        for job_id, conversion_id, new_status in conn.execute(Q.jobs_end_orphaned, {"limit": self.limit}).fetchall():
             done += 1
             log.warning("ended a job whose conversion had already ended",
                         extra={"job_id": str(job_id), "conversion_id": str(conversion_id), "new_status": new_status})
-        conn.execute(Q.worker_mark_stopped, {"stale_after_s": self.rescue_after_s})
+        conn.execute(Q.workers_mark_stopped, {"stale_after_s": self.rescue_after_s})
         return done
