@@ -8,6 +8,7 @@ from typing import Any
 
 from api.schemas import ConversionOut, ResultOut
 from core.settings import Settings
+from schema.statuses import ConversionStatus
 from storage import LocalStorage, Storage, result_key
 
 DEFAULT_URL_TTL_S = 900
@@ -51,7 +52,7 @@ def thumbnail_key_of(row: dict[str, Any]) -> str | None:
 
 def result_links(row: dict[str, Any], storage: Storage, base_url: str, ttl_s: int) -> ResultOut | None:
     """The ``result`` object of a completed conversion, or None."""
-    if row["status"] != "completed" or row.get("result_image_id") is None or not row.get("result_key"):
+    if row["status"] != ConversionStatus.COMPLETED or row.get("result_image_id") is None or not row.get("result_key"):
         return None
     thumb_key = thumbnail_key_of(row)
     url = presign(storage, row["result_key"], ttl_s)

@@ -9,6 +9,7 @@ import psycopg
 
 from console.access import Session
 from schema.queries import Q
+from schema.statuses import ConversionStatus
 
 #: Most conversions one bulk action touches (a bulk retry by filter says when it stopped there).
 BULK_LIMIT = 1000
@@ -47,7 +48,7 @@ def cancel(conn: psycopg.Connection, session: Session, ids: list[uuid.UUID], rea
             outcome.refused[conversion_id] = _refusal(exc)
             continue
         status = row[0] if row else None
-        if status == "cancelled":
+        if status == ConversionStatus.CANCELLED:
             outcome.done.append(conversion_id)
         elif status is None:
             outcome.refused[conversion_id] = "no such conversion"

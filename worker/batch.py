@@ -33,6 +33,7 @@ from PIL import Image
 from core.logs import bound
 from core.settings import Settings
 from imaging.encode import make_thumbnail
+from schema.statuses import JobStatus
 from storage import Storage, StorageError, StoredObject, attempt_keys, result_key
 from worker.errors import Failure, classify
 from worker.failpoints import Failpoints
@@ -291,12 +292,12 @@ class BatchPipeline:
                 report.left.append(record.job_id)
                 log.exception("could not record a failure; leaving the job to the rescuer")
                 return True
-            if status == "queued":
+            if status == JobStatus.QUEUED:
                 record.outcome = "retried"
                 report.retried.append(record.job_id)
                 log.warning("attempt failed; retrying later",
                             extra={"error_type": failure.error_type, "error": failure.message})
-            elif status == "failed":
+            elif status == JobStatus.FAILED:
                 record.outcome = "failed"
                 report.failed.append(record.job_id)
                 log.warning("conversion failed", extra={"error_type": failure.error_type, "error": failure.message})

@@ -40,6 +40,7 @@ from core.settings import Settings
 from schema.connections import connection_kwargs
 from schema.deadline import WATCHDOG
 from schema.queries import Q
+from schema.statuses import JobStatus
 from worker.errors import Failure
 from worker.jobs import Claim, Completion
 
@@ -352,9 +353,9 @@ class JobQueue:
                 again: list[Completion] = []
                 for c in pending:
                     status, attempt, result_key = state.get(c.claim.job_id, (None, None, None))
-                    if status == "completed" and attempt == c.claim.attempt and result_key == c.file_path:
+                    if status == JobStatus.COMPLETED and attempt == c.claim.attempt and result_key == c.file_path:
                         outcome[c.claim.job_id] = "completed"
-                    elif status == "processing" and attempt == c.claim.attempt:
+                    elif status == JobStatus.PROCESSING and attempt == c.claim.attempt:
                         again.append(c)
                     else:
                         outcome[c.claim.job_id] = "fenced"

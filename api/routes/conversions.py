@@ -30,6 +30,7 @@ from api.schemas import ConversionIn, ConversionOut, ConversionPage, ConversionS
 from api.waiters import wait_for_end
 from producer.conversions import cancel
 from producer.errors import ProducerError
+from schema import statuses
 from schema.queries import Q
 
 router = APIRouter(prefix="/v1", tags=["conversions"])
@@ -167,7 +168,7 @@ async def cancel_conversion(ctx: Context, principal: Producer, conversion_id: uu
     def work(conn: psycopg.Connection) -> dict[str, Any]:
         fetch(conn, principal, conversion_id)  # 404 for anyone but the owner, before anything moves
         status = cancel(conn, conversion_id, user_id=principal.user_id, vendor_id=principal.vendor_id)
-        if status != "cancelled":
+        if status != statuses.ConversionStatus.CANCELLED:
             raise Problem("invalid_status_transition", f"the conversion already ended: {status}")
         return fetch(conn, principal, conversion_id)
 
@@ -178,7 +179,7 @@ async def _object(ctx: ApiContext, principal: Principal, conversion_id: uuid.UUI
                   which: Literal["result", "thumbnail"]) -> Response:
     row = await ctx.db.run(fetch, principal, conversion_id)
     key = row.get("result_key") if which == "result" else thumbnail_key_of(row)
-    if row["status"] != "completed" or not key:
+    if row["status"] != statuses.ConversionStatus.COMPLETED or not key:
         raise Problem("result_not_available", f"the conversion is {row['status']}")
     url = presign(ctx.storage, key, url_ttl_s(ctx.settings))
     if url is not None:

@@ -20,6 +20,7 @@ import uuid
 import psycopg
 
 from schema.queries import Q
+from schema.statuses import ConversionStatus
 from storage import Storage, StorageError, attempt_keys, result_prefix
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class CleanDuty:
             if attempt > 0:
                 continue
             try:
-                if conversion_status in (None, "failed", "cancelled"):
+                if conversion_status in (None, ConversionStatus.FAILED, ConversionStatus.CANCELLED):
                     self.removed += self.storage.delete_prefix(result_prefix(conversion_id))
             except StorageError as exc:
                 # The store is down or refusing (an S3 outage): one line, and the rest of the round

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import psycopg
 
 from schema.queries import Q
+from schema.statuses import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class RescueDuty:
             done += 1
             log.warning("rescued a job from a dead worker", extra=extra)
             self.rescued += 1
-            if new_status == "failed":
+            if new_status == JobStatus.FAILED:
                 self.rescued_failed += 1
             if self.on_rescue is not None:
                 self.on_rescue(new_status)

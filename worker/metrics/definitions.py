@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
 from leader.gauges import QueueGauges
+from schema.statuses import JobStatus
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -125,10 +126,10 @@ def record_batch(claims: Sequence[Claim], report: BatchReport, now: float | None
     for job_id in report.completed:
         kind = _type_of(by_id, job_id)
         m.completed.labels(kind).inc()
-        end_to_end(job_id, "completed")
+        end_to_end(job_id, JobStatus.COMPLETED)
     for job_id in report.failed:
         m.failed.labels(_type_of(by_id, job_id), report.error_types.get(job_id, "internal")).inc()
-        end_to_end(job_id, "failed")
+        end_to_end(job_id, JobStatus.FAILED)
     for job_id in report.retried:
         m.retried.labels(_type_of(by_id, job_id), report.error_types.get(job_id, "internal")).inc()
     for job_id in report.dropped:
@@ -152,7 +153,7 @@ def _type_of(by_id: dict[Any, Claim], job_id: Any) -> str:
 def record_rescue(new_status: str) -> None:
     """The leader rescued a job of a dead worker (``DispatcherStats.on_rescue`` callback)."""
     if _METRICS is not None:
-        _METRICS.rescued.labels("failed" if new_status == "failed" else "queued").inc()
+        _METRICS.rescued.labels(JobStatus.FAILED if new_status == JobStatus.FAILED else JobStatus.QUEUED).inc()
 
 
 def record_heartbeat(at: float | None = None) -> None:
