@@ -1,4 +1,4 @@
-"""What the console's pages read: every statement a named query of schema/queries.sql, each on an index
+"""What the console's pages read: every statement a named query of schema/queries/, each on an index
 (docs/operations.md, "Query budget")."""
 
 from __future__ import annotations
