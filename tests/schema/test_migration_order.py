@@ -7,6 +7,7 @@ names, and ``schema/migrations/ORDER`` (append only) records the order. No datab
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from schema.migrate import MIGRATIONS_DIR, migration_ids, migration_order
@@ -36,7 +37,7 @@ def test_order_lists_exactly_the_files_in_file_name_order() -> None:
 
 def test_numbers_are_strictly_increasing() -> None:
     numbers = [_number(i) for i in migration_order()]
-    assert all(a < b for a, b in zip(numbers, numbers[1:], strict=False)), numbers
+    assert all(a < b for a, b in itertools.pairwise(numbers)), numbers
 
 
 def test_the_list_only_grows_at_its_end() -> None:

@@ -60,4 +60,4 @@ def test_the_api_status_literal_is_the_enum() -> None:
 
 
 def test_terminal_holds_the_enum_members() -> None:
-    assert TERMINAL == {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+    assert {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED} == TERMINAL
