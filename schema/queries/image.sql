@@ -1,4 +1,4 @@
--- Images, their usage history and albums.
+-- Images and their usage history (image_usage_history).
 -- Named queries: see schema/README.md ("The query layer") for the naming rule.
 
 -- name: register_image
@@ -21,10 +21,6 @@ SELECT EXISTS (
     SELECT 1 FROM images
      WHERE id = %(id)s AND ((owner_id = %(owner_id)s AND owner_type = %(owner_type)s) OR (is_public AND type = 'cloth'))
 );
-
--- name: album_check_owned
--- Whether an album belongs to an owner (an upload may only go into the uploader's own album).
-SELECT EXISTS (SELECT 1 FROM albums WHERE id = %(id)s AND owner_id = %(owner_id)s AND owner_type = %(owner_type)s);
 
 -- name: image_usage_list_by_conversion
 SELECT image_id, action, user_id, vendor_id, created_at
