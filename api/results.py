@@ -78,7 +78,7 @@ def viewable_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def conversion_view(row: dict[str, Any], result: ResultOut | None) -> ConversionOut:
-    """The API's view of an ``conversion_get_owned`` row."""
+    """The API's view of a ``conversion_get_owned`` row."""
     return ConversionOut(
         id=row["id"], status=row["status"], conversion_type=row["conversion_type"], style_name=row["style_name"],
         user_image_id=row["user_image_id"], cloth_image_id=row["cloth_image_id"], priority=row["priority"],
