@@ -70,7 +70,9 @@ def load_file(path: Path) -> dict[str, str]:
 
 
 def load(folder: Path = QUERIES_DIR) -> dict[str, str]:
-    """Every named query of every ``*.sql`` file in ``folder``, files in name order."""
+    """Every named query of every ``*.sql`` file in ``folder`` (files in name order), or of one file."""
+    if folder.is_file():
+        return load_file(folder)
     queries: dict[str, str] = {}
     for path in sorted(folder.glob("*.sql")):
         for name, sql in load_file(path).items():
