@@ -57,7 +57,7 @@ class Database:
         """One round trip, waiting at most ``timeout_s`` for a connection (readiness must answer fast)."""
         try:
             with self.pool.connection(timeout=timeout_s) as conn:
-                conn.execute(Q.clock_now).fetchone()
+                conn.execute(Q.db_now).fetchone()
         except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
             raise Problem("database_unavailable") from exc
 

@@ -52,12 +52,12 @@ def create(conn: psycopg.Connection, principal: Principal, body: ConversionIn, k
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise Problem("bad_request", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters")
     with conn.transaction():
-        locked = conn.execute(Q.api_idempotency_lock, {"lock_key": lock_key(principal.owner_id, key)}).fetchone()
+        locked = conn.execute(Q.db_lock_idempotency_key, {"lock_key": lock_key(principal.owner_id, key)}).fetchone()
         if locked is None or not locked[0]:
             raise Problem("idempotency_key_in_use", "a request with this Idempotency-Key is still in progress",
                           headers={"Retry-After": "1"})
         with conn.cursor(row_factory=dict_row) as cur:
-            existing = cur.execute(Q.api_conversion_by_idempotency_key,
+            existing = cur.execute(Q.conversion_get_request_by_idempotency_key,
                                    {"owner_id": principal.owner_id, "idempotency_key": key}).fetchone()
         if existing is not None:
             if not _same_payload(existing, body):

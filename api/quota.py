@@ -37,7 +37,7 @@ def plan_of(principal: Principal, conversion_type: str) -> str:
 
 def check_priority(conn: psycopg.Connection, principal: Principal, priority: int) -> None:
     """Refuse a priority above the key's ceiling (422 ``priority_not_allowed``)."""
-    row = conn.execute(Q.api_key_max_priority, {"id": principal.key_id}).fetchone()
+    row = conn.execute(Q.api_key_get_max_priority, {"id": principal.key_id}).fetchone()
     ceiling = int(row[0]) if row is not None else 0
     if priority > ceiling:
         raise Problem("priority_not_allowed", f"this key may ask for priority up to {ceiling}; got {priority}",

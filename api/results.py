@@ -8,6 +8,7 @@ from typing import Any
 
 from api.schemas import ConversionOut, ResultOut
 from core.settings import Settings
+from schema.statuses import ConversionStatus
 from storage import LocalStorage, Storage, result_key
 
 DEFAULT_URL_TTL_S = 900
@@ -51,7 +52,7 @@ def thumbnail_key_of(row: dict[str, Any]) -> str | None:
 
 def result_links(row: dict[str, Any], storage: Storage, base_url: str, ttl_s: int) -> ResultOut | None:
     """The ``result`` object of a completed conversion, or None."""
-    if row["status"] != "completed" or row.get("result_image_id") is None or not row.get("result_key"):
+    if row["status"] != ConversionStatus.COMPLETED or row.get("result_image_id") is None or not row.get("result_key"):
         return None
     thumb_key = thumbnail_key_of(row)
     url = presign(storage, row["result_key"], ttl_s)
@@ -77,7 +78,7 @@ def viewable_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def conversion_view(row: dict[str, Any], result: ResultOut | None) -> ConversionOut:
-    """The API's view of an ``api_conversion_get`` row."""
+    """The API's view of a ``conversion_get_owned`` row."""
     return ConversionOut(
         id=row["id"], status=row["status"], conversion_type=row["conversion_type"], style_name=row["style_name"],
         user_image_id=row["user_image_id"], cloth_image_id=row["cloth_image_id"], priority=row["priority"],

@@ -20,7 +20,8 @@ from starlette.requests import Request
 
 from api.problems import Problem
 from api.waiting import CompletionHub
-from producer.wait import POLL_FALLBACK_S, TERMINAL
+from producer.wait import POLL_FALLBACK_S
+from schema.statuses import TERMINAL
 
 RETRY_AFTER_S = 1
 

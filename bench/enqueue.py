@@ -31,7 +31,7 @@ def run(svc: Services, sizes: Sizes) -> list[Row]:
                    "max_retries": 3, "metadata": "{}", "idempotency_key": None}] * sizes.enqueue_bulk
         t0 = time.perf_counter()
         with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(Q.conversion_create, params)
+            cur.executemany(Q.create_conversion, params)
         bulk = sizes.enqueue_bulk / (time.perf_counter() - t0)
         count = conn.execute("SELECT count(*) FROM conversion_jobs WHERE status = 'queued'").fetchone()
         assert count is not None and count[0] == sizes.enqueue_single + sizes.enqueue_bulk

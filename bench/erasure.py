@@ -151,7 +151,7 @@ def _erase_case(svc: Services, kind: str, count: int) -> Row:
         conn.execute("VACUUM ANALYZE")
         t0 = time.monotonic()
         with conn.transaction():
-            conn.execute(Q.owner_erase, {"owner_type": "user", "owner_id": owner})
+            conn.execute(Q.erase_owner, {"owner_type": "user", "owner_id": owner})
         db_s = time.monotonic() - t0
         swept = sweep_due(conn, storage, limit=1000, max_batches=1_000_000)
         total_s = time.monotonic() - t0

@@ -21,6 +21,7 @@ import psycopg
 
 from bench.common import Row, Services, Sizes, Workload, fleet, percentile, wait_terminal
 from bench.inference import MODEL, bare_loop
+from schema.statuses import JobStatus
 
 NAME = "latency"
 MODEL_STAGES = ("person", "decode", "preprocess", "inference", "postprocess", "encode")
@@ -70,8 +71,8 @@ def run(svc: Services, sizes: Sizes) -> list[Row]:
             "SELECT extract(epoch FROM completed_at - created_at) * 1000, status, "
             "       extract(epoch FROM started_at - created_at) * 1000 FROM conversion_jobs "
             "WHERE error_message IS DISTINCT FROM 'warm-up'").fetchall()
-    lat = [float(r[0]) for r in rows if r[1] == "completed"]
-    wait = [float(r[2]) for r in rows if r[1] == "completed"]
+    lat = [float(r[0]) for r in rows if r[1] == JobStatus.COMPLETED]
+    wait = [float(r[2]) for r in rows if r[1] == JobStatus.COMPLETED]
     work_ms = [a - b for a, b in zip(lat, wait, strict=True)]
     p50, p95, p99 = (percentile(lat, q) for q in (0.5, 0.95, 0.99))
     note = (f"{len(lat)} conversions at {sizes.latency_rate_per_s:g}/s open loop; "

@@ -49,7 +49,7 @@ def grant(conn: psycopg.Connection, key_id: uuid.UUID, role: str) -> None:
     """Let the key ``key_id`` log in to the console as ``role`` (``viewer`` or ``operator``)."""
     if role not in ROLES:
         raise GrantError(f"role must be one of {ROLES}")
-    row = conn.execute(Q.console_key_scope, {"key_id": key_id}).fetchone()
+    row = conn.execute(Q.api_key_get_scope, {"key_id": key_id}).fetchone()
     if row is None:
         raise GrantError(f"there is no key {key_id}")
     if role == "operator" and row[0] != "operator":
@@ -75,7 +75,7 @@ def login(conn: psycopg.Connection, key: str, ttl_s: float) -> str | None:
     principal = authenticate(conn, key.strip())
     if principal is None:
         return None
-    if conn.execute(Q.console_login_grant, {"key_id": principal.key_id}).fetchone() is None:
+    if conn.execute(Q.console_grant_get_live, {"key_id": principal.key_id}).fetchone() is None:
         return None
     token = secrets.token_urlsafe(32)
     conn.execute(Q.console_session_prune)

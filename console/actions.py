@@ -9,6 +9,7 @@ import psycopg
 
 from console.access import Session
 from schema.queries import Q
+from schema.statuses import ConversionStatus
 
 #: Most conversions one bulk action touches (a bulk retry by filter says when it stopped there).
 BULK_LIMIT = 1000
@@ -41,13 +42,13 @@ def cancel(conn: psycopg.Connection, session: Session, ids: list[uuid.UUID], rea
     outcome = Outcome()
     for conversion_id in ids[:BULK_LIMIT]:
         try:
-            row = conn.execute(Q.console_operator_cancel, {"id": conversion_id, "operator": session.operator,
-                                                           "reason": reason}).fetchone()
+            row = conn.execute(Q.operator_cancel_conversion, {"conversion_id": conversion_id,
+                                                           "operator": session.operator, "reason": reason}).fetchone()
         except psycopg.Error as exc:
             outcome.refused[conversion_id] = _refusal(exc)
             continue
         status = row[0] if row else None
-        if status == "cancelled":
+        if status == ConversionStatus.CANCELLED:
             outcome.done.append(conversion_id)
         elif status is None:
             outcome.refused[conversion_id] = "no such conversion"
@@ -61,7 +62,7 @@ def retry(conn: psycopg.Connection, session: Session, ids: list[uuid.UUID], reas
     outcome = Outcome()
     for conversion_id in ids[:BULK_LIMIT]:
         try:
-            row = conn.execute(Q.console_operator_retry, {"id": conversion_id, "operator": session.operator,
+            row = conn.execute(Q.operator_retry_conversion, {"id": conversion_id, "operator": session.operator,
                                                           "reason": reason}).fetchone()
         except psycopg.Error as exc:
             outcome.refused[conversion_id] = _refusal(exc)
@@ -76,6 +77,6 @@ def retry(conn: psycopg.Connection, session: Session, ids: list[uuid.UUID], reas
 
 def set_dispatch_paused(conn: psycopg.Connection, session: Session, paused: bool, reason: str) -> bool:
     """Pause or resume the leader's dispatch, audited."""
-    row = conn.execute(Q.console_set_dispatch_paused, {"paused": paused, "operator": session.operator,
+    row = conn.execute(Q.operator_set_dispatch_paused, {"paused": paused, "operator": session.operator,
                                                        "reason": reason}).fetchone()
     return bool(row and row[0])

@@ -1,4 +1,4 @@
-"""What the console's pages read: every statement a named query of schema/queries.sql, each on an index
+"""What the console's pages read: every statement a named query of schema/queries/, each on an index
 (docs/operations.md, "Query budget")."""
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ def _one(conn: psycopg.Connection, query: Any, params: dict[str, Any] | None = N
 def overview(conn: psycopg.Connection, alive_within_s: float) -> dict[str, Any]:
     """The overview's numbers: queue, throughput, errors, workers, leader, dispatch switch, audit."""
     return {
-        "stats": _one(conn, Q.queue_stats, {"alive_within_s": alive_within_s}),
-        "throughput": _rows(conn, Q.console_throughput),
-        "errors": _rows(conn, Q.console_errors_last_hour),
-        "workers": _rows(conn, Q.console_workers),
-        "leader": _rows(conn, Q.console_leader),
-        "controls": _one(conn, Q.console_fleet_controls),
-        "actions": _rows(conn, Q.console_recent_actions, {"limit": 8}),
+        "stats": _one(conn, Q.job_get_queue_stats, {"alive_within_s": alive_within_s}),
+        "throughput": _rows(conn, Q.conversion_metric_count_per_minute),
+        "errors": _rows(conn, Q.conversion_metric_count_errors_last_hour),
+        "workers": _rows(conn, Q.worker_list_live),
+        "leader": _rows(conn, Q.leader_lease_list),
+        "controls": _one(conn, Q.fleet_control_get),
+        "actions": _rows(conn, Q.operator_action_list_recent, {"limit": 8}),
         "oncall": oncall(conn),
     }
 
@@ -46,14 +46,14 @@ def overview(conn: psycopg.Connection, alive_within_s: float) -> dict[str, Any]:
 def oncall(conn: psycopg.Connection) -> dict[str, Any]:
     """The last hour as the operator on call reads it: latency, failure ratio, cancelled, retried and
     rescued counts, the queue's trend, and the webhooks' health."""
-    ended = _one(conn, Q.console_oncall_last_hour) or {}
-    attempts = _one(conn, Q.console_attempts_last_hour) or {}
+    ended = _one(conn, Q.conversion_metric_summary_last_hour) or {}
+    attempts = _one(conn, Q.job_attempt_count_requeued_last_hour) or {}
     finished = int(ended.get("completed") or 0) + int(ended.get("failed") or 0)
-    trend = _rows(conn, Q.console_queue_trend)
+    trend = _rows(conn, Q.conversion_count_trend)
     return {**ended, **attempts,
             "failure_ratio": (int(ended.get("failed") or 0) / finished) if finished else None,
             "trend": trend, "trend_net": sum(int(r["submitted"]) - int(r["ended"]) for r in trend),
-            "webhooks": _one(conn, Q.console_webhook_health) or {}}
+            "webhooks": _one(conn, Q.webhook_get_health) or {}}
 
 
 @dataclass
@@ -118,7 +118,7 @@ def page_params(conn: psycopg.Connection, filters: Filters, cursor: str | None,
             filters.problems.append("owner is not an id")
             owner = None
         if owner is not None:
-            row = conn.execute(Q.console_owner_kind, {"id": owner}).fetchone()
+            row = conn.execute(Q.owner_get_kind, {"id": owner}).fetchone()
             is_user, is_vendor = (bool(row[0]), bool(row[1])) if row else (False, False)
             if is_vendor and not is_user:
                 vendor_id = owner
@@ -141,11 +141,11 @@ def conversion_page(conn: psycopg.Connection, filters: Filters, cursor: str | No
     The page query runs unprepared so the planner sees which filters are set and picks their index.
     """
     params = page_params(conn, filters, cursor, limit)
-    query = Q.console_conversion_page_by_outcome if filters.by_outcome else Q.console_conversion_page
+    query = Q.conversion_list_page_by_outcome if filters.by_outcome else Q.conversion_list_page
     keys = _rows(conn, query, params, prepare=False)
     if not keys:
         return [], None
-    by_id = {r["id"]: r for r in _rows(conn, Q.console_conversion_rows, {"ids": [k["id"] for k in keys]})}
+    by_id = {r["id"]: r for r in _rows(conn, Q.conversion_get_rows, {"ids": [k["id"] for k in keys]})}
     rows = [{**by_id[k["id"]], "sort_at": k["sort_at"]} for k in keys if k["id"] in by_id]
     next_cursor = encode_cursor(keys[-1]["sort_at"], keys[-1]["id"]) if len(keys) == limit else None
     return rows, next_cursor
@@ -157,7 +157,7 @@ def conversion_ids(conn: psycopg.Connection, filters: Filters, limit: int) -> li
     cursor: str | None = None
     while len(ids) < limit:
         params = page_params(conn, filters, cursor, min(PAGE_SIZE * 4, limit - len(ids)))
-        query = Q.console_conversion_page_by_outcome if filters.by_outcome else Q.console_conversion_page
+        query = Q.conversion_list_page_by_outcome if filters.by_outcome else Q.conversion_list_page
         keys = _rows(conn, query, params, prepare=False)
         ids.extend(k["id"] for k in keys)
         if len(keys) < params["limit"]:
@@ -168,23 +168,23 @@ def conversion_ids(conn: psycopg.Connection, filters: Filters, limit: int) -> li
 
 def conversion_detail(conn: psycopg.Connection, conversion_id: uuid.UUID) -> dict[str, Any] | None:
     """A conversion with its job rows, every ended attempt, metrics row, usage history, audit rows and retries."""
-    row = _one(conn, Q.console_conversion_get, {"id": conversion_id})
+    row = _one(conn, Q.conversion_get_detail, {"id": conversion_id})
     if row is None:
         return None
     params = {"id": conversion_id}
-    return {"conversion": row, "jobs": _rows(conn, Q.console_conversion_jobs, params),
-            "attempts": _rows(conn, Q.console_conversion_attempts, params),
-            "metrics": _one(conn, Q.console_conversion_metrics, params),
-            "usage": _rows(conn, Q.console_conversion_usage, params),
-            "actions": _rows(conn, Q.console_conversion_actions, params),
-            "retries": _rows(conn, Q.console_conversion_retries, params)}
+    return {"conversion": row, "jobs": _rows(conn, Q.job_list_by_conversion, params),
+            "attempts": _rows(conn, Q.job_attempt_list_by_conversion, params),
+            "metrics": _one(conn, Q.conversion_metric_get, params),
+            "usage": _rows(conn, Q.image_usage_list_by_conversion, params),
+            "actions": _rows(conn, Q.operator_action_list_by_conversion, params),
+            "retries": _rows(conn, Q.conversion_list_retries, params)}
 
 
 def model_versions(conn: psycopg.Connection) -> list[str]:
     """Model versions the live fleet reports, as suggestions for the filter."""
-    return [r[0] for r in conn.execute(Q.console_model_versions).fetchall()]
+    return [r[0] for r in conn.execute(Q.worker_list_model_versions).fetchall()]
 
 
 def image_key(conn: psycopg.Connection, image_id: uuid.UUID) -> dict[str, Any] | None:
     """An image's storage key, type and (for a result) attempt."""
-    return _one(conn, Q.console_image_key, {"id": image_id})
+    return _one(conn, Q.image_get_key, {"id": image_id})

@@ -18,9 +18,9 @@ TOP = 25
 def read_fairness(conn: Any, top: int = TOP) -> dict[str, Any]:
     """The page's rows: the top backlogs, plans and weights, per-plan totals."""
     with conn.cursor(row_factory=dict_row) as cur:
-        owners = cur.execute(Q.fair_owner_backlog, {"limit": top}).fetchall()
-        plans = cur.execute(Q.fair_plan_stats).fetchall()
-        settings = cur.execute(Q.fair_plans_list).fetchall()
+        owners = cur.execute(Q.fair_owner_list_backlog, {"limit": top}).fetchall()
+        plans = cur.execute(Q.fair_plan_get_stats).fetchall()
+        settings = cur.execute(Q.fair_plan_list).fetchall()
     weights = {row["plan"]: row for row in settings}
     for row in plans:
         row.update({k: weights.get(row["plan"], {}).get(k) for k in ("weight", "band", "max_processing")})

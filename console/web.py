@@ -22,8 +22,7 @@ from console import access, actions, data, fairness
 from console.access import Session
 from console.chart import throughput_svg
 from console.security import ConsoleHeadersMiddleware
-from schema.errors import ERROR_TYPES as ALL_ERROR_TYPES
-from schema.errors import NEVER_RETRIED
+from schema.errors import ERROR_TYPES, NEVER_RETRIED
 from schema.statuses import ConversionStatus
 from storage import StorageError, thumbnail_key
 
@@ -32,7 +31,6 @@ COOKIE = "stayler_console"
 PREFIX = "/console"
 #: Seconds between refreshes of the overview's fragment.
 REFRESH_S = 5
-ERROR_TYPES = tuple(ALL_ERROR_TYPES)
 
 templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -220,7 +218,7 @@ async def conversions(request: Request) -> Response:
                   next_url=f"{PREFIX}/conversions?{urlencode({**query, 'cursor': next_cursor})}"
                   if next_cursor else None,
                   return_to=f"{PREFIX}/conversions" + (f"?{urlencode(query)}" if query else ""),
-                  statuses=[s.value for s in ConversionStatus], error_types=ERROR_TYPES, versions=versions)
+                  statuses=[s.value for s in ConversionStatus], error_types=list(ERROR_TYPES), versions=versions)
 
 
 @router.get("/conversions/{conversion_id}")
@@ -292,7 +290,7 @@ async def retry_matching(request: Request) -> Response:
         return refused or _to_login()
     if not _reason(form):
         return _back(form, "a reason is required")
-    filters = data.Filters(status="failed", error_type=str(form.get("error_type") or ""),
+    filters = data.Filters(status=ConversionStatus.FAILED, error_type=str(form.get("error_type") or ""),
                            owner=str(form.get("owner") or "").strip(),
                            model_version=str(form.get("model_version") or "").strip(),
                            since=str(form.get("since") or ""), until=str(form.get("until") or ""))

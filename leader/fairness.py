@@ -28,7 +28,7 @@ FAIR_METRICS = frozenset({"stayler_fair_jobs_queued", "stayler_fair_jobs_process
 
 
 def plan_settings(settings: FairShareSettings) -> dict[str, Any]:
-    """The ``fair_plans_configure`` parameters from the settings."""
+    """The ``fair_plan_configure`` parameters from the settings."""
     cap = settings.owner_max_processing
     vendor_cap = settings.owner_max_processing_vendor
     return {"weight_free": settings.fair_weight_free, "weight_paid": settings.fair_weight_paid,
@@ -38,7 +38,7 @@ def plan_settings(settings: FairShareSettings) -> dict[str, Any]:
 
 def configure_plans(conn: psycopg.Connection, settings: FairShareSettings) -> int:
     """Write the settings' weights and caps into ``fair_plans``; returns the plans changed."""
-    cur = conn.execute(Q.fair_plans_configure, plan_settings(settings))
+    cur = conn.execute(Q.fair_plan_configure, plan_settings(settings))
     return max(cur.rowcount, 0)
 
 
@@ -54,7 +54,7 @@ class PlanStats:
 
 def read_plan_stats(conn: psycopg.Connection) -> list[PlanStats]:
     """Queued and processing jobs, and owners held at their cap, per plan."""
-    return [PlanStats(str(p), int(q), int(w), int(t)) for p, q, w, t in conn.execute(Q.fair_plan_stats).fetchall()]
+    return [PlanStats(str(p), int(q), int(w), int(t)) for p, q, w, t in conn.execute(Q.fair_plan_get_stats).fetchall()]
 
 
 class FairGauges:

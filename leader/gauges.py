@@ -1,7 +1,7 @@
 """Fleet-wide queue gauges, computed from PostgreSQL by the elected leader only.
 
 Every worker process runs a standby leader, but only the lease holder refreshes these
-gauges, every ``queue_stats_interval_s``, with one cheap query (``queue_stats``: partial indexes, so
+gauges, every ``queue_stats_interval_s``, with one cheap query (``job_get_queue_stats``: partial indexes, so
 its cost follows the queued/processing/recently failed jobs, not the table's history). They use
 prometheus-client's ``livemostrecent`` multiprocess mode: a host's exposition shows the value the
 most recent leader wrote, once, without a ``pid`` label, and a process that exits cleanly takes its
@@ -48,7 +48,7 @@ TIMESTAMP_METRIC = "stayler_queue_stats_timestamp_seconds"
 
 @dataclass(frozen=True)
 class QueueSnapshot:
-    """One reading of the queue, as the ``queue_stats`` query returns it."""
+    """One reading of the queue, as the ``job_get_queue_stats`` query returns it."""
 
     as_of: datetime
     queued_by_priority: dict[str, int]
@@ -64,9 +64,9 @@ class QueueSnapshot:
 def read_snapshot(conn: psycopg.Connection, *, alive_within_s: float, cancelled_since: datetime | None
                   ) -> QueueSnapshot:
     """Read the queue's state; ``cancelled`` counts cancellations in (``cancelled_since``, ``as_of``]."""
-    row = conn.execute(Q.queue_stats, {"alive_within_s": alive_within_s}).fetchone()
+    row = conn.execute(Q.job_get_queue_stats, {"alive_within_s": alive_within_s}).fetchone()
     if row is None:  # pragma: no cover - the query always returns one row
-        raise RuntimeError("queue_stats returned no row")
+        raise RuntimeError("job_get_queue_stats returned no row")
     as_of, queued, available, scheduled, oldest, processing, failed, alive = row
     cancelled: dict[str, int] = {}
     if cancelled_since is not None:

@@ -46,13 +46,13 @@ def sweep_batch(conn: psycopg.Connection, storage: Storage, *, limit: int = 1000
     result = SweepResult()
     with conn.transaction():
         if keys is None:
-            rows = conn.execute(Q.storage_marker_due, {"limit": limit}).fetchall()
+            rows = conn.execute(Q.storage_marker_lock_due, {"limit": limit}).fetchall()
         else:
-            rows = conn.execute(Q.storage_marker_due_among, {"keys": list(keys)}).fetchall()
+            rows = conn.execute(Q.storage_marker_lock_due_among, {"keys": list(keys)}).fetchall()
         due = [r[0] for r in rows]
         if not due:
             return result, 0
-        unclaimed = {r[0] for r in conn.execute(Q.storage_marker_unclaimed, {"keys": due}).fetchall()}
+        unclaimed = {r[0] for r in conn.execute(Q.storage_keys_unclaimed, {"keys": due}).fetchall()}
         result.kept = len(due) - len(unclaimed)
         valid: list[str] = []
         for key in unclaimed:
@@ -63,7 +63,7 @@ def sweep_batch(conn: psycopg.Connection, storage: Storage, *, limit: int = 1000
         failed = set(storage.delete_many(valid)) if valid else set()
         result.failed = len(failed)
         result.deleted = len(valid) - len(failed)
-        conn.execute(Q.storage_marker_done, {"keys": [k for k in due if k not in failed]})
+        conn.execute(Q.storage_marker_delete, {"keys": [k for k in due if k not in failed]})
     if failed:
         log.warning("could not delete some objects; their markers stay for the next round",
                     extra={"failed": len(failed), "storage": storage.describe()})

@@ -208,7 +208,7 @@ class _Batch:
         if row.idempotency_key is None:
             return None
         with database_errors("reading the conversion of an idempotency key"):
-            found = self.conn.execute(Q.conversion_by_idempotency_key, {
+            found = self.conn.execute(Q.conversion_get_id_by_idempotency_key, {
                 "owner_id": self.owner.id, "idempotency_key": row.idempotency_key}).fetchone()
         return uuid.UUID(str(found[0])) if found else None
 

@@ -30,7 +30,7 @@ def submit(conn: psycopg.Connection, *, user_image_id: uuid.UUID, cloth_image_id
     woken right after the commit (``producer.wake``).
     """
     with database_errors("creating the conversion"):
-        row = conn.execute(Q.conversion_create, {
+        row = conn.execute(Q.create_conversion, {
             "user_id": user_id, "vendor_id": vendor_id, "user_image_id": user_image_id,
             "cloth_image_id": cloth_image_id, "conversion_type": conversion_type, "style_name": style_name,
             "priority": priority, "max_retries": max_retries, "metadata": json.dumps(dict(metadata or {})),
@@ -52,7 +52,7 @@ def cancel(conn: psycopg.Connection, conversion_id: uuid.UUID, *, user_id: uuid.
     if (user_id is None) == (vendor_id is None):
         raise ProducerError("owner_required", "cancelling needs exactly one of a user id or a vendor id")
     with database_errors("cancelling the conversion"):
-        row = conn.execute(Q.conversion_cancel, {"conversion_id": conversion_id, "user_id": user_id,
+        row = conn.execute(Q.cancel_conversion, {"conversion_id": conversion_id, "user_id": user_id,
                                                  "vendor_id": vendor_id}).fetchone()
     if row is None or row[0] is None:  # audited as not_found by the function
         raise ProducerError("conversion_not_found", f"conversion {conversion_id} does not exist")
@@ -62,7 +62,7 @@ def cancel(conn: psycopg.Connection, conversion_id: uuid.UUID, *, user_id: uuid.
 def operator_cancel(conn: psycopg.Connection, conversion_id: uuid.UUID, *, operator: str, reason: str) -> str:
     """Cancel anyone's conversion as an operator; the action is written to ``operator_actions``."""
     with database_errors("cancelling the conversion"):
-        row = conn.execute(Q.conversion_cancel_operator, {"conversion_id": conversion_id, "operator": operator,
+        row = conn.execute(Q.operator_cancel_conversion, {"conversion_id": conversion_id, "operator": operator,
                                                           "reason": reason}).fetchone()
     assert row is not None
     return str(row[0])
@@ -111,7 +111,7 @@ def conversion_stats(conn: psycopg.Connection, *, user_id: uuid.UUID | None = No
                      date_to: datetime | None = None) -> dict[str, Any]:
     """``get_conversion_stats()`` as a dict (numbers as ``int`` or ``float``, never ``Decimal``)."""
     with database_errors("reading conversion stats"), conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(Q.conversion_stats_get, {"user_id": user_id, "vendor_id": vendor_id,
+        row = cur.execute(Q.get_conversion_stats, {"user_id": user_id, "vendor_id": vendor_id,
                                                "date_from": date_from, "date_to": date_to}).fetchone()
     return _plain_numbers(row or {})
 
@@ -120,7 +120,7 @@ def image_stats(conn: psycopg.Connection, *, owner_id: uuid.UUID | None = None, 
                 image_type: str | None = None) -> dict[str, Any]:
     """``get_image_stats()`` as a dict (numbers as ``int`` or ``float``, never ``Decimal``)."""
     with database_errors("reading image stats"), conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(Q.image_stats_get, {"owner_id": owner_id, "owner_type": owner_type,
+        row = cur.execute(Q.get_image_stats, {"owner_id": owner_id, "owner_type": owner_type,
                                           "image_type": image_type}).fetchone()
     return _plain_numbers(row or {})
 

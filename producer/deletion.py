@@ -46,7 +46,7 @@ def delete_image(conn: psycopg.Connection, storage: Storage, image_id: uuid.UUID
                  user_id: uuid.UUID | None = None, vendor_id: uuid.UUID | None = None) -> Deletion:
     """Delete the owner's image, every conversion that used it, their results, and all their objects."""
     with database_errors("deleting the image"), conn.transaction():
-        keys = [r[0] for r in conn.execute(Q.image_delete, {"image_id": image_id,
+        keys = [r[0] for r in conn.execute(Q.delete_image, {"image_id": image_id,
                                                             **_owner(user_id, vendor_id)}).fetchall()]
     return Deletion(keys, _sweep_now(conn, storage, keys))
 
@@ -55,7 +55,7 @@ def delete_conversion(conn: psycopg.Connection, storage: Storage, conversion_id:
                       user_id: uuid.UUID | None = None, vendor_id: uuid.UUID | None = None) -> Deletion:
     """Delete the owner's conversion (cancelled first if running), its result and thumbnail."""
     with database_errors("deleting the conversion"), conn.transaction():
-        keys = [r[0] for r in conn.execute(Q.conversion_delete, {"conversion_id": conversion_id,
+        keys = [r[0] for r in conn.execute(Q.delete_conversion, {"conversion_id": conversion_id,
                                                                  **_owner(user_id, vendor_id)}).fetchall()]
     return Deletion(keys, _sweep_now(conn, storage, keys))
 
@@ -63,7 +63,7 @@ def delete_conversion(conn: psycopg.Connection, storage: Storage, conversion_id:
 def erase_preview(conn: psycopg.Connection, owner_type: str, owner_id: uuid.UUID) -> dict[str, int]:
     """What :func:`erase_owner` would delete, by table (and the object keys)."""
     with database_errors("counting the owner's data"):
-        row = conn.execute(Q.owner_erase_preview, {"owner_type": owner_type, "owner_id": owner_id}).fetchone()
+        row = conn.execute(Q.erase_owner_preview, {"owner_type": owner_type, "owner_id": owner_id}).fetchone()
     return dict(row[0]) if row else {}
 
 
@@ -75,7 +75,7 @@ def erase_owner(conn: psycopg.Connection, storage: Storage, owner_type: str, own
     them), in batches of ``batch_size``, until none is due.
     """
     with database_errors("erasing the owner"), conn.transaction():
-        row = conn.execute(Q.owner_erase, {"owner_type": owner_type, "owner_id": owner_id}).fetchone()
+        row = conn.execute(Q.erase_owner, {"owner_type": owner_type, "owner_id": owner_id}).fetchone()
     counts = dict(row[0]) if row else {}
     total = SweepResult()
     while True:

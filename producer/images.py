@@ -109,16 +109,16 @@ def register_image(conn: psycopg.Connection, storage: Storage, data: bytes, *, o
     # Durable markers first: a process that dies between the writes and the row leaves objects that
     # the leader's orphans duty deletes after the grace period (leader/sweep.py).
     with database_errors("registering the image"), conn.transaction():
-        conn.execute(Q.storage_marker_add, {"keys": keys, "grace_s": limits.orphan_grace_s})
+        conn.execute(Q.storage_markers_add, {"keys": keys, "grace_s": limits.orphan_grace_s})
     stored = storage.put(key, data)
     thumb = storage.put(thumb_key, make_thumbnail(decoded.to_pil(), limits.thumbnail_size))
     try:
         with database_errors("registering the image"), conn.transaction():
-            row = conn.execute(Q.storage_marker_take, {"keys": keys}).fetchone()
+            row = conn.execute(Q.storage_markers_take, {"keys": keys}).fetchone()
             if row is None or row[0] != len(keys):
                 raise StorageError("the upload outlived its grace period (STAYLER_ORPHAN_GRACE_S) and its "
                                    "objects were cleaned up; upload it again")
-            conn.execute(Q.image_register, {
+            conn.execute(Q.register_image, {
                 "image_id": image_id, "owner_id": owner_id, "owner_type": owner_type, "album_id": album_id,
                 "file_path": key, "file_name": display_name(file_name, key.rsplit("/", 1)[-1]),
                 "original_url": stored.url, "thumbnail_url": thumb.url, "file_size": len(data),
@@ -130,7 +130,7 @@ def register_image(conn: psycopg.Connection, storage: Storage, data: bytes, *, o
         # Best effort: whatever is left keeps its marker and goes with the orphans duty.
         with contextlib.suppress(Exception):
             if not storage.delete_many(keys):
-                conn.execute(Q.storage_marker_done, {"keys": keys})
+                conn.execute(Q.storage_marker_delete, {"keys": keys})
         raise
     return ImageRecord(image_id, key, stored.url, thumb.url, decoded.mime_type, decoded.width, decoded.height,
                        len(data))

@@ -22,9 +22,9 @@ from core.settings import get_settings
 from producer.errors import database_errors
 from schema.connections import connect
 from schema.queries import Q
+from schema.statuses import TERMINAL
 
 CHANNEL = "stayler_conversion_done"
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
 #: Re-read the statuses at least this often even without a notification (a lost connection, a
 #: listener that joined late): the fallback, not the path.
 POLL_FALLBACK_S = 5.0

@@ -89,6 +89,16 @@ def libpq_url(database_url: str) -> str:
     return re.sub(r"^(postgres(?:ql)?)\+[A-Za-z0-9_]+://", r"\1://", database_url)
 
 
+#: The committed order of the migrations (``schema/migrations/ORDER``): append only.
+MIGRATION_ORDER_FILE: Path = MIGRATIONS_DIR / "ORDER"
+
+
+def migration_order(path: Path = MIGRATION_ORDER_FILE) -> list[str]:
+    """The ids listed in ``ORDER``, in its order (``#`` lines and blank lines skipped)."""
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def migration_ids() -> list[str]:
     """Ids (file names without ``.sql``) of every migration in :data:`MIGRATIONS_DIR`, in order."""
     return sorted(

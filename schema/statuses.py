@@ -58,7 +58,7 @@ class UsageAction(StrEnum):
 
 
 #: Statuses a conversion or job never leaves (the same words for both).
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+TERMINAL: frozenset[str] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 #: Statuses of a job that still holds its conversion (at most one per conversion).
 ACTIVE_JOB: frozenset[str] = frozenset({JobStatus.QUEUED, JobStatus.PROCESSING})

@@ -25,6 +25,7 @@ from producer.batch import Owner, rows_from_csv, rows_from_folder, submit_batch
 from producer.conversions import ConversionStatus, conversion_stats, image_stats, operator_cancel
 from producer.errors import ProducerError
 from producer.images import ImageLimits
+from schema import statuses
 from schema.connections import connect
 from schema.statuses import TERMINAL
 from stayler.services import database, redis_server
@@ -205,7 +206,7 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
             result = operator_cancel(conn, args.id, operator=args.operator, reason=args.reason)
         else:
             result = cancel(conn, args.id, user_id=args.user_id, vendor_id=args.vendor_id)
-    if result != "cancelled":
+    if result != statuses.ConversionStatus.CANCELLED:
         # The API answers 409 invalid_status_transition here: nothing was cancelled, so say so and fail.
         print(f"stayler: error: invalid_status_transition: conversion {args.id} already ended: {result} "
               "(nothing was cancelled)", file=sys.stderr)

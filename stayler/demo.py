@@ -17,6 +17,7 @@ from producer import register_image, status, submit
 from producer.accounts import create_user, create_vendor
 from producer.conversions import ConversionStatus
 from producer.images import ImageLimits
+from schema import statuses
 from schema.connections import connect
 from schema.migrate import migrate_configured
 from schema.statuses import TERMINAL
@@ -65,7 +66,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
             rows = _wait(conn, ids, args.timeout, console)
             elapsed = time.monotonic() - started
         _summary(console, rows, elapsed, storage.describe())
-    done = sum(r.status == "completed" for r in rows)
+    done = sum(r.status == statuses.ConversionStatus.COMPLETED for r in rows)
     return 0 if done == len(ids) else 1
 
 

@@ -59,12 +59,12 @@ def audit(conn: psycopg.Connection, storage: Storage, *, grace_s: float, fix: bo
             progress("listing objects", len(listed), None)
     report.objects = len(listed)
     progress("listing objects", len(listed), len(listed))
-    row = conn.execute(Q.storage_audit_image_count).fetchone()
+    row = conn.execute(Q.image_count).fetchone()
     total_rows = int(row[0]) if row else 0
     unseen = set(listed)
     after = _NIL
     while True:
-        page = conn.execute(Q.storage_audit_images, {"after": after, "limit": _PAGE}).fetchall()
+        page = conn.execute(Q.image_list_keys, {"after": after, "limit": _PAGE}).fetchall()
         for image_id, keys, has_thumbnail in page:
             for i, key in enumerate(keys):
                 if key in listed:
@@ -81,7 +81,7 @@ def audit(conn: psycopg.Connection, storage: Storage, *, grace_s: float, fix: bo
     candidates = sorted(unseen)
     for start in range(0, len(candidates), _PAGE):
         chunk = candidates[start:start + _PAGE]
-        for (key,) in conn.execute(Q.storage_marker_unclaimed, {"keys": chunk}).fetchall():
+        for (key,) in conn.execute(Q.storage_keys_unclaimed, {"keys": chunk}).fetchall():
             if listed[key] > started - grace_s:
                 report.recent += 1
             else:
@@ -89,6 +89,6 @@ def audit(conn: psycopg.Connection, storage: Storage, *, grace_s: float, fix: bo
         progress("checking unclaimed objects", min(start + _PAGE, len(candidates)), len(candidates))
     if fix and report.orphans:
         with conn.transaction():
-            conn.execute(Q.storage_marker_mark_due, {"keys": report.orphans})
+            conn.execute(Q.storage_markers_due_now, {"keys": report.orphans})
         report.fixed = sweep_due(conn, storage, keys=report.orphans)
     return report

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from core.logs import bound
+from schema.statuses import JobStatus
 from storage import Storage, StorageError, StoredObject, attempt_keys, result_key
 from worker.errors import Failure, classify
 from worker.failpoints import Failpoints
@@ -334,11 +335,11 @@ class BatchPipeline:
                 record.outcome = "left"
                 log.exception("could not record a failure; leaving the job to the rescuer")
                 return True
-            if status == "queued":
+            if status == JobStatus.QUEUED:
                 record.outcome = "retried"
                 log.warning("attempt failed; retrying later",
                             extra={"error_type": failure.error_type, "error": failure.message})
-            elif status == "failed":
+            elif status == JobStatus.FAILED:
                 record.outcome = "failed"
                 log.warning("conversion failed", extra={"error_type": failure.error_type, "error": failure.message})
             else:

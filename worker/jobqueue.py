@@ -39,6 +39,7 @@ from core.logs import first_line
 from schema.connections import ConnectionSettings, connection_kwargs
 from schema.deadline import WATCHDOG
 from schema.queries import Q
+from schema.statuses import JobStatus
 from worker.config import WorkerSettings
 from worker.errors import Failure
 from worker.jobs import Claim, Completion
@@ -283,7 +284,7 @@ class JobQueue:
         if not held:
             return set()
         params = {"job_ids": [job_id for job_id, _ in held], "attempts": [attempt for _, attempt in held]}
-        rows = self._retrying("renewing claims", lambda conn: conn.execute(Q.job_renew_batch, params).fetchall())
+        rows = self._retrying("renewing claims", lambda conn: conn.execute(Q.jobs_heartbeat, params).fetchall())
         return {row[0] for row in rows}
 
     def release(self, held: Sequence[tuple[uuid.UUID, int]]) -> list[uuid.UUID]:
@@ -291,7 +292,7 @@ class JobQueue:
         if not held:
             return []
         params = {"job_ids": [job_id for job_id, _ in held], "attempts": [attempt for _, attempt in held]}
-        rows = self._retrying("releasing claims", lambda conn: conn.execute(Q.job_release_batch, params).fetchall())
+        rows = self._retrying("releasing claims", lambda conn: conn.execute(Q.jobs_release, params).fetchall())
         return [row[0] for row in rows]
 
 
@@ -334,7 +335,7 @@ class JobQueue:
 
     def _complete_on(self, conn: psycopg.Connection, completions: Sequence[Completion]
                      ) -> dict[uuid.UUID, CompletionOutcome]:
-        rows = conn.execute(Q.job_complete_batch, {"items": completion_items(completions)}).fetchall()
+        rows = conn.execute(Q.jobs_complete, {"items": completion_items(completions)}).fetchall()
         return {row[0]: ("completed" if row[1] is not None else "fenced") for row in rows}
 
     def _resolve(self, completions: Sequence[Completion]) -> dict[uuid.UUID, CompletionOutcome]:
@@ -347,14 +348,14 @@ class JobQueue:
         while pending:
             try:
                 params = {"job_ids": [c.claim.job_id for c in pending]}
-                rows = self._once(lambda conn, p=params: conn.execute(Q.job_outcome_batch, p).fetchall())  # type: ignore[misc]
+                rows = self._once(lambda conn, p=params: conn.execute(Q.job_get_outcomes, p).fetchall())  # type: ignore[misc]
                 state = {row[0]: (row[1], row[2], row[3]) for row in rows}
                 again: list[Completion] = []
                 for c in pending:
                     status, attempt, result_key = state.get(c.claim.job_id, (None, None, None))
-                    if status == "completed" and attempt == c.claim.attempt and result_key == c.file_path:
+                    if status == JobStatus.COMPLETED and attempt == c.claim.attempt and result_key == c.file_path:
                         outcome[c.claim.job_id] = "completed"
-                    elif status == "processing" and attempt == c.claim.attempt:
+                    elif status == JobStatus.PROCESSING and attempt == c.claim.attempt:
                         again.append(c)
                     else:
                         outcome[c.claim.job_id] = "fenced"
@@ -405,7 +406,7 @@ class JobQueue:
         False when its registry row is gone (pruned while the process was frozen): register again.
         """
         params = {"id": self.worker_id, "services_down": services_down}
-        row = self._retrying("renewing the worker", lambda conn: conn.execute(Q.worker_renew, params).fetchone())
+        row = self._retrying("renewing the worker", lambda conn: conn.execute(Q.workers_renew, params).fetchone())
         return bool(row and row[0])
 
     def stop_worker(self) -> None:
@@ -429,7 +430,7 @@ def completion_items(completions: Sequence[Completion]) -> str:
 
 def _release_claim_work(token: uuid.UUID) -> Callable[[psycopg.Connection], list[Any]]:
     def work(conn: psycopg.Connection) -> list[Any]:
-        return conn.execute(Q.job_release_claim, {"claim_token": token}).fetchall()
+        return conn.execute(Q.jobs_release_claim, {"claim_token": token}).fetchall()
 
     return work
 

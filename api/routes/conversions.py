@@ -30,6 +30,7 @@ from api.schemas import ConversionIn, ConversionOut, ConversionPage, ConversionS
 from api.waiters import wait_for_end
 from producer.conversions import cancel
 from producer.errors import ProducerError
+from schema import statuses
 from schema.queries import Q
 
 router = APIRouter(prefix="/v1", tags=["conversions"])
@@ -39,7 +40,7 @@ MAX_WAIT_S = 60
 def fetch(conn: psycopg.Connection, principal: Principal, conversion_id: uuid.UUID) -> dict[str, Any]:
     """The caller's conversion, or 404 (also when it is another owner's)."""
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(Q.api_conversion_get, {"id": conversion_id, **principal.owner_params()}).fetchone()
+        row = cur.execute(Q.conversion_get_owned, {"id": conversion_id, **principal.owner_params()}).fetchone()
     if row is None:
         raise Problem("conversion_not_found")
     return row
@@ -85,7 +86,7 @@ async def create_conversion(ctx: Context, principal: Producer, body: ConversionI
 def _hide_inaccessible(conn: psycopg.Connection, principal: Principal, body: ConversionIn) -> None:
     """A wrong-type image the caller may not use reads as missing (its existence is not theirs to know)."""
     for image_id in (body.user_image_id, body.cloth_image_id):
-        row = conn.execute(Q.api_image_accessible, {"id": image_id, "owner_id": principal.owner_id,
+        row = conn.execute(Q.image_check_accessible, {"id": image_id, "owner_id": principal.owner_id,
                                                     "owner_type": principal.owner_type}).fetchone()
         if row is None or not row[0]:
             raise Problem("image_not_found")
@@ -131,7 +132,7 @@ def _page(conn: psycopg.Connection, principal: Principal, status: str | None, li
         return []
     with conn.cursor(row_factory=dict_row) as cur:
         cur.adapters.register_loader("jsonb", TextLoader)  # metadata stays the database's JSON text
-        return cur.execute(Q.api_conversions_get_many, {"ids": ids, **principal.owner_params()}).fetchall()
+        return cur.execute(Q.conversion_get_many_owned, {"ids": ids, **principal.owner_params()}).fetchall()
 
 
 @router.get("/conversions", response_model=ConversionPage, summary="List the caller's conversions")
@@ -167,7 +168,7 @@ async def cancel_conversion(ctx: Context, principal: Producer, conversion_id: uu
     def work(conn: psycopg.Connection) -> dict[str, Any]:
         fetch(conn, principal, conversion_id)  # 404 for anyone but the owner, before anything moves
         status = cancel(conn, conversion_id, user_id=principal.user_id, vendor_id=principal.vendor_id)
-        if status != "cancelled":
+        if status != statuses.ConversionStatus.CANCELLED:
             raise Problem("invalid_status_transition", f"the conversion already ended: {status}")
         return fetch(conn, principal, conversion_id)
 
@@ -178,7 +179,7 @@ async def _object(ctx: ApiContext, principal: Principal, conversion_id: uuid.UUI
                   which: Literal["result", "thumbnail"]) -> Response:
     row = await ctx.db.run(fetch, principal, conversion_id)
     key = row.get("result_key") if which == "result" else thumbnail_key_of(row)
-    if row["status"] != "completed" or not key:
+    if row["status"] != statuses.ConversionStatus.COMPLETED or not key:
         raise Problem("result_not_available", f"the conversion is {row['status']}")
     url = presign(ctx.storage, key, url_ttl_s(ctx.settings))
     if url is not None:

@@ -38,7 +38,7 @@ def _register(conn: psycopg.Connection, storage: Storage, data: bytes, principal
               limits: ImageLimits, file_name: str | None, album_id: uuid.UUID | None, is_public: bool,
               tags: list[str], metadata: dict[str, Any]) -> ImageOut:
     if album_id is not None:
-        row = conn.execute(Q.api_album_owned, {"id": album_id, "owner_id": principal.owner_id,
+        row = conn.execute(Q.album_check_owned, {"id": album_id, "owner_id": principal.owner_id,
                                                "owner_type": principal.owner_type}).fetchone()
         if row is None or not row[0]:
             raise Problem("not_found", "the album does not exist")

@@ -62,10 +62,10 @@ def backoff_s(attempt: int, settings: Settings) -> float:
 def payload(conn: psycopg.Connection, delivery: dict[str, Any], storage: Storage, settings: Settings) -> bytes:
     """The event body: ``type``, ``timestamp`` and the conversion as ``GET /v1/conversions/{id}`` shows it."""
     row = None
-    owner = conn.execute(Q.webhook_conversion_owner, {"conversion_id": delivery["conversion_id"]}).fetchone()
+    owner = conn.execute(Q.conversion_get_owner, {"conversion_id": delivery["conversion_id"]}).fetchone()
     if owner is not None:
         with conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(Q.api_conversions_get_many, {"ids": [delivery["conversion_id"]], "user_id": owner[0],
+            row = cur.execute(Q.conversion_get_many_owned, {"ids": [delivery["conversion_id"]], "user_id": owner[0],
                                                            "vendor_id": owner[1]}).fetchone()
     data: dict[str, Any] = {"id": str(delivery["conversion_id"])}
     if row is not None:
@@ -227,7 +227,7 @@ class Sender:
                                                     "status_code": outcome.status_code,
                                                     "latency_ms": outcome.latency_ms, "error": outcome.error})
             if outcome.error is None:
-                conn.execute(Q.webhook_delivery_delivered, ids)
+                conn.execute(Q.webhook_delivery_mark_delivered, ids)
                 log.info("webhook delivered", extra={"delivery_id": str(delivery["id"]),
                                                      "status": outcome.status_code})
                 return
@@ -247,7 +247,7 @@ class Sender:
             return 0
         after, done = uuid.UUID(int=0), 0
         while True:
-            rows = conn.execute(Q.webhook_secrets_to_rewrap, {"prefix": self.box.primary, "after": after,
+            rows = conn.execute(Q.webhook_endpoint_list_secrets_to_rewrap, {"prefix": self.box.primary, "after": after,
                                                                "limit": REWRAP_BATCH}).fetchall()
             for endpoint_id, stored in rows:
                 try:
@@ -255,7 +255,7 @@ class Sender:
                 except ValueError as exc:
                     log.warning("webhook secret not re-encrypted: %s", exc, extra={"endpoint_id": str(endpoint_id)})
                     continue
-                done += conn.execute(Q.webhook_secret_rewrap, {"id": endpoint_id, "old": stored,
+                done += conn.execute(Q.webhook_endpoint_rewrap_secret, {"id": endpoint_id, "old": stored,
                                                                "new": sealed}).rowcount
             if len(rows) < REWRAP_BATCH:
                 if done:

@@ -21,6 +21,7 @@ import psycopg
 
 from leader.duties import Duty
 from schema.queries import Q
+from schema.statuses import ConversionStatus
 from storage import Storage, StorageError, attempt_keys, result_prefix
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class CleanDuty(Duty):
             if attempt > 0:
                 continue
             try:
-                if conversion_status in (None, "failed", "cancelled"):
+                if conversion_status in (None, ConversionStatus.FAILED, ConversionStatus.CANCELLED):
                     self.removed += self.storage.delete_prefix(result_prefix(conversion_id))
             except StorageError as exc:
                 # The store is down or refusing (an S3 outage): one line, and the rest of the round
@@ -61,7 +62,7 @@ class CleanDuty(Duty):
                 log.exception("could not delete files of a conversion; will retry",
                               extra={"conversion_id": str(conversion_id), "attempt": attempt})
                 continue
-            conn.execute(Q.storage_cleanup_done, {"conversion_id": conversion_id, "attempt": attempt})
+            conn.execute(Q.storage_cleanup_delete, {"conversion_id": conversion_id, "attempt": attempt})
             handled += 1
         return handled
 
@@ -75,7 +76,7 @@ class CleanDuty(Duty):
         for (conversion_id, attempt), mine in keys.items():
             if failed.intersection(mine):
                 continue
-            conn.execute(Q.storage_cleanup_done, {"conversion_id": conversion_id, "attempt": attempt})
+            conn.execute(Q.storage_cleanup_delete, {"conversion_id": conversion_id, "attempt": attempt})
             handled += 1
         if failed:
             log.warning("could not delete files of lost attempts; will retry next round",

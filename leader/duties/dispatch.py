@@ -44,9 +44,9 @@ class DispatchDuty(Duty):
 
     def run_once(self, conn: psycopg.Connection) -> int:
         """One round; returns the messages sent."""
-        conn.execute(Q.job_promote_scheduled, {"limit": PROMOTE_LIMIT})
-        conn.execute(Q.job_stamp_unowned, {"limit": PROMOTE_LIMIT})
-        paused = conn.execute(Q.console_dispatch_paused).fetchone()
+        conn.execute(Q.jobs_promote_scheduled, {"limit": PROMOTE_LIMIT})
+        conn.execute(Q.jobs_stamp_unowned, {"limit": PROMOTE_LIMIT})
+        paused = conn.execute(Q.fleet_control_get_paused).fetchone()
         if paused is not None and paused[0]:  # an operator paused dispatch (the console, fleet_controls)
             sent = 0
         else:
@@ -55,7 +55,7 @@ class DispatchDuty(Duty):
             waiting = waiting_messages(self.broker, self.queue_name)
             count = messages_to_send(ready, waiting, self.batch_size, self.max_waiting)
             sent = send_claim_messages(self.broker, self.queue_name, count)
-        row = conn.execute(Q.job_next_scheduled_in).fetchone()
+        row = conn.execute(Q.job_get_next_scheduled_in).fetchone()
         self.wake_in_s = max(float(row[0]), 0.0) if row and row[0] is not None else None
         self.rounds += 1
         self.messages_sent += sent

@@ -19,6 +19,7 @@ import psycopg
 
 from leader.duties import Duty
 from schema.queries import Q
+from schema.statuses import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class RescueDuty(Duty):
 
     def run_once(self, conn: psycopg.Connection) -> int:
         """One round; returns the jobs rescued or ended."""
-        rows = conn.execute(Q.job_rescue_stale, {
+        rows = conn.execute(Q.jobs_rescue, {
             "stale_after_s": self.rescue_after_s, "backoff_base_s": self.backoff_base_s,
             "backoff_max_s": self.backoff_max_s, "limit": self.limit,
         }).fetchall()
@@ -60,13 +61,13 @@ class RescueDuty(Duty):
             done += 1
             log.warning("rescued a job from a dead worker", extra=extra)
             self.rescued += 1
-            if new_status == "failed":
+            if new_status == JobStatus.FAILED:
                 self.rescued_failed += 1
             if self.on_rescue is not None:
                 self.on_rescue(new_status)
-        for job_id, conversion_id, new_status in conn.execute(Q.job_end_orphaned, {"limit": self.limit}).fetchall():
+        for job_id, conversion_id, new_status in conn.execute(Q.jobs_end_orphaned, {"limit": self.limit}).fetchall():
             done += 1
             log.warning("ended a job whose conversion had already ended",
                         extra={"job_id": str(job_id), "conversion_id": str(conversion_id), "new_status": new_status})
-        conn.execute(Q.worker_mark_stopped, {"stale_after_s": self.rescue_after_s})
+        conn.execute(Q.workers_mark_stopped, {"stale_after_s": self.rescue_after_s})
         return done

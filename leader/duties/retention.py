@@ -42,14 +42,14 @@ class RetentionDuty(Duty):
         self.batch_size = settings.retention_batch_size
         self.max_batches = settings.retention_max_batches
         self.prunes = [
-            Prune("conversion_jobs", Q.retention_prune_jobs, settings.retention_jobs_after_s),
-            Prune("workers", Q.retention_prune_workers, settings.retention_workers_after_s),
-            Prune("image_usage_history", Q.retention_prune_usage_history, settings.retention_usage_history_after_s),
-            Prune("conversion_metrics", Q.retention_prune_metrics, settings.retention_metrics_after_s),
-            Prune("operator_actions", Q.retention_prune_operator_actions,
+            Prune("conversion_jobs", Q.prune_finished_jobs, settings.retention_jobs_after_s),
+            Prune("workers", Q.prune_stopped_workers, settings.retention_workers_after_s),
+            Prune("image_usage_history", Q.prune_image_usage_history, settings.retention_usage_history_after_s),
+            Prune("conversion_metrics", Q.prune_conversion_metrics, settings.retention_metrics_after_s),
+            Prune("operator_actions", Q.prune_operator_actions,
                   settings.retention_operator_actions_after_s),
-            Prune("webhook_deliveries", Q.retention_prune_webhook_deliveries, settings.retention_webhooks_after_s),
-            Prune("webhook_events", Q.retention_prune_webhook_events, settings.retention_webhooks_after_s),
+            Prune("webhook_deliveries", Q.prune_webhook_deliveries, settings.retention_webhooks_after_s),
+            Prune("webhook_events", Q.prune_webhook_events, settings.retention_webhooks_after_s),
         ]
 
     def run_once(self, conn: psycopg.Connection) -> int:

@@ -20,7 +20,7 @@ def claim_jobs(conn: psycopg.Connection, worker_id: str, limit: int) -> list[Cla
 
 def complete_jobs(conn: psycopg.Connection, completions: Sequence[Completion]) -> dict[uuid.UUID, uuid.UUID | None]:
     """Run the fenced completion; job id → result image id, or None when fenced out."""
-    rows = conn.execute(Q.job_complete_batch, {"items": completion_items(completions)}).fetchall()
+    rows = conn.execute(Q.jobs_complete, {"items": completion_items(completions)}).fetchall()
     return {row[0]: row[1] for row in rows}
 
 

@@ -38,7 +38,7 @@ def test_a_release_by_claim_token_is_logged_as_a_release(db: psycopg.Connection)
     [claim] = claim_jobs(db, "w1", 1)
     token = db.execute("SELECT claim_token FROM conversion_jobs WHERE id = %s", (claim.job_id,)).fetchone()
     assert token is not None and token[0] is not None
-    db.execute(Q.job_release_claim, {"claim_token": token[0]})
+    db.execute(Q.jobs_release_claim, {"claim_token": token[0]})
     assert _attempts(db, conv) == [(1, "released", None, None)]
 
 
@@ -62,11 +62,11 @@ def test_a_heartbeat_makes_a_worker_marked_stopped_live_again(db: psycopg.Connec
     db.execute(Q.worker_register, {"id": "w1", "hostname": "h", "pid": 1, "concurrency": 1,
                                    "model_name": "m", "model_version": "v"})
     db.execute("UPDATE workers SET heartbeat_at = now() - interval '1 hour'")
-    db.execute(Q.worker_mark_stopped, {"stale_after_s": 30})
+    db.execute(Q.workers_mark_stopped, {"stale_after_s": 30})
     assert db.execute("SELECT stopped_at IS NOT NULL FROM workers").fetchone() == (True,)
-    assert db.execute(Q.worker_renew, {"id": "w1", "services_down": None}).fetchone() == (True,)
+    assert db.execute(Q.workers_renew, {"id": "w1", "services_down": None}).fetchone() == (True,)
     assert db.execute("SELECT stopped_at IS NULL, heartbeat_at > now() - interval '5 seconds' FROM workers"
                       ).fetchone() == (True, True)
     # The 7-day prune reads the truth: a live worker is not pruned.
     assert db.execute("SELECT prune_stopped_workers(interval '1 second')").fetchone() == (0,)
-    assert db.execute(Q.worker_renew, {"id": "gone", "services_down": None}).fetchone() == (False,)
+    assert db.execute(Q.workers_renew, {"id": "gone", "services_down": None}).fetchone() == (False,)

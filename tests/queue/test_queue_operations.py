@@ -219,7 +219,7 @@ def test_heartbeat_renews_only_claims_still_held(db: psycopg.Connection) -> None
     conv2 = make_conversion(db)
     claims = claim_jobs(db, "w1", 2)
     db.execute("SELECT operator_cancel_conversion(%s, 'test', 'test')", (conv2,))
-    rows = db.execute(Q.job_renew_batch, {"job_ids": [c.job_id for c in claims],
+    rows = db.execute(Q.jobs_heartbeat, {"job_ids": [c.job_id for c in claims],
                                           "attempts": [c.attempt for c in claims]}).fetchall()
     held = {r[0] for r in rows}
     assert held == {c.job_id for c in claims if c.conversion_id != conv2}

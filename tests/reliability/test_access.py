@@ -242,12 +242,12 @@ def test_worker_role_runs_the_queue(db: psycopg.Connection, db_url: str, world: 
             [claimed] = cur.execute(claim_sql, params).fetchall()
         assert claimed["conversion_id"] == cid
         job, attempt = claimed["job_id"], claimed["attempt"]
-        assert worker.execute(Q.job_renew_batch, {"job_ids": [job], "attempts": [attempt]}).fetchall() == [(job,)]
+        assert worker.execute(Q.jobs_heartbeat, {"job_ids": [job], "attempts": [attempt]}).fetchall() == [(job,)]
         key = f"results/{cid}/a{attempt}.jpg"
         items = [{"job_id": str(job), "attempt": attempt, "file_path": key, "file_name": "a.jpg",
                   "original_url": key, "thumbnail_url": None, "file_size": 10, "mime_type": "image/jpeg",
                   "width": 1, "height": 1, "processing_time_ms": 5, "ai_model_version": "m"}]
-        [(done, result)] = worker.execute(Q.job_complete_batch, {"items": json.dumps(items)}).fetchall()
+        [(done, result)] = worker.execute(Q.jobs_complete, {"items": json.dumps(items)}).fetchall()
         assert done == job and result is not None
         _denied(worker, "SELECT create_conversion(user_id := %s, user_image_id := %s, cloth_image_id := %s)",
                 (world.alice, world.img["alice_person"], world.img["alice_garment"]))

@@ -167,10 +167,9 @@ def nested_plans(conn: psycopg.Connection[Any], call: str, params: Any = None) -
 
 
 def test_the_real_rescue_reads_no_whole_table(big_db: psycopg.Connection[Any]) -> None:
-    """The statements inside the rescue function itself (``Q.job_rescue_*``), as the leader calls it."""
-    [name] = [n for n in Q.names() if n.startswith("job_rescue")]
+    """The statements inside the rescue function itself (``Q.jobs_rescue``), as the leader calls it."""
     params = {"stale_after_s": 60.0, "backoff_base_s": 1.0, "backoff_max_s": 300.0, "limit": 100}
-    nodes = nested_plans(big_db, getattr(Q, name), params)
+    nodes = nested_plans(big_db, Q.jobs_rescue, params)
     assert nodes  # the function's statements were seen
     assert not seq_scans(nodes, "conversion_jobs")
 

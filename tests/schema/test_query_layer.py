@@ -13,13 +13,12 @@ import psycopg
 import pytest
 
 from schema.current import CURRENT_FILE, defining_migrations, render
-from schema.queries import Q
+from schema.queries import ENTITIES, QUERIES_DIR, Q, entity_of, load_file
 from schema.statuses import TERMINAL, ConversionStatus, ImageType, JobStatus, OwnerType, UsageAction
 from worker.errors import ERROR_TYPES
 
 ROOT = Path(__file__).resolve().parents[2]
 SKIP_DIRS = {".venv", ".state", ".git", "node_modules", "build", "dist", "bench-results"}
-PLURAL_ENTITIES = {"jobs", "conversions", "images", "workers", "users", "vendors", "webhooks", "keys"}
 
 
 def _python_files() -> list[Path]:
@@ -60,9 +59,66 @@ def test_every_named_query_used_in_the_code_exists() -> None:
     assert missing == []
 
 
-def test_query_names_follow_one_scheme() -> None:
-    """entity_verb[_qualifier], lower case, the entity singular."""
-    bad = [n for n in Q.names() if not re.fullmatch(r"[a-z]+(_[a-z]+)+", n) or n.split("_")[0] in PLURAL_ENTITIES]
+def _functions(db: psycopg.Connection[Any]) -> set[str]:
+    return {r[0] for r in db.execute("SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace")}
+
+
+def _tables(db: psycopg.Connection[Any]) -> set[str]:
+    return {r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+def _normalized(sql: str) -> str:
+    """A statement without comments, parameter names or layout: two names for it compare equal."""
+    return " ".join(re.sub(r"%\(\w+\)s", "%s", re.sub(r"--[^\n]*", "", sql)).split())
+
+
+def test_the_entities_are_tables_of_the_migrated_schema(db: psycopg.Connection[Any]) -> None:
+    tables = _tables(db)
+    assert {t for ts in ENTITIES.values() for t in ts} <= tables
+
+
+def test_each_query_is_named_after_its_function_or_its_entity(db: psycopg.Connection[Any]) -> None:
+    """A query calling a schema function has that function's name; any other is entity_verb[_qualifier]
+    with an entity of ``schema.queries.ENTITIES`` whose table the statement reads or writes."""
+    functions = _functions(db)
+    bad = []
+    for name in Q.names():
+        sql = re.sub(r"--[^\n]*", "", getattr(Q, name))
+        called = {f for f in functions if re.search(rf"\b{f}\s*\(", sql)}
+        if name in functions:
+            if name not in called:
+                bad.append(f"{name}: named after a function it does not call")
+            continue
+        entity = entity_of(name)
+        if entity is None or not re.fullmatch(rf"{entity}(_[a-z]+)+", name):
+            bad.append(f"{name}: no entity of ENTITIES, or not entity_verb[_qualifier]")
+        elif ENTITIES[entity] and not any(re.search(rf"\b{t}\b", sql) for t in ENTITIES[entity]):
+            bad.append(f"{name}: touches none of {ENTITIES[entity]}")
+        elif called - {"fair_owner_in", "image_object_keys"}:
+            bad.append(f"{name}: calls {sorted(called)} but is not named after it")
+    assert bad == []
+
+
+def test_no_two_names_hold_the_same_statement() -> None:
+    by_statement: dict[str, list[str]] = {}
+    for name in Q.names():
+        by_statement.setdefault(_normalized(getattr(Q, name)), []).append(name)
+    assert [names for names in by_statement.values() if len(names) > 1] == []
+
+
+def test_each_file_holds_its_entity() -> None:
+    """``queries/<stem>.sql`` holds the queries of entity <stem> (or of an entity it starts or
+    whose tables it covers: ``job_attempt`` in job.sql, ``user`` in owner.sql), and any function's."""
+    bad = []
+    for path in sorted(QUERIES_DIR.glob("*.sql")):
+        names = list(load_file(path))
+        assert names, path.name
+        stem_tables = set(ENTITIES.get(path.stem, ()))
+        for name in names:
+            entity = entity_of(name)
+            if entity is None or entity.startswith(path.stem) or stem_tables >= set(ENTITIES[entity]) > set():
+                continue
+            bad.append(f"{path.name}: {name}")
     assert bad == []
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from leader.gauges import QueueGauges
+from schema.statuses import JobStatus
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -144,7 +145,7 @@ def record_batch(report: BatchReport, now: float | None = None) -> None:
 def record_rescue(new_status: str) -> None:
     """The leader rescued a job of a dead worker (``DispatcherStats.on_rescue`` callback)."""
     if _METRICS is not None:
-        _METRICS.rescued.labels("failed" if new_status == "failed" else "queued").inc()
+        _METRICS.rescued.labels(JobStatus.FAILED if new_status == JobStatus.FAILED else JobStatus.QUEUED).inc()
 
 
 def record_heartbeat(at: float | None = None) -> None:
