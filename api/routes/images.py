@@ -57,7 +57,8 @@ async def upload_image(
     type: Annotated[Literal["user", "cloth"], Form(description="a person photo (user) or a garment (cloth)")],
     is_public: Annotated[bool, Form()] = False,
     album_id: Annotated[uuid.UUID | None, Form()] = None,
-    tags: Annotated[list[str] | None, Form(description="repeat the field for several tags: at most 32, each of 1 to 64 characters")] = None,
+    tags: Annotated[list[str] | None,
+                    Form(description="repeat the field for several tags: at most 32 of 1 to 64 characters")] = None,
     metadata: Annotated[str | None, Form(description="a JSON object")] = None,
 ) -> ImageOut:
     """Validate the image (content sniffing, byte and pixel limits, full decode), store it and its
