@@ -119,9 +119,9 @@ def record_batch(report: BatchReport, now: float | None = None) -> None:
     for job in report.jobs:
         kind = job.claim.conversion_type
         error_type = job.error_type or "internal"
-        if job.outcome == "completed":
+        if job.outcome == JobStatus.COMPLETED:
             m.completed.labels(kind).inc()
-        elif job.outcome == "failed":
+        elif job.outcome == JobStatus.FAILED:
             m.failed.labels(kind, error_type).inc()
         elif job.outcome == "retried":
             m.retried.labels(kind, error_type).inc()
@@ -129,7 +129,7 @@ def record_batch(report: BatchReport, now: float | None = None) -> None:
             m.dropped.labels(kind).inc()
         elif job.outcome == "released":
             m.released.labels(kind).inc()
-        if job.outcome in ("completed", "failed"):
+        if job.outcome in (JobStatus.COMPLETED, JobStatus.FAILED):
             waited = max(now - job.claim.enqueued_at.timestamp(), 0.0)
             m.end_to_end.labels(kind, job.outcome).observe(waited)
     for timings in report.item_stage_seconds:
