@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from leader.gauges import QueueGauges
+from leader.queue_gauges import QueueGauges
 
 
 class GaugesDuty:

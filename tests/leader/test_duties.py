@@ -183,7 +183,7 @@ def test_cleanup_during_a_storage_outage_logs_one_line_and_waits_for_the_next_ro
 
 def test_the_leader_runs_every_duty_of_the_design(tmp_path: Path) -> None:
     from core.settings import Settings
-    from leader.fleet import default_duties
+    from leader.assembly import default_duties
 
     broker = StaylerRedisBroker(client=fakeredis.FakeRedis(), namespace="t")
     names = [d.name for d in default_duties(Settings(), broker, LocalStorage(tmp_path))]
