@@ -12,6 +12,7 @@ import tomllib
 from collections import defaultdict
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import grimp
 
@@ -19,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 Edge = tuple[str, str]
 
 
-def _config() -> dict:  # type: ignore[type-arg]
+def _config() -> dict[str, Any]:
     with (ROOT / "pyproject.toml").open("rb") as f:
-        return tomllib.load(f)["tool"]["importlinter"]  # type: ignore[no-any-return]
+        config: dict[str, Any] = tomllib.load(f)["tool"]["importlinter"]
+    return config
 
 
 def floors() -> list[list[str]]:
@@ -56,7 +58,8 @@ def circles() -> list[list[str]]:
         succ[a].add(b)
 
     def reach(start: str) -> set[str]:
-        seen, todo = set(), [start]
+        seen: set[str] = set()
+        todo = [start]
         while todo:
             for nxt in succ[todo.pop()] - seen:
                 seen.add(nxt)
