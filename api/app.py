@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -81,8 +81,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _problem_response(request, Problem("internal"))
 
 
-def create_app(settings: Settings, database_url: str, *, storage: Storage | None = None) -> FastAPI:
-    """The API for ``database_url`` with ``settings`` (storage from the settings unless given)."""
+def create_app(settings: Settings, database_url: str, *, storage: Storage | None = None,
+               mounts: Sequence[Callable[[FastAPI], None]] = ()) -> FastAPI:
+    """The API for ``database_url`` with ``settings`` (storage from the settings unless given).
+
+    ``mounts`` add more to the app after the API's routes and before its middleware (the shell mounts
+    the console this way: :mod:`stayler.web`), so the API never imports them.
+    """
     metrics = ApiMetrics()
     ctx = ApiContext(settings=settings, db=Database(database_url, settings.api_db_pool_size, settings),
                      storage=storage or open_storage(settings), hub=CompletionHub(database_url), metrics=metrics,
@@ -110,9 +115,8 @@ def create_app(settings: Settings, database_url: str, *, storage: Storage | None
     for module in (images, conversions, deletion, stats, webhooks, health):
         app.include_router(module.router)
     mount_docs(app)
-    from console.web import mount_console  # the operations console (imported here: it imports api)
-
-    mount_console(app)
+    for mount in mounts:
+        mount(app)
     app.add_middleware(BodyGuardMiddleware, settings=settings)
     app.add_middleware(BodyLimitMiddleware, upload_limit=settings.api_max_upload_bytes)
     app.add_middleware(AccessLogMiddleware, metrics=metrics)

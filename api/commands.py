@@ -15,17 +15,22 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from api.keys import create_key, list_keys, revoke_key
+from core.services import database
 from core.settings import Settings
 from schema.connections import connect
 from schema.migrate import migrate_configured
-from stayler.services import database
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import uvicorn
+    from fastapi import FastAPI
+
+    AppFactory = Callable[[Settings, str], FastAPI]
 
 
-def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    """stayler api: migrate, then serve the HTTP API with uvicorn."""
+def cmd_api(args: argparse.Namespace, settings: Settings, app_factory: AppFactory | None = None) -> int:
+    """stayler api: migrate, then serve the HTTP API with uvicorn (the app from ``app_factory``: the shell's)."""
     import uvicorn
 
     from api.app import create_app
@@ -33,7 +38,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("uvicorn.error").addFilter(_drop_color_message)
     with database(settings) as url:
         migrate_configured(settings, url)
-        app = create_app(settings, url)
+        app = (app_factory or create_app)(settings, url)
         # Our access-log middleware writes one structured line per request; uvicorn's would be a second.
         # Forwarded headers are honoured by api.forwarded from STAYLER_API_TRUSTED_PROXIES only.
         config = uvicorn.Config(app, host=args.host or settings.api_host, port=args.port if args.port is not None

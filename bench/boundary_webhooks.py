@@ -26,7 +26,7 @@ import psycopg
 
 from bench.common import SMOKE, Row, Services, Sizes
 from core.settings import Settings
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from producer.accounts import create_user
 from producer.conversions import cancel, submit
 from producer.images import ImageLimits, register_image

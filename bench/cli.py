@@ -15,7 +15,7 @@ NAMES = ("queue", "inference", "latency", "scale", "memory", "enqueue", "api", "
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``bench`` command group; each subcommand sets ``handler`` (or ``func`` for ``model``)."""
+    """Add the ``bench`` command group; each subcommand sets ``handler``."""
     bench = subparsers.add_parser(
         "bench", help="benchmarks side by side in one run (docs/benchmarks.md)",
         description="Run benchmarks on the configured (or embedded) PostgreSQL and Redis, each in a fresh "
@@ -48,12 +48,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="do not write the tables into docs/benchmarks.md and README.md (a full-size run "
                             "of `all` writes the whole table, a full-size profile its stage table)")
         p.set_defaults(handler=cmd_bench, bench_names=NAMES if name == "all" else (name,))
-    from modelkit.bench import add_bench_arguments, bench_model_main
+    from modelkit.bench import add_bench_arguments
 
     model = sub.add_parser("model", help="the model bench: the runner vs a bare onnxruntime loop",
                            description="Runner throughput against a bare onnxruntime loop (modelkit/bench.py).")
     add_bench_arguments(model)
-    model.set_defaults(func=bench_model_main)
+    model.set_defaults(handler=cmd_bench_model)
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -64,3 +64,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     run(args.bench_names, smoke=args.smoke, out_dir=args.out, settings=settings, command=command,
         publish_docs=not args.no_docs)
     return 0
+
+
+def cmd_bench_model(args: argparse.Namespace, settings: Settings) -> int:
+    """stayler bench model: the runner against a bare onnxruntime loop (the settings are not used)."""
+    from modelkit.bench import bench_model_main
+
+    return bench_model_main(args)

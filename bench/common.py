@@ -23,7 +23,7 @@ import psutil
 import psycopg
 
 from core.settings import Settings
-from stayler.fleet import stop_workers, worker_command
+from worker.supervisor import stop_workers, worker_command
 
 if TYPE_CHECKING:
     from producer import Waker
@@ -124,7 +124,7 @@ class Services:
     @contextlib.contextmanager
     def fresh_database(self, label: str) -> Iterator[str]:
         """A new database cloned from the template, dropped afterwards; yields its URL."""
-        from stayler.services import with_database
+        from core.services import with_database
 
         name = f"stayler_bench_{os.getpid()}_{label}_{uuid.uuid4().hex[:6]}"
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -148,8 +148,8 @@ def drop_database(admin_url: str, name: str) -> None:
 @contextlib.contextmanager
 def services(settings: Settings, work_dir: Path) -> Iterator[Services]:
     """PostgreSQL and Redis (configured or embedded) with a migrated template database."""
+    from core.services import database, redis_server, with_database
     from schema.migrate import apply_migrations
-    from stayler.services import database, redis_server, with_database
 
     with database(settings) as admin_url, redis_server(settings) as redis_url:
         template = f"stayler_bench_{os.getpid()}_tpl"
@@ -246,7 +246,7 @@ class Workload:
 
     def __init__(self, conn: psycopg.Connection, storage_dir: Path, person_size: tuple[int, int]) -> None:
         """Register the user and the two images (files under ``storage_dir``)."""
-        from imaging.samples import make_garment, make_person, to_bytes
+        from modelkit.samples import make_garment, make_person, to_bytes
         from producer import register_image
         from producer.accounts import create_user
         from producer.images import ImageLimits

@@ -112,7 +112,7 @@ class _Owner:
     """An owner (user or vendor) with a person and a garment registered through the producer."""
 
     def __init__(self, conn: psycopg.Connection, storage_dir: Path, *, vendor: bool, seed: int) -> None:
-        from imaging.samples import make_garment, make_person, to_bytes
+        from modelkit.samples import make_garment, make_person, to_bytes
         from producer import register_image
         from producer.accounts import create_user, create_vendor
         from producer.images import ImageLimits

@@ -30,7 +30,7 @@ OWN_STAGES = ("read", "store", "database")
 
 def run(svc: Services, sizes: Sizes) -> list[Row]:
     """Warm the fleet up, then submit at ``latency_rate_per_s`` for ``latency_seconds``."""
-    from imaging.samples import make_garment, make_person, to_bytes
+    from modelkit.samples import make_garment, make_person, to_bytes
     from models.runner import available_cores
 
     threads = available_cores()

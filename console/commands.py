@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from console.access import GrantError, grant, revoke_grant
+from core.services import database
 from core.settings import Settings
 from schema.connections import connect
-from stayler.services import database
 
 
 def cmd_apikeys_console(args: argparse.Namespace, settings: Settings) -> int:

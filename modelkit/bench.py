@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from models.registry import DEFAULT_MODEL
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from core.settings import Settings
 from imaging.decode import decode_image
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from models.registry import DEFAULT_MODEL, available_models
 
 EXAMPLE_PATH = Path("docs/img/tryon-example.png")
@@ -123,8 +124,13 @@ def add_tryon_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sample garment as an RGBA PNG with a transparent background")
 
 
+def cmd_tryon(args: argparse.Namespace, settings: Settings | None = None) -> int:
+    """stayler tryon (the settings are not used: the command reads files and runs the model)."""
+    return tryon_main(args)
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``tryon`` subcommand; it sets ``func`` to its entry point.
+    """Add the ``tryon`` subcommand; it sets ``handler`` to its entry point, as every package's commands do.
 
     The model bench is ``stayler bench model`` (``python -m modelkit.bench``), registered by bench.cli.
     """
@@ -135,7 +141,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     f"sample. Example: tryon --compose {EXAMPLE_PATH} -o /tmp/result.jpg",
     )
     add_tryon_arguments(tryon)
-    tryon.set_defaults(func=tryon_main)
+    tryon.set_defaults(handler=cmd_tryon)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subs = parser.add_subparsers(dest="command", required=True)
     register(subs)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    return int(args.handler(args, None))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""The ``stayler`` command: one entry point with a subcommand per task, each with its own --help."""
+"""The ``stayler`` command: one entry point with a subcommand per task, each with its own --help.
+
+The shell only composes: every package that has commands exposes ``register(subparsers)`` in its
+``cli.py``, and the shell's own commands (the database, the producer tasks, the
+fleet, the web process, the demo) are registered the same way, here and in :mod:`stayler.web`.
+Every subcommand sets ``handler(args, settings) -> exit code`` (:mod:`core.cli`).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from core import logs
+from core.cli import Handler, Subparsers, add, group, lazy, owner_args, parse_json_object, parse_uuid, parse_when
 from core.settings import Settings, get_settings
-
-Handler = Callable[[argparse.Namespace, Settings], int]
 
 DESCRIPTION = """\
 AI Stayler conversion workers: a PostgreSQL-backed job queue whose Dramatiq worker processes run
@@ -21,20 +26,9 @@ README). Without DATABASE_URL / REDIS_URL an embedded PostgreSQL / Redis is star
 STAYLER_STATE_DIR (default ./.state) for the command's duration.
 """
 
-
-def _lazy(module: str, name: str) -> Handler:
-    """A handler imported on first use, so `stayler --help` stays fast and light."""
-    def handler(args: argparse.Namespace, settings: Settings) -> int:
-        import importlib
-
-        fn: Handler = getattr(importlib.import_module(module), name)
-        return fn(args, settings)
-    return handler
-
-
 def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from core.services import database
     from schema.migrate import migrate_configured
-    from stayler.services import database
 
     with database(settings) as url:
         applied = migrate_configured(settings, url)
@@ -43,49 +37,12 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_db_status(args: argparse.Namespace, settings: Settings) -> int:
+    from core.services import database
     from stayler.report import print_db_status
-    from stayler.services import database
 
     with database(settings) as url:
         print_db_status(url)
     return 0
-
-
-def _uuid(value: str) -> object:
-    from stayler.commands import parse_uuid
-
-    return parse_uuid(value)
-
-
-def _key_id(value: str) -> object:
-    """argparse type: an API key's id. A key given instead is refused without being printed back."""
-    from stayler.commands import parse_uuid
-
-    try:
-        return parse_uuid(value)
-    except argparse.ArgumentTypeError:
-        hint = "find the key's id with `stayler apikeys list` (the id is printed by `apikeys create` too)"
-        if value.startswith("sk_"):
-            raise argparse.ArgumentTypeError(f"that is a key, not a key's id: {hint}") from None
-        raise argparse.ArgumentTypeError(f"not a key id (a UUID): {hint}") from None
-
-
-def _json_object(value: str) -> object:
-    from stayler.commands import parse_json_object
-
-    return parse_json_object(value)
-
-
-def _when(value: str) -> object:
-    from stayler.commands import parse_when
-
-    return parse_when(value)
-
-
-def _owner_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    group = p.add_mutually_exclusive_group(required=required)
-    group.add_argument("--user-id", type=_uuid, help="the owning user's id")
-    group.add_argument("--vendor-id", type=_uuid, help="the owning vendor's id")
 
 
 _ERASE_HELP = (
@@ -96,76 +53,59 @@ _ERASE_HELP = (
     "(erasures) keeps the counts, never the id. Without --yes: print the counts and exit 1.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``stayler`` command and all its subcommands."""
-    parser = argparse.ArgumentParser(prog="stayler", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def add(name: str, help_: str, handler: Handler, description: str | None = None,
-            parent: argparse._SubParsersAction[argparse.ArgumentParser] = sub) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, help=help_, description=description or help_)
-        p.set_defaults(handler=handler)
-        return p
-
-    add("migrate", "apply the SQL migrations in schema/migrations (safe to repeat)", _cmd_migrate,
+def register(sub: Subparsers[argparse.ArgumentParser]) -> None:
+    """The shell's own commands up to ``dispatcher``: the database, accounts, images, conversions, the fleet."""
+    add(sub, "migrate", "apply the SQL migrations in schema/migrations (safe to repeat)", _cmd_migrate,
         "Apply pending SQL migrations under an advisory lock; safe to run twice or from several "
         "processes at once. The same files apply with plain `psql -f`, in name order.")
-    db = sub.add_parser("db", help="database inspection", description="Inspect the database.")
-    db_sub = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
-    add("status", "applied and pending migrations, row counts per table", _cmd_db_status, parent=db_sub)
+    db_sub = group(sub, "db", "database inspection", "Inspect the database.")
+    add(db_sub, "status", "applied and pending migrations, row counts per table", _cmd_db_status)
 
-    users = sub.add_parser("users", help="minimal user accounts", description="Manage minimal user rows.")
-    users_sub = users.add_subparsers(dest="users_command", metavar="USERS_COMMAND", required=True)
-    p = add("add", "create a user and print its id", _lazy("stayler.commands", "cmd_users_add"), parent=users_sub)
+    users_sub = group(sub, "users", "minimal user accounts", "Manage minimal user rows.")
+    p = add(users_sub, "add", "create a user and print its id", lazy("stayler.commands", "cmd_users_add"))
     p.add_argument("--email", help="unique e-mail address (optional)")
     p.add_argument("--name", help="display name (optional)")
-    p = add("erase", "erase a user: every row and every stored object (GDPR erasure)",
-            _lazy("stayler.erasure", "cmd_users_erase"), _ERASE_HELP, parent=users_sub)
-    p.add_argument("--user-id", type=_uuid, required=True, help="the user's id")
+    p = add(users_sub, "erase", "erase a user: every row and every stored object (GDPR erasure)",
+            lazy("stayler.erasure", "cmd_users_erase"), _ERASE_HELP)
+    p.add_argument("--user-id", type=parse_uuid, required=True, help="the user's id")
     p.add_argument("--yes", action="store_true", help="erase; without it, print what would go and exit 1")
-    vendors = sub.add_parser("vendors", help="minimal vendor accounts", description="Manage minimal vendor rows.")
-    vendors_sub = vendors.add_subparsers(dest="vendors_command", metavar="VENDORS_COMMAND", required=True)
-    p = add("add", "create a vendor and print its id", _lazy("stayler.commands", "cmd_vendors_add"),
-            parent=vendors_sub)
+    vendors_sub = group(sub, "vendors", "minimal vendor accounts", "Manage minimal vendor rows.")
+    p = add(vendors_sub, "add", "create a vendor and print its id", lazy("stayler.commands", "cmd_vendors_add"))
     p.add_argument("--name", required=True, help="the vendor's name")
-    p = add("erase", "erase a vendor: every row and every stored object (GDPR erasure)",
-            _lazy("stayler.erasure", "cmd_vendors_erase"), _ERASE_HELP, parent=vendors_sub)
-    p.add_argument("--vendor-id", type=_uuid, required=True, help="the vendor's id")
+    p = add(vendors_sub, "erase", "erase a vendor: every row and every stored object (GDPR erasure)",
+            lazy("stayler.erasure", "cmd_vendors_erase"), _ERASE_HELP)
+    p.add_argument("--vendor-id", type=parse_uuid, required=True, help="the vendor's id")
     p.add_argument("--yes", action="store_true", help="erase; without it, print what would go and exit 1")
-    storage_cmd = sub.add_parser("storage", help="stored objects", description="Inspect the storage backend.")
-    storage_sub = storage_cmd.add_subparsers(dest="storage_command", metavar="STORAGE_COMMAND", required=True)
-    p = add("audit", "list objects without a row and rows without an object; --fix deletes the former",
-            _lazy("stayler.erasure", "cmd_storage_audit"),
+    storage_sub = group(sub, "storage", "stored objects", "Inspect the storage backend.")
+    p = add(storage_sub, "audit", "list objects without a row and rows without an object; --fix deletes the former",
+            lazy("stayler.erasure", "cmd_storage_audit"),
             "List the store (folder or S3) and compare it with the images rows: objects no row claims "
             "(older than STAYLER_ORPHAN_GRACE_S) and rows whose file or thumbnail is missing. --fix deletes "
-            "the unclaimed objects; missing objects are only reported. Exit 0 when nothing is wrong.",
-            parent=storage_sub)
+            "the unclaimed objects; missing objects are only reported. Exit 0 when nothing is wrong.")
     p.add_argument("--fix", action="store_true", help="delete the objects no row claims")
 
-    images = sub.add_parser("images", help="register images", description="Register person and garment images.")
-    images_sub = images.add_subparsers(dest="images_command", metavar="IMAGES_COMMAND", required=True)
-    p = add("add", "validate, store and register an image; prints its id", _lazy("stayler.commands", "cmd_images_add"),
+    images_sub = group(sub, "images", "register images", "Register person and garment images.")
+    p = add(images_sub, "add", "validate, store and register an image; prints its id",
+            lazy("stayler.commands", "cmd_images_add"),
             "Validate an image with Pillow (JPEG, PNG or WebP, decided from the content; size and pixel "
             "limits from STAYLER_MAX_IMAGE_BYTES / STAYLER_MAX_IMAGE_PIXELS), store it and its thumbnail "
-            "under a system-generated key, and write its images row and an 'upload' usage row.",
-            parent=images_sub)
+            "under a system-generated key, and write its images row and an 'upload' usage row.")
     p.add_argument("file", type=Path, help="the image file")
-    _owner_args(p, required=True)
+    owner_args(p, required=True)
     p.add_argument("--type", choices=["user", "cloth"], required=True, help="a person photo (user) or a garment")
-    p.add_argument("--album-id", type=_uuid, help="album to put the image in")
+    p.add_argument("--album-id", type=parse_uuid, help="album to put the image in")
     p.add_argument("--public", action="store_true", help="make the image public (garments anyone may use)")
     p.add_argument("--tag", action="append", help="a tag (repeatable)")
-    p.add_argument("--metadata", type=_json_object, help="a JSON object stored with the image")
+    p.add_argument("--metadata", type=parse_json_object, help="a JSON object stored with the image")
     p.add_argument("--json", action="store_true", help="print the whole record as JSON")
 
-    p = add("submit", "create conversions: one from image ids, or many from a folder or a CSV",
-            _lazy("stayler.commands", "cmd_submit"),
+    p = add(sub, "submit", "create conversions: one from image ids, or many from a folder or a CSV",
+            lazy("stayler.commands", "cmd_submit"),
             "Create conversions through create_conversion(). Either one from --person/--garment image "
             "ids, or a batch: --folder DIR (every image in DIR is a person photo, all with --garment, "
             "a file or an image id) or --csv FILE (columns person, garment and optional style, priority, "
             "idempotency_key; files or image ids). Batches show a progress bar; refused rows are listed.")
-    _owner_args(p, required=True)
+    owner_args(p, required=True)
     p.add_argument("--person", help="the person image's id")
     p.add_argument("--garment", help="the garment image's id (or, with --folder, a garment file)")
     p.add_argument("--folder", type=Path, help="a folder of person photos to convert with --garment")
@@ -176,32 +116,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-retries", type=int,
                    help="retries for transient errors (default: STAYLER_DEFAULT_MAX_RETRIES)")
     p.add_argument("--idempotency-key", help="the same key from the same owner returns the same conversion")
-    p.add_argument("--metadata", type=_json_object, help="a JSON object stored with the conversion")
+    p.add_argument("--metadata", type=parse_json_object, help="a JSON object stored with the conversion")
 
-    p = add("status", "show conversions with their attempts, last error and result",
-            _lazy("stayler.commands", "cmd_status"))
-    p.add_argument("ids", nargs="+", type=_uuid, help="conversion ids")
+    p = add(sub, "status", "show conversions with their attempts, last error and result",
+            lazy("stayler.commands", "cmd_status"))
+    p.add_argument("ids", nargs="+", type=parse_uuid, help="conversion ids")
     p.add_argument("--wait", type=float, metavar="SECONDS", default=0.0,
                    help="first wait up to SECONDS for the conversions to end (exit 3 if some have not)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = add("cancel", "cancel a conversion (queued: at once; running: before its result is written)",
-            _lazy("stayler.commands", "cmd_cancel"))
-    p.add_argument("id", type=_uuid, help="the conversion's id")
-    _owner_args(p)
+    p = add(sub, "cancel", "cancel a conversion (queued: at once; running: before its result is written)",
+            lazy("stayler.commands", "cmd_cancel"))
+    p.add_argument("id", type=parse_uuid, help="the conversion's id")
+    owner_args(p)
     p.add_argument("--operator", metavar="NAME",
                    help="cancel anyone's conversion as operator NAME (audited; needs --reason), instead of an owner")
     p.add_argument("--reason", help="why an operator cancels (written to operator_actions)")
 
-    p = add("stats", "conversion and image statistics (get_conversion_stats, get_image_stats)",
-            _lazy("stayler.commands", "cmd_stats"))
-    _owner_args(p)
-    p.add_argument("--from", dest="date_from", type=_when, help="start of the range (ISO date or time)")
-    p.add_argument("--to", dest="date_to", type=_when, help="end of the range (ISO date or time)")
+    p = add(sub, "stats", "conversion and image statistics (get_conversion_stats, get_image_stats)",
+            lazy("stayler.commands", "cmd_stats"))
+    owner_args(p)
+    p.add_argument("--from", dest="date_from", type=parse_when, help="start of the range (ISO date or time)")
+    p.add_argument("--to", dest="date_to", type=parse_when, help="end of the range (ISO date or time)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = add("worker", "run worker processes (dramatiq worker.app with the project's defaults)",
-            _lazy("stayler.commands", "cmd_worker"),
+    p = add(sub, "worker", "run worker processes (dramatiq worker.app with the project's defaults)",
+            lazy("stayler.commands", "cmd_worker"),
             "Run a worker fleet on this host: `dramatiq worker.app` with STAYLER_WORKER_PROCESSES processes "
             "of STAYLER_WORKER_THREADS threads. Each process claims jobs, runs the model and records "
             "results; one process in the whole fleet, the holder of the leader lease (a row in "
@@ -209,42 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
             "STAYLER_SHUTDOWN_GRACE_S or go back to the queue.")
     p.add_argument("--processes", type=int, help="worker processes (default: STAYLER_WORKER_PROCESSES)")
     p.add_argument("--threads", type=int, help="threads per process (default: STAYLER_WORKER_THREADS)")
-    add("dispatcher", "run the dispatcher/rescuer on its own (workers also run one on standby)",
-        _lazy("stayler.commands", "cmd_dispatcher"))
+    add(sub, "dispatcher", "run the dispatcher/rescuer on its own (workers also run one on standby)",
+        lazy("stayler.commands", "cmd_dispatcher"))
 
-    p = add("api", "serve the HTTP API (FastAPI on uvicorn)", _lazy("api.commands", "cmd_api"),
-            "Serve the HTTP API: images, conversions (with ?wait=), results, webhooks, stats; "
-            "/openapi.json and /docs describe it. Stateless: run as many as needed behind a load balancer.")
-    p.add_argument("--host", help="address to bind (default: STAYLER_API_HOST, 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port to bind (default: STAYLER_API_PORT, 8080)")
-    apikeys = sub.add_parser("apikeys", help="API keys of the HTTP API", description="Create, list, revoke API keys.")
-    apikeys_sub = apikeys.add_subparsers(dest="apikeys_command", metavar="APIKEYS_COMMAND", required=True)
-    p = add("create", "create a key and print it (once: only its hash is stored)",
-            _lazy("api.commands", "cmd_apikeys_create"), parent=apikeys_sub)
-    _owner_args(p, required=True)
-    p.add_argument("--scope", choices=["read", "producer", "operator"], default="producer",
-                   help="read: GET only; producer: + images, conversions, cancel; operator: + webhooks")
-    p.add_argument("--name", help="a label for lists")
-    p.add_argument("--max-priority", type=int, default=None,
-                   help="highest priority the key may ask for (default: STAYLER_API_KEY_MAX_PRIORITY, 10)")
-    p.add_argument("--json", action="store_true", help="print id, key and scope as JSON")
-    p.add_argument("--with-id", action="store_true",
-                   help="print the key's id, a space and the key on one line (for `read KEY_ID KEY`)")
-    p = add("list", "list keys (never their secrets)", _lazy("api.commands", "cmd_apikeys_list"), parent=apikeys_sub)
-    _owner_args(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p = add("revoke", "revoke a key at once", _lazy("api.commands", "cmd_apikeys_revoke"), parent=apikeys_sub)
-    p.add_argument("id", type=_key_id, help="the key's id (from create or list)")
-    p = add("console", "let a key log in to the operations console (/console), or not",
-            _lazy("console.commands", "cmd_apikeys_console"), parent=apikeys_sub)
-    p.add_argument("id", type=_key_id, help="the key's id (from create or list)")
-    p.add_argument("--role", choices=["operator", "viewer", "none"], required=True,
-                   help="operator: sees everything and acts (needs an operator-scope key); viewer: read-only")
-    add("webhooks", "run the webhook sender (delivers the outbox, retries, disables failing endpoints)",
-        _lazy("api.commands", "cmd_webhooks"))
 
-    p = add("demo", "the main job: services, migrations, workers, sample conversions, summary",
-            _lazy("stayler.demo", "run_demo"),
+def register_demo(sub: Subparsers[argparse.ArgumentParser]) -> None:
+    """``stayler demo``: the shell's last command before the tooling."""
+    p = add(sub, "demo", "the main job: services, migrations, workers, sample conversions, summary",
+            lazy("stayler.demo", "run_demo"),
             "Start PostgreSQL and Redis (embedded unless DATABASE_URL/REDIS_URL are set), migrate, start "
             "worker processes, register sample person and garment images made by the project, submit "
             "conversions with a progress bar, and print a summary with the result images' paths.")
@@ -252,19 +164,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=2, help="worker processes (default: 2)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the conversions")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``stayler`` command: the shell's commands and every package's."""
+    import api.cli
+    import console.cli
+    from stayler import web
+
+    parser = argparse.ArgumentParser(prog="stayler", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register(sub)
+    web.register(sub)  # the web process: the API with the console mounted in it
+    api.cli.register(sub)
+    console.cli.register(sub)
+    register_demo(sub)
+    for tooling in _tooling():
+        tooling(sub)
+    return parser
+
+
+def _tooling() -> list[Callable[[Subparsers[argparse.ArgumentParser]], None]]:
+    """The tooling packages' ``register`` (the model's ``tryon``, ``bench``), those installed."""
+    found: list[Callable[[Subparsers[argparse.ArgumentParser]], None]] = []
     try:
         from modelkit.cli import register as register_model_commands
     except ImportError:  # pragma: no cover - modelkit package absent
         pass
     else:
-        register_model_commands(sub)
+        found.append(register_model_commands)
     try:
         from bench.cli import register as register_bench_commands
     except ImportError:  # pragma: no cover - bench package absent (not installed)
         pass
     else:
-        register_bench_commands(sub)
-    return parser
+        found.append(register_bench_commands)
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,9 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = get_settings()
     logs.configure(settings.log_level, settings.log_format)
     args = build_parser().parse_args(argv)
-    handler: Handler | None = getattr(args, "handler", None)
-    if handler is None:  # subcommands registered by modelkit.cli take only their arguments
-        return int(args.func(args))
+    handler: Handler = args.handler
     try:
         return handler(args, settings)
     except KeyboardInterrupt:
@@ -292,8 +225,8 @@ def error_line(exc: BaseException) -> str | None:
     """The one line a user sees for an error the CLI expects, naming the fix; None for a real bug."""
     import psycopg
 
+    from core.services import ServiceUnavailableError
     from producer.errors import ProducerError
-    from stayler.services import ServiceUnavailableError
 
     chain: list[BaseException] = []
     seen: BaseException | None = exc

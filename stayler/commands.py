@@ -6,18 +6,17 @@ import argparse
 import json
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.cli import parse_uuid
+from core.services import database, redis_server
 from core.settings import Settings
 from producer import cancel, register_image, status, submit, wait
 from producer.accounts import create_user, create_vendor
@@ -28,7 +27,6 @@ from producer.images import ImageLimits
 from schema import statuses
 from schema.connections import connect
 from schema.statuses import TERMINAL
-from stayler.services import database, redis_server
 from storage import Storage, from_settings
 
 console = Console()
@@ -53,25 +51,6 @@ def _connected(url: str, settings: Settings) -> Iterator[psycopg.Connection]:
         raise ProducerError("database_unavailable", f"cannot connect to the database: {exc}".strip()) from exc
     with conn:
         yield conn
-
-
-def parse_uuid(value: str) -> uuid.UUID:
-    """argparse type: a UUID."""
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a UUID: {value!r}") from None
-
-
-def parse_json_object(value: str) -> dict[str, Any]:
-    """argparse type: a JSON object."""
-    try:
-        data = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise argparse.ArgumentTypeError("metadata must be a JSON object")
-    return data
 
 
 def storage_for(settings: Settings) -> Storage:
@@ -237,7 +216,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """stayler worker"""
-    from stayler.fleet import run_workers_foreground
+    from worker.supervisor import run_workers_foreground
 
     with database(settings) as db_url, redis_server(settings) as redis_url:
         from schema.migrate import migrate_configured
@@ -251,8 +230,8 @@ def cmd_dispatcher(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from broker.redis import make_broker
+    from leader.assembly import build_leader, default_duties
     from leader.config import LeaderSettings
-    from leader.fleet import build_leader, default_duties
 
     with database(settings) as db_url, redis_server(settings) as redis_url:
         settings = settings.model_copy(update={"database_url": db_url, "redis_url": redis_url})
@@ -263,11 +242,3 @@ def cmd_dispatcher(args: argparse.Namespace, settings: Settings) -> int:
         leader = LeaderSettings.from_settings(settings)
         build_leader(leader, default_duties(leader, broker, storage_for(settings))).run(stop)
     return 0
-
-
-def parse_when(value: str) -> datetime:
-    """argparse type: an ISO date or timestamp."""
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date or time: {value!r}") from None

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.services import database, redis_server
 from core.settings import Settings
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from producer import register_image, status, submit
 from producer.accounts import create_user, create_vendor
 from producer.conversions import ConversionStatus
@@ -21,9 +22,8 @@ from schema import statuses
 from schema.connections import connect
 from schema.migrate import migrate_configured
 from schema.statuses import TERMINAL
-from stayler.fleet import running_workers
-from stayler.services import database, redis_server
 from storage import Storage, from_settings
+from worker.supervisor import running_workers
 
 
 def _register_samples(conn: psycopg.Connection, storage: Storage, settings: Settings, count: int

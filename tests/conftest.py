@@ -15,9 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from core.services import database, redis_server, with_database
 from core.settings import Settings
 from schema.migrate import apply_migrations
-from stayler.services import database, redis_server, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count()

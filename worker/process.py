@@ -20,7 +20,7 @@ import dramatiq
 
 from broker.messages import send_follow_up
 from core.settings import Settings
-from leader.fleet import build_leader, default_duties
+from leader.assembly import build_leader, default_duties
 from leader.loop import LeaderLoop, start_in_thread
 from storage import Storage, from_settings
 from worker import metrics

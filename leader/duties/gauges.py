@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from leader.duties import Duty
-from leader.gauges import QueueGauges
+from leader.queue_gauges import QueueGauges
 
 
 class GaugesDuty(Duty):

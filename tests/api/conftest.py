@@ -17,11 +17,11 @@ import psycopg
 import pytest
 import uvicorn
 
-from api.app import create_app
 from api.keys import create_key
 from core.settings import Settings
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from producer.accounts import create_user, create_vendor
+from stayler.web import create_web_app
 from storage import LocalStorage, result_key
 from tests.reliability.corpus import MAX_BYTES
 
@@ -46,10 +46,10 @@ def api_settings(storage_dir: Path, **overrides: Any) -> Settings:
 
 
 class Server:
-    """uvicorn serving the API in a thread of the test process."""
+    """uvicorn serving the web process (the API with the console) in a thread of the test process."""
 
     def __init__(self, settings: Settings, db_url: str, storage: Any = None) -> None:
-        self.app = create_app(settings, db_url, storage=storage)
+        self.app = create_web_app(settings, db_url, storage=storage)  # the API with the console, as `stayler api`
         config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, access_log=False,
                                 proxy_headers=False,
                                 lifespan="on")

@@ -76,7 +76,7 @@ def test_another_owners_conversions_and_images_read_as_missing(api) -> None:
 
 def test_public_garments_may_be_used_by_anyone(api) -> None:
     vendor, user = api.owner("vendor"), api.owner()
-    from imaging.samples import make_garment, to_bytes
+    from modelkit.samples import make_garment, to_bytes
 
     response = vendor.upload(to_bytes(make_garment(seed=4)), "cloth", is_public="true")
     assert response.status_code == 201 and response.json()["is_public"] is True

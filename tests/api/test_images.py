@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from imaging.samples import make_person, to_bytes
+from modelkit.samples import make_person, to_bytes
 from tests.api.conftest import problem_type
 from tests.reliability.corpus import MAX_BYTES, build_corpus
 

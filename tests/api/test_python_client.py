@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from stayler.client import ApiError, StaylerClient, WebhookVerificationError, verify_webhook
 from tests.api.conftest import ApiEnv
 from tests.api.test_webhooks import Receiver, receiver, run_sender, wait_until  # noqa: F401  (fixtures)

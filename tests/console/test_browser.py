@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from tests.api.conftest import ApiEnv, Owner, scalar
 from tests.console import browser
 from tests.console.conftest import console_key

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 
 from console import data
+from core.services import with_database
 from schema.migrate import apply_migrations
 from schema.queries import Q
-from stayler.services import with_database
 from tests.api.conftest import Server, api_settings
 from tests.console.conftest import console_key
 from tests.schema.test_plans import plan_of, seq_scans

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stayler.services import with_database
+from core.services import with_database
 from tests.docs.runnable import ACTIVATE, ROOT, Block, run_block, runnable_blocks
 
 BLOCKS = runnable_blocks()

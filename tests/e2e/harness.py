@@ -19,13 +19,13 @@ import psutil
 import psycopg
 
 from core.settings import Settings
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from producer import register_image, submit
 from producer.accounts import create_user
 from producer.images import ImageLimits
 from schema.statuses import TERMINAL
-from stayler.fleet import worker_command
 from storage import LocalStorage
+from worker.supervisor import worker_command
 
 LIMITS = ImageLimits(max_bytes=20_000_000, max_pixels=40_000_000, thumbnail_size=64)
 

@@ -97,7 +97,7 @@ def test_a_job_that_always_fails_ends_failed_after_exactly_max_retries(env: Env)
 
 
 def test_bad_input_in_a_batch_fails_only_its_own_job(env: Env) -> None:
-    from imaging.samples import make_person, to_bytes
+    from modelkit.samples import make_person, to_bytes
     from producer import submit
     from producer.images import register_image
     from tests.e2e.harness import LIMITS

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from imaging.samples import make_garment, to_bytes
+from modelkit.samples import make_garment, to_bytes
 from producer import register_image
 from producer.accounts import create_user
 from storage import from_url

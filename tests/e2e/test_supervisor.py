@@ -17,7 +17,7 @@ from tests.e2e.harness import Env
 CRASH_LOOP = textwrap.dedent("""
     import sys
     from core.settings import Settings
-    from stayler import fleet
+    from worker import supervisor as fleet
     fleet.preflight = lambda *a: (0, "")
     fleet.worker_command = lambda *a, **k: [sys.executable, "-c", "import sys; sys.exit(3)"]
     sys.exit(fleet.run_workers_foreground(Settings(), "postgresql://x/y", "redis://x", processes=1, threads=1))

@@ -16,7 +16,7 @@ from bench.boundary import api_process, bomb_png16, edge_rgba_png, peak_rss_mib,
 from core.settings import Settings
 from imaging import ImageTooLargeError, decode_image
 from imaging.budget import MODE_BYTES, bytes_per_pixel, decode_cost
-from imaging.samples import make_person, to_bytes
+from modelkit.samples import make_person, to_bytes
 from tests.api.conftest import ApiEnv, problem_type
 
 BUDGET = Settings().max_decode_bytes

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from imaging.samples import make_garment, to_bytes
+from modelkit.samples import make_garment, to_bytes
 from tests.api.conftest import ApiEnv, problem_type
 from tests.e2e.harness import wait_for
 from tests.hostile.test_api_json import nested

@@ -20,7 +20,7 @@ from imaging import (
     encode_image,
     make_thumbnail,
 )
-from imaging.samples import make_garment, make_person, sample_pair, to_bytes
+from modelkit.samples import make_garment, make_person, sample_pair, to_bytes
 
 MAX = 10_000_000
 

@@ -183,8 +183,8 @@ def test_cleanup_during_a_storage_outage_logs_one_line_and_waits_for_the_next_ro
 
 def test_the_leader_runs_every_duty_of_the_design(tmp_path: Path) -> None:
     from core.settings import Settings
+    from leader.assembly import default_duties
     from leader.config import LeaderSettings
-    from leader.fleet import default_duties
 
     broker = StaylerRedisBroker(client=fakeredis.FakeRedis(), namespace="t")
     names = [d.name for d in default_duties(LeaderSettings.from_settings(Settings()), broker, LocalStorage(tmp_path))]
@@ -193,10 +193,10 @@ def test_the_leader_runs_every_duty_of_the_design(tmp_path: Path) -> None:
 
 def test_every_duty_of_the_registry_is_a_duty_with_a_name_and_an_interval(tmp_path: Path) -> None:
     from core.settings import Settings
+    from leader.assembly import default_duties
     from leader.config import LeaderSettings
     from leader.duties import Duty
-    from leader.fleet import default_duties
-    from leader.gauges import QueueGauges
+    from leader.queue_gauges import QueueGauges
 
     broker = StaylerRedisBroker(client=fakeredis.FakeRedis(), namespace="t")
     duties = default_duties(LeaderSettings.from_settings(Settings()), broker, LocalStorage(tmp_path),

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from imaging import ImageError, UnsupportedFormatError, decode_image
-from imaging.samples import make_garment, make_person, to_bytes
 from modelkit import build
 from modelkit.bench import main as bench_main
 from modelkit.cli import main as cli_main
 from modelkit.convert import PERSON_VERSION
+from modelkit.samples import make_garment, make_person, to_bytes
 from models.registry import ARTEFACTS
 from models.runner import TryOnJob, TryOnResult, TryOnRunner, default_intra_op_threads
 
@@ -201,7 +201,7 @@ def test_thread_settings_and_providers() -> None:
 
 def test_runner_import_does_not_load_onnxruntime() -> None:
     code = (
-        "import sys, imaging, imaging.samples, models, models.contract, models.registry, models.pipeline, "
+        "import sys, imaging, modelkit.samples, models, models.contract, models.registry, models.pipeline, "
         "models.runner, models.stages, modelkit.cli, modelkit.bench, modelkit.checks\n"
         "assert 'onnxruntime' not in sys.modules, 'onnxruntime imported'\n"
         "import imaging; assert 'onnx' not in sys.modules\n"
@@ -260,7 +260,7 @@ def test_results_carry_a_thumbnail_made_from_the_rendered_image() -> None:
 
     from PIL import Image
 
-    from imaging.samples import sample_pair
+    from modelkit.samples import sample_pair
     from models.runner import TryOnRunner
 
     person, cloth = sample_pair(1)

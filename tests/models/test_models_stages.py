@@ -14,9 +14,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from imaging.samples import sample_pair
 from modelkit import convert
 from modelkit.build import OPSET, build_fit_model, fit_manifest, make_model, model_bytes
+from modelkit.samples import sample_pair
 from models.contract import ModelContractError, ModelManifest, verify_model
 from models.registry import ARTEFACTS
 from models.runner import TryOnJob, TryOnResult, TryOnRunner

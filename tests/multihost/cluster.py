@@ -34,7 +34,7 @@ import psutil
 import psycopg
 
 from core.settings import Settings
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from producer import ProducerError, cancel, register_image, submit
 from producer.accounts import create_user
 from producer.images import ImageLimits, ImageRecord

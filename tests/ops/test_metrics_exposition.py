@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from leader.gauges import read_snapshot
+from leader.queue_gauges import read_snapshot
 from tests.factories import make_conversion
 from worker.metrics import FleetCollector, health, prepare_dir
 
@@ -37,7 +37,7 @@ WRITER = textwrap.dedent("""
     metrics.enable_multiprocess(Path(sys.argv[1]))
     m = metrics.WorkerMetrics()
     metrics.install(m)
-    from leader.gauges import QueueGauges, QueueSnapshot
+    from leader.queue_gauges import QueueGauges, QueueSnapshot
     from datetime import datetime, UTC
     metrics.record_boot(model="m", version="1", providers=["CPUExecutionProvider"], threads=2)
     m.claimed.labels("free").inc(3)

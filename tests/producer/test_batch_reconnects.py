@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import psycopg
 
 from core.settings import Settings
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from producer.accounts import create_vendor
 from producer.batch import BatchOutcome, Owner, rows_from_csv, submit_batch
 from producer.images import ImageLimits

@@ -11,10 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from core.services import with_database
 from core.settings import get_settings
 from stayler.cli import main as cli
 from stayler.commands import CANCEL_ALREADY_ENDED
-from stayler.services import with_database
 from tests.factories import make_conversion, make_user
 from tests.queue.ops import claim_jobs, complete_jobs
 from worker.jobs import Completion

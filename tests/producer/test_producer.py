@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from PIL import Image
 
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from producer import ProducerError, cancel, register_image, status, submit
 from producer.accounts import create_user, create_vendor
 from producer.batch import BatchOutcome, Owner, rows_from_csv, rows_from_folder, submit_batch

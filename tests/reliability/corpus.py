@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 
 #: The byte limit the tests register with, so "oversized" is cheap to build.
 MAX_BYTES = 2_000_000

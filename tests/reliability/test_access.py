@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from core.settings import get_settings
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from producer import ProducerError, cancel, register_image, submit
 from producer.images import ImageLimits
 from schema.queries import Q

@@ -11,7 +11,7 @@ import psutil
 import psycopg
 import pytest
 
-from imaging.samples import make_garment, to_bytes
+from modelkit.samples import make_garment, to_bytes
 from producer import ProducerError, register_image, submit
 from producer.accounts import create_user
 from producer.images import ImageLimits

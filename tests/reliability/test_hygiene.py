@@ -1,4 +1,4 @@
-"""No user ids, file paths or tokens in metric labels (worker/metrics.py, leader/gauges.py).
+"""No user ids, file paths or tokens in metric labels (worker/metrics.py, leader/queue_gauges.py).
 
 Log hygiene with real workers is checked in ``test_bad_input`` (the fleet's logs of the whole corpus
 run carry no user id and no storage path; error messages name storage keys, not host paths).
@@ -33,7 +33,7 @@ def test_worker_metric_labels_are_bounded_and_carry_no_identities() -> None:
 
 
 def test_fleet_gauge_labels_carry_no_identities() -> None:
-    from leader import gauges
+    from leader import queue_gauges as gauges
 
     text = repr(gauges.FLEET_METRICS)
     for name in ("user_id", "vendor_id", "job_id", "conversion_id", "worker_id", "file_path"):

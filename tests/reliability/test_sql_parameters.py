@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from core.settings import get_settings
-from imaging.samples import make_garment, make_person, to_bytes
+from modelkit.samples import make_garment, make_person, to_bytes
 from producer import ProducerError, register_image, submit
 from producer.accounts import create_user
 from producer.images import ImageLimits

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+from core.services import with_database
 from schema.migrate import (
     BOOKKEEPING_TABLES,
     MIGRATIONS_DIR,
@@ -24,7 +25,6 @@ from schema.migrate import (
     migration_ids,
     migration_status,
 )
-from stayler.services import with_database
 
 ROOT = Path(__file__).resolve().parents[2]
 _n = iter(range(1_000_000))

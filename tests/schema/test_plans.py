@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from core.services import with_database
 from schema.migrate import apply_migrations
 from schema.queries import Q
-from stayler.services import with_database
 
 N = 100_000
 USERS = 1_000

@@ -18,12 +18,12 @@ import pytest
 
 from api.keys import create_key
 from core.settings import Settings
-from imaging.samples import make_garment, make_person, to_bytes
 from leader.config import RetentionSettings
 from leader.duties.clean import CleanDuty
 from leader.duties.expiry import ExpiryDuty
 from leader.duties.orphans import OrphansDuty
 from leader.sweep import sweep_due
+from modelkit.samples import make_garment, make_person, to_bytes
 from producer import register_image
 from producer.accounts import create_user, create_vendor
 from producer.deletion import delete_conversion, delete_image, erase_owner, erase_preview

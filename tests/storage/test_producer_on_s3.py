@@ -7,7 +7,7 @@ import uuid
 import psycopg
 import pytest
 
-from imaging.samples import make_person, to_bytes
+from modelkit.samples import make_person, to_bytes
 from producer import register_image
 from producer.accounts import create_user
 from producer.errors import ProducerError

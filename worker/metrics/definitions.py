@@ -3,7 +3,7 @@
 The metrics are created in ``after_process_boot``, in the worker process, after
 ``PROMETHEUS_MULTIPROC_DIR`` is set. Recording helpers are no-ops before that (unit tests that run a
 ``BatchPipeline`` without a fleet). Nothing here queries the database: the queue gauges come from
-the elected leader (``leader.gauges``).
+the elected leader (``leader.queue_gauges``).
 
 Labels are bounded: ``conversion_type`` (free, paid), ``error_type`` (``worker.errors.ERROR_TYPES``),
 ``stage`` (read … database), ``outcome``; never user, vendor, job or worker ids.
@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from leader.gauges import QueueGauges
+from leader.queue_gauges import QueueGauges
 from schema.statuses import JobStatus
 
 if TYPE_CHECKING:

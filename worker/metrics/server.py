@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings, get_settings
-from leader.gauges import FLEET_METRICS, TIMESTAMP_METRIC
+from leader.queue_gauges import FLEET_METRICS, TIMESTAMP_METRIC
 from worker.metrics.definitions import STALE_INTERVALS
 from worker.metrics.folder import metrics_dir
 

@@ -21,9 +21,9 @@ from leader.duties.orphans import OrphansDuty
 from leader.duties.rescue import RescueDuty
 from leader.duties.retention import RetentionDuty
 from leader.fairness import FairGauges, FairnessDuty
-from leader.gauges import QueueGauges
 from leader.lease import Lease
 from leader.loop import LeaderLoop
+from leader.queue_gauges import QueueGauges
 from schema.connections import connect
 from storage import Storage
 
