@@ -926,3 +926,9 @@ SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pen
 -- name: job_stamp_unowned
 -- Queued jobs inserted with triggers off get their fair-share stamp (the leader, each sweep).
 SELECT jobs_stamp_unowned(%(limit)s);
+
+-- worker: who was dressed
+-- name: job_note_subject
+-- The dressed person of each completed result (box, mask share, other figures) into the result
+-- image's metadata; run in the completion's transaction (jobs_note_subject(), migration 0465).
+SELECT jobs_note_subject(%(items)s::jsonb);
