@@ -8,6 +8,12 @@ garment silhouette: an all-ones ``cloth_mask``; no subject gate). For the graph 
     git show abfa2b2:models/artefacts/tryon-fit.onnx > /tmp/tryon-fit-old.onnx
     python -m modelkit.compare /tmp/tryon-fit-old.onnx --rounds 7
 
+With ``--same-preprocessing`` the old graph gets today's pre-processing too, so only the graphs
+differ (for a graph change such as ``tryon-fit`` 1.1.0 → 1.2.0)::
+
+    git show 3dc1f79:models/artefacts/tryon-fit.onnx > /tmp/tryon-fit-1.1.0.onnx
+    python -m modelkit.compare /tmp/tryon-fit-1.1.0.onnx --same-preprocessing --rounds 9
+
 Prints the median milliseconds per image of each and their ratio (timings on a shared host are
 noisy: the per-round ratios are printed too).
 """
@@ -60,17 +66,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=16, help="image pairs (default %(default)s)")
     parser.add_argument("--batch", type=int, default=8, help="batch size (default %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: usable cores)")
+    parser.add_argument("--same-preprocessing", action="store_true",
+                        help="run the old graph with today's pre-processing (compares the graphs alone)")
     args = parser.parse_args(argv)
     pairs = make_images(args.images, (768, 1024), (512, 512))
     jobs = [TryOnJob(person, cloth, key=i) for i, (person, cloth) in enumerate(pairs)]
     new = TryOnRunner(None, max_batch=args.batch, intra_op_threads=args.threads)
     old = TryOnRunner(f"{PERSON_MODEL}+{args.old}", max_batch=args.batch, intra_op_threads=args.threads)
+    before = not args.same_preprocessing
     _per_image_ms(new, jobs, False, args.batch)
-    _per_image_ms(old, jobs, True, args.batch)
+    _per_image_ms(old, jobs, before, args.batch)
     olds: list[float] = []
     news: list[float] = []
     for i in range(args.rounds):
-        order = ((old, True, olds), (new, False, news)) if i % 2 == 0 else ((new, False, news), (old, True, olds))
+        order = (((old, before, olds), (new, False, news)) if i % 2 == 0
+                 else ((new, False, news), (old, before, olds)))
         for runner, is_old, sink in order:
             sink.append(_per_image_ms(runner, jobs, is_old, args.batch))
     o, n = statistics.median(olds), statistics.median(news)
