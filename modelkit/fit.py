@@ -220,7 +220,8 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     half = g.op("Max", half, g.op("Min", g.add(g.div(row_w, 2.0), 2.0), g.mul(half, p.max_widen)))
     across = g.op("Clip", g.sub(half, g.op("Abs", g.sub(cc, centre_x))), g.const(0.0), g.const(1.0))
     down = g.op("Clip", g.add(g.sub(rr, top_y), 1.0), g.const(0.0), g.const(1.0))
-    up = g.op("Clip", g.add(g.sub(bottom_y, rr), 1.0), g.const(0.0), g.const(1.0))
+    band_bottom = g.add(bottom_y, g.mul(hip_slope, g.sub(cc, centre_x)))  # along the hip line, like the hem
+    up = g.op("Clip", g.add(g.sub(band_bottom, rr), 1.0), g.const(0.0), g.const(1.0))
     torso = g.mul(g.mul(across, down), up)
 
     face = [pt(i) for i in FACE_POINTS]
@@ -264,14 +265,15 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
         s, e, w, i = pt(shoulder), pt(elbow), pt(wrist), pt(index)
         mid = (g.div(g.add(s[0], e[0]), 2.0), g.div(g.add(s[1], e[1]), 2.0))
         seen = g.fcmp("Greater", g.op("Min", e[2], w[2]), p.visible)
-        arm = g.op("Max", _capsule(g, cols, rows, mid, e[:2], arm_r), _capsule(g, cols, rows, e[:2], w[:2], arm_r))
+        fore = _capsule(g, cols, rows, e[:2], w[:2], arm_r)
+        arm = g.op("Max", _capsule(g, cols, rows, mid, e[:2], arm_r), fore)
         hand = _capsule(g, cols, rows, w[:2], (g.add(i[0], g.sub(i[0], w[0])), g.add(i[1], g.sub(i[1], w[1]))),
                         g.mul(arm_r, 1.3))
         hand_x, hand_y = g.div(g.add(w[0], i[0]), 2.0), g.div(g.add(w[1], i[1]), 2.0)
         near_hand = g.fcmp("Less", _dist(g, cols, rows, hand_x, hand_y), reach)
         hand_skin = g.mul(g.mul(near_hand, skin), g.fcmp("Greater", w[2], p.visible))
         protect = g.op("Max", protect, g.op("Max", g.mul(g.op("Max", arm, hand), seen), hand_skin))
-        forearm = g.op("Max", _capsule(g, cols, rows, e[:2], w[:2], arm_r), hand)
+        forearm = g.op("Max", fore, hand)
         sleeve_guard = g.op("Max", sleeve_guard, g.op("Max", g.mul(forearm, seen), hand_skin))
 
     # Skin above the shoulder line (a neck, a chin, a neighbour's face reaching into the collar) stays.
@@ -285,9 +287,14 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     # own sleeve (the mask mass beyond the hem's width above the armpit, from the point where the
     # torso warp takes the shoulder joint) runs along the person's upper arm (shoulder to elbow).
     # Only on the person, on a visible upper arm, never over the head, forearm or hand; a garment
-    # without sleeves has no mass there and adds nothing.
+    # without sleeves has no mass there and adds nothing. Worked out at half resolution (the map
+    # is a turn and the zone a capsule: both smooth) and brought back bilinearly.
+    hh, hw2 = height // 2, width // 2
+    rows_h = g.const(np.arange(hh, dtype=np.float32).reshape(1, 1, hh, 1) * 2 + 1.0, hint="rows_h")
+    cols_h = g.const(np.arange(hw2, dtype=np.float32).reshape(1, 1, 1, hw2) * 2 + 1.0, hint="cols_h")
     g_mass = g.op("Max", g.rsum(mask_c, [2, 3]), g.const(1.0))
     upper = g.fcmp("Less", rows, g.add(g_top, g.mul(g_h, p.armpit)))
+    up_cols = g.rsum(g.mul(mask_c, upper), [2])  # [N,1,1,W]: the garment's columns above the armpit
     sleeve_rgba = g.op("Concat", cloth, mask_c, axis=1)
     grids, zones = [], []
     for shoulder, elbow in ((LEFT_SHOULDER, LEFT_ELBOW), (RIGHT_SHOULDER, RIGHT_ELBOW)):
@@ -300,36 +307,42 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
         px_g = g.add(g_centre_x, g.div(g.sub(s_cc, s_centre), scale_x))
         py_g = g.add(g.sub(g_top, 0.5), g.div(g.sub(s_rr, top_y), scale_y))
         side = g.sub(g.mul(g.fcmp("GreaterOrEqual", g.sub(s_cc, sx), 0.0), 2.0), 1.0)  # +1: garment right
-        beyond = g.fcmp("Greater", g.mul(g.sub(cols, g_centre_x), side), g.div(hem_w, 2.0))
-        sleeve_w = g.mul(g.mul(mask_c, beyond), upper)
-        has = g.fcmp("Greater", g.div(g.rsum(sleeve_w, [2, 3]), g_mass), p.sleeve_mass)
-        bx = g.sub(g.wmean(g.add(g.mul(mask_c, 0.0), cols), sleeve_w, [2, 3]), px_g)
-        by = g.sub(g.wmean(g.add(g.mul(mask_c, 0.0), rows), sleeve_w, [2, 3]), py_g)
+        beyond = g.fcmp("Greater", g.mul(g.sub(cols, g_centre_x), side), g.div(hem_w, 2.0))  # [N,1,1,W]
+        col_w = g.mul(up_cols, beyond)
+        mass = g.rsum(col_w, [2, 3])
+        has = g.fcmp("Greater", g.div(mass, g_mass), p.sleeve_mass)
+        row_w = g.mul(g.rsum(g.mul(mask_c, beyond), [3]), upper)  # [N,1,H,1]
+        bx = g.sub(g.wmean(cols, col_w, [2, 3]), px_g)
+        by = g.sub(g.wmean(rows, row_w, [2, 3]), py_g)
         b_len = g.op("Max", g.op("Sqrt", g.add(g.mul(bx, bx), g.mul(by, by))), g.const(1e-3))
         bx, by = g.div(bx, b_len), g.div(by, b_len)
         ax, ay = g.sub(e[0], s[0]), g.sub(e[1], s[1])
         a_len = g.op("Max", g.op("Sqrt", g.add(g.mul(ax, ax), g.mul(ay, ay))), g.const(1e-3))
         ax, ay = g.div(ax, a_len), g.div(ay, a_len)
-        c = g.add(g.mul(ax, bx), g.mul(ay, by))  # the turn taking the arm's direction to the sleeve's
-        sn = g.sub(g.mul(ax, by), g.mul(ay, bx))
-        qx, qy = g.sub(cols, s[0]), g.sub(rows, s[1])
-        gx_s = g.add(px_g, g.div(g.sub(g.mul(qx, c), g.mul(qy, sn)), scale_x))
-        gy_s = g.add(py_g, g.div(g.add(g.mul(qx, sn), g.mul(qy, c)), scale_x))
+        # The turn taking the arm's direction to the sleeve's, scaled to garment px: an affine map
+        # whose column and row terms stay separable until the last add.
+        c = g.div(g.add(g.mul(ax, bx), g.mul(ay, by)), scale_x)
+        sn = g.div(g.sub(g.mul(ax, by), g.mul(ay, bx)), scale_x)
+        qx, qy = g.sub(cols_h, s[0]), g.sub(rows_h, s[1])
+        gx_s = g.add(g.add(px_g, g.mul(qx, c)), g.mul(qy, g.sub(0.0, sn)))
+        gy_s = g.add(g.add(py_g, g.mul(qx, sn)), g.mul(qy, c))
         seen_upper = g.fcmp("Greater", g.op("Min", s[2], e[2]), p.visible)
-        zone = g.mul(g.mul(_capsule(g, cols, rows, s[:2], e[:2], g.mul(arm_r, p.sleeve_radius)), seen_upper), has)
+        capsule = _capsule(g, cols_h, rows_h, s[:2], e[:2], g.mul(arm_r, p.sleeve_radius))
+        zones.append(g.mul(capsule, g.mul(seen_upper, has)))
         grids.append((gx_s, gy_s))
-        zones.append(zone)
     first = g.fcmp("GreaterOrEqual", zones[0], zones[1])
     gx_s = g.add(g.mul(first, g.sub(grids[0][0], grids[1][0])), grids[1][0])
     gy_s = g.add(g.mul(first, g.sub(grids[0][1], grids[1][1])), grids[1][1])
     zone = g.op("Max", zones[0], zones[1])
-    ns_x = g.sub(g.div(g.mul(gx_s, 2.0), float(width)), 1.0)
-    ns_y = g.sub(g.div(g.mul(gy_s, 2.0), float(height)), 1.0)
-    grid_s = g.op("Transpose", g.op("Concat", ns_x, ns_y, axis=1), perm=[0, 2, 3, 1])
+    grid_s = g.op("Transpose", g.op("Concat", g.sub(g.mul(gx_s, 2.0 / width), 1.0),
+                                    g.sub(g.mul(gy_s, 2.0 / height), 1.0), axis=1), perm=[0, 2, 3, 1])
     sleeve = g.op("GridSample", sleeve_rgba, grid_s, align_corners=0, mode="bilinear", padding_mode="zeros")
+    sleeve = g.op("Concat", g.op("Slice", sleeve, g.i64(0), g.i64(3), g.i64(1)),
+                  g.mul(g.op("Slice", sleeve, g.i64(3), g.i64(4), g.i64(1)), zone), axis=1)
+    sleeve = g.op("Resize", sleeve, "", g.const([1.0, 1.0, 2.0, 2.0]), mode="linear")
     sleeve_rgb = g.op("Slice", sleeve, g.i64(0), g.i64(3), g.i64(1))
-    sleeve_mask = g.op("Slice", sleeve, g.i64(3), g.i64(4), g.i64(1))
-    alpha_sleeve = g.mul(g.mul(g.mul(sleeve_mask, zone), on_person), g.sub(1.0, sleeve_protect))
+    alpha_sleeve = g.mul(g.mul(g.op("Slice", sleeve, g.i64(3), g.i64(4), g.i64(1)), on_person),
+                         g.sub(1.0, sleeve_protect))
     # The torso's garment first; a sleeve where the torso's leaves off.
     sleeve_share = g.mul(alpha_sleeve, g.sub(1.0, alpha_torso))
     alpha_hard = g.add(alpha_torso, sleeve_share)
