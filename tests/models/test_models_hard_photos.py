@@ -178,3 +178,12 @@ def test_a_refused_photo_fails_only_itself_in_a_batch(runner: TryOnRunner) -> No
     assert isinstance(out[0], NoTorsoError) and isinstance(out[2], MultiplePeopleError)
     assert isinstance(out[1], TryOnResult) and isinstance(out[3], TryOnResult)
     assert out[1].batch_size == 2 and out[3].key == "street-walker"
+
+
+def test_a_person_seen_from_behind_stays_no_person(runner: TryOnRunner) -> None:
+    """The second look is for people side by side; a man seen from behind, cut off at the edge, with
+    no mask at all stays ``no_person`` (the right refusal: there is no front to dress)."""
+    from models.stages import NoPersonError
+
+    with pytest.raises(NoPersonError):
+        runner.run_one(photo("stairs-small"), GARMENTS[0][1])
