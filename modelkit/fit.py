@@ -18,7 +18,10 @@ What the graph does (all deterministic arithmetic, no learned weights):
 3. a sampling grid: the garment's hem width becomes ``hem_to_shoulder`` × the shoulder width (or
    the body's measured width, up to ``max_widen`` times that), its
    top the shoulder line (raised by ``collar_lift`` × shoulder width), its bottom the hips
-   (lowered by ``hem_drop`` × torso length), its centre the body's centre line;
+   (lowered by ``hem_drop`` × torso length), its centre the body's centre line; the warp follows
+   both torso lines: the garment's rows run from the shoulder line (level in the frame) to the hip
+   line at its own slope (within ``max_tilt``), and its width goes from the shoulders' to the hips'
+   (``hip_follow`` of the hips' measured ratio, within ±``hem_range``);
 4. alpha = warped garment mask × the torso region (a band around the shoulder-to-hip line) × the
    person mask (as found, not grown: what the segmenter leaves out — a table, a held object —
    stays in front), minus protected parts: the head (a disc around the face keypoints and a box
@@ -26,7 +29,11 @@ What the graph does (all deterministic arithmetic, no learned weights):
    arms (capsules around the visible arm keypoints), and skin-coloured pixels near a hand (the
    face's own colour, by chromaticity; off for a greyscale photo), so arms, hands and fingers in
    front of the body stay in front, and skin above the shoulder line (neck, chin, a neighbour's
-   face); feathered 5×5;
+   face); then the sleeves: around each shoulder joint (where the torso warp takes it) the garment
+   is turned so that its own sleeve (its mask beyond the hem's width, above ``armpit``) points down
+   the visible upper arm, within ``sleeve_radius`` arm radii of the shoulder-to-elbow segment, on
+   the person, never over the head, a forearm or a hand; the torso's garment wins where both
+   reach; feathered 5×5;
 5. the garment stays opaque but carries the photo's shading: the covered clothing's luminance,
    blurred and divided by its mean over the covered area (so a black suit does not turn a white
    tee grey), moves the garment's brightness by at most ``shade_min``–``shade_max``.
@@ -74,6 +81,12 @@ class FitParams:
     max_tilt: float = 0.35  # sine of the largest shoulder slope the garment follows (about 20°)
     body_window: float = 1.0  # mask width measured within this × max(shoulder width, 0.45 torso) of the centre
     max_widen: float = 1.5  # the garment and band widen to the body's mask at most this much
+    sleeve_radius: float = 1.4  # sleeve half-width around the upper arm, × arm_radius
+    sleeve_mass: float = 0.02  # a side's sleeve counts when its mass beyond the hem is this share of the garment
+    armpit: float = 0.45  # the garment's sleeves lie above this share of its height
+    hip_ratio: float = 0.7  # hip joints / shoulder joints of an upright body seen from the front
+    hip_follow: float = 0.5  # the hem's width follows the hips' measured ratio by this share ...
+    hem_range: float = 0.15  # ... within ±this of the shoulders' width
 
 
 def _point(g: GraphBuilder, kps: str, index: int, height: int, width: int) -> tuple[str, str, str]:
@@ -168,8 +181,30 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     scale_x = g.div(target_w, hem_w)  # person px per garment px
     scale_y = g.div(g.op("Max", g.sub(bottom_y, top_y), g.const(1.0)), g_h)
     scale_y = g.op("Min", g.op("Max", scale_y, g.div(scale_x, p.max_stretch)), g.mul(scale_x, p.max_stretch))
-    gx = g.add(g_centre_x, g.div(g.sub(cc, centre_x), scale_x))
-    gy = g.add(g.sub(g_top, 0.5), g.div(g.sub(rr, top_y), scale_y))
+    # The warp follows both lines of the torso: the garment's rows run from the shoulder line (level
+    # in the frame) to the hip line (its own slope, within max_tilt), its width goes from the
+    # shoulders' to the hips' (the hem narrower or wider as the hips are), its centre along the lean.
+    def frame(x: str, y: str) -> tuple[str, str]:
+        ddx, ddy = g.sub(x, sx), g.sub(y, sy)
+        return (g.add(sx, g.add(g.mul(ddx, cos_t), g.mul(ddy, tilt))),
+                g.add(sy, g.sub(g.mul(ddy, cos_t), g.mul(ddx, tilt))))
+
+    (lh_cc, lh_rr), (rh_cc, rh_rr) = frame(lhx, lhy), frame(rhx, rhy)
+    hd_c, hd_r = g.sub(lh_cc, rh_cc), g.sub(lh_rr, rh_rr)
+    hip_slope = g.op("Clip", g.div(g.mul(hd_r, hd_c), g.op("Max", g.mul(hd_c, hd_c), g.const(1.0))),
+                     g.const(-p.max_tilt), g.const(p.max_tilt))
+    bottom_rr = g.add(top_y, g.mul(g_h, scale_y))  # the garment's hem row on the centre line
+    centre_top = g.add(sx, g.mul(g.sub(top_y, sy), lean))
+    centre_bottom = g.add(sx, g.mul(g.sub(bottom_rr, sy), lean))
+    hem_at = g.add(bottom_rr, g.mul(hip_slope, g.sub(cc, centre_bottom)))
+    v = g.div(g.sub(rr, top_y), g.op("Max", g.sub(hem_at, top_y), g.const(1.0)))
+    hips = g.op("Clip", g.div(hip_w, g.mul(shoulder_w, p.hip_ratio)), g.const(0.0), g.const(4.0))
+    hem_factor = g.op("Clip", g.add(1.0, g.mul(g.sub(hips, 1.0), p.hip_follow)),
+                      g.const(1.0 - p.hem_range), g.const(1.0 + p.hem_range))
+    scale_v = g.mul(scale_x, g.add(1.0, g.mul(v, g.sub(hem_factor, 1.0))))
+    centre_v = g.add(centre_top, g.mul(v, g.sub(centre_bottom, centre_top)))
+    gx = g.add(g_centre_x, g.div(g.sub(cc, centre_v), scale_v))
+    gy = g.add(g.sub(g_top, 0.5), g.mul(v, g_h))
     nx = g.sub(g.div(g.mul(gx, 2.0), float(width)), 1.0)
     ny = g.sub(g.div(g.mul(gy, 2.0), float(height)), 1.0)
     zero = g.mul(g.add(nx, ny), 0.0)
@@ -185,7 +220,8 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     half = g.op("Max", half, g.op("Min", g.add(g.div(row_w, 2.0), 2.0), g.mul(half, p.max_widen)))
     across = g.op("Clip", g.sub(half, g.op("Abs", g.sub(cc, centre_x))), g.const(0.0), g.const(1.0))
     down = g.op("Clip", g.add(g.sub(rr, top_y), 1.0), g.const(0.0), g.const(1.0))
-    up = g.op("Clip", g.add(g.sub(bottom_y, rr), 1.0), g.const(0.0), g.const(1.0))
+    band_bottom = g.add(bottom_y, g.mul(hip_slope, g.sub(cc, centre_x)))  # along the hip line, like the hem
+    up = g.op("Clip", g.add(g.sub(band_bottom, rr), 1.0), g.const(0.0), g.const(1.0))
     torso = g.mul(g.mul(across, down), up)
 
     face = [pt(i) for i in FACE_POINTS]
@@ -223,23 +259,94 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     arm_r = g.op("Max", g.mul(shoulder_w, p.arm_radius), g.const(2.0))
     reach = g.mul(shoulder_w, p.skin_reach)
     protect = head
+    sleeve_guard = g.mul(head, 0.0)  # what a sleeve never covers: forearms, hands, skin near a hand
     for shoulder, elbow, wrist, index in ((LEFT_SHOULDER, LEFT_ELBOW, LEFT_WRIST, LEFT_INDEX),
                                           (RIGHT_SHOULDER, RIGHT_ELBOW, RIGHT_WRIST, RIGHT_INDEX)):
         s, e, w, i = pt(shoulder), pt(elbow), pt(wrist), pt(index)
         mid = (g.div(g.add(s[0], e[0]), 2.0), g.div(g.add(s[1], e[1]), 2.0))
         seen = g.fcmp("Greater", g.op("Min", e[2], w[2]), p.visible)
-        arm = g.op("Max", _capsule(g, cols, rows, mid, e[:2], arm_r), _capsule(g, cols, rows, e[:2], w[:2], arm_r))
+        fore = _capsule(g, cols, rows, e[:2], w[:2], arm_r)
+        arm = g.op("Max", _capsule(g, cols, rows, mid, e[:2], arm_r), fore)
         hand = _capsule(g, cols, rows, w[:2], (g.add(i[0], g.sub(i[0], w[0])), g.add(i[1], g.sub(i[1], w[1]))),
                         g.mul(arm_r, 1.3))
         hand_x, hand_y = g.div(g.add(w[0], i[0]), 2.0), g.div(g.add(w[1], i[1]), 2.0)
         near_hand = g.fcmp("Less", _dist(g, cols, rows, hand_x, hand_y), reach)
         hand_skin = g.mul(g.mul(near_hand, skin), g.fcmp("Greater", w[2], p.visible))
         protect = g.op("Max", protect, g.op("Max", g.mul(g.op("Max", arm, hand), seen), hand_skin))
+        forearm = g.op("Max", fore, hand)
+        sleeve_guard = g.op("Max", sleeve_guard, g.op("Max", g.mul(forearm, seen), hand_skin))
 
     # Skin above the shoulder line (a neck, a chin, a neighbour's face reaching into the collar) stays.
-    protect = g.op("Max", protect, g.mul(skin, g.fcmp("Less", rr, sy)))
+    above = g.mul(skin, g.fcmp("Less", rr, sy))
+    protect = g.op("Max", protect, above)
+    sleeve_protect = g.op("Max", g.op("Max", head, above), sleeve_guard)
 
-    alpha_hard = g.mul(g.mul(g.mul(warped_mask, torso), on_person), g.sub(1.0, protect))
+    alpha_torso = g.mul(g.mul(g.mul(warped_mask, torso), on_person), g.sub(1.0, protect))
+
+    # 4b. Sleeves along the upper arms: around each shoulder joint, the garment is turned so that its
+    # own sleeve (the mask mass beyond the hem's width above the armpit, from the point where the
+    # torso warp takes the shoulder joint) runs along the person's upper arm (shoulder to elbow).
+    # Only on the person, on a visible upper arm, never over the head, forearm or hand; a garment
+    # without sleeves has no mass there and adds nothing. Worked out at half resolution (the map
+    # is a turn and the zone a capsule: both smooth) and brought back bilinearly.
+    hh, hw2 = height // 2, width // 2
+    rows_h = g.const(np.arange(hh, dtype=np.float32).reshape(1, 1, hh, 1) * 2 + 1.0, hint="rows_h")
+    cols_h = g.const(np.arange(hw2, dtype=np.float32).reshape(1, 1, 1, hw2) * 2 + 1.0, hint="cols_h")
+    g_mass = g.op("Max", g.rsum(mask_c, [2, 3]), g.const(1.0))
+    upper = g.fcmp("Less", rows, g.add(g_top, g.mul(g_h, p.armpit)))
+    up_cols = g.rsum(g.mul(mask_c, upper), [2])  # [N,1,1,W]: the garment's columns above the armpit
+    sleeve_rgba = g.op("Concat", cloth, mask_c, axis=1)
+    grids, zones = [], []
+    for shoulder, elbow in ((LEFT_SHOULDER, LEFT_ELBOW), (RIGHT_SHOULDER, RIGHT_ELBOW)):
+        s, e = pt(shoulder), pt(elbow)
+        # Where the torso warp sends this shoulder joint (the pivot), in garment px.
+        ddx, ddy = g.sub(s[0], sx), g.sub(s[1], sy)
+        s_cc = g.add(sx, g.add(g.mul(ddx, cos_t), g.mul(ddy, tilt)))
+        s_rr = g.add(sy, g.sub(g.mul(ddy, cos_t), g.mul(ddx, tilt)))
+        s_centre = g.add(sx, g.mul(g.sub(s_rr, sy), lean))
+        px_g = g.add(g_centre_x, g.div(g.sub(s_cc, s_centre), scale_x))
+        py_g = g.add(g.sub(g_top, 0.5), g.div(g.sub(s_rr, top_y), scale_y))
+        side = g.sub(g.mul(g.fcmp("GreaterOrEqual", g.sub(s_cc, sx), 0.0), 2.0), 1.0)  # +1: garment right
+        beyond = g.fcmp("Greater", g.mul(g.sub(cols, g_centre_x), side), g.div(hem_w, 2.0))  # [N,1,1,W]
+        col_w = g.mul(up_cols, beyond)
+        mass = g.rsum(col_w, [2, 3])
+        has = g.fcmp("Greater", g.div(mass, g_mass), p.sleeve_mass)
+        row_w = g.mul(g.rsum(g.mul(mask_c, beyond), [3]), upper)  # [N,1,H,1]
+        bx = g.sub(g.wmean(cols, col_w, [2, 3]), px_g)
+        by = g.sub(g.wmean(rows, row_w, [2, 3]), py_g)
+        b_len = g.op("Max", g.op("Sqrt", g.add(g.mul(bx, bx), g.mul(by, by))), g.const(1e-3))
+        bx, by = g.div(bx, b_len), g.div(by, b_len)
+        ax, ay = g.sub(e[0], s[0]), g.sub(e[1], s[1])
+        a_len = g.op("Max", g.op("Sqrt", g.add(g.mul(ax, ax), g.mul(ay, ay))), g.const(1e-3))
+        ax, ay = g.div(ax, a_len), g.div(ay, a_len)
+        # The turn taking the arm's direction to the sleeve's, scaled to garment px: an affine map
+        # whose column and row terms stay separable until the last add.
+        c = g.div(g.add(g.mul(ax, bx), g.mul(ay, by)), scale_x)
+        sn = g.div(g.sub(g.mul(ax, by), g.mul(ay, bx)), scale_x)
+        qx, qy = g.sub(cols_h, s[0]), g.sub(rows_h, s[1])
+        gx_s = g.add(g.add(px_g, g.mul(qx, c)), g.mul(qy, g.sub(0.0, sn)))
+        gy_s = g.add(g.add(py_g, g.mul(qx, sn)), g.mul(qy, c))
+        seen_upper = g.fcmp("Greater", g.op("Min", s[2], e[2]), p.visible)
+        capsule = _capsule(g, cols_h, rows_h, s[:2], e[:2], g.mul(arm_r, p.sleeve_radius))
+        zones.append(g.mul(capsule, g.mul(seen_upper, has)))
+        grids.append((gx_s, gy_s))
+    first = g.fcmp("GreaterOrEqual", zones[0], zones[1])
+    gx_s = g.add(g.mul(first, g.sub(grids[0][0], grids[1][0])), grids[1][0])
+    gy_s = g.add(g.mul(first, g.sub(grids[0][1], grids[1][1])), grids[1][1])
+    zone = g.op("Max", zones[0], zones[1])
+    grid_s = g.op("Transpose", g.op("Concat", g.sub(g.mul(gx_s, 2.0 / width), 1.0),
+                                    g.sub(g.mul(gy_s, 2.0 / height), 1.0), axis=1), perm=[0, 2, 3, 1])
+    sleeve = g.op("GridSample", sleeve_rgba, grid_s, align_corners=0, mode="bilinear", padding_mode="zeros")
+    sleeve = g.op("Concat", g.op("Slice", sleeve, g.i64(0), g.i64(3), g.i64(1)),
+                  g.mul(g.op("Slice", sleeve, g.i64(3), g.i64(4), g.i64(1)), zone), axis=1)
+    sleeve = g.op("Resize", sleeve, "", g.const([1.0, 1.0, 2.0, 2.0]), mode="linear")
+    sleeve_rgb = g.op("Slice", sleeve, g.i64(0), g.i64(3), g.i64(1))
+    alpha_sleeve = g.mul(g.mul(g.op("Slice", sleeve, g.i64(3), g.i64(4), g.i64(1)), on_person),
+                         g.sub(1.0, sleeve_protect))
+    # The torso's garment first; a sleeve where the torso's leaves off.
+    sleeve_share = g.mul(alpha_sleeve, g.sub(1.0, alpha_torso))
+    alpha_hard = g.add(alpha_torso, sleeve_share)
+    warped = g.add(warped, g.mul(g.fcmp("Greater", sleeve_share, alpha_torso), g.sub(sleeve_rgb, warped)))
     alpha = g.op("AveragePool", alpha_hard, kernel_shape=[5, 5], pads=[2, 2, 2, 2], count_include_pad=1)
 
     # 5. Shading from the covered clothing, normalised by its own mean.

@@ -27,7 +27,7 @@ from models.contract import ModelContractError, ModelManifest, TensorInfo, check
 from models.pipeline import Placement, prepare_inputs, prepare_person_stage, render_result
 from models.registry import STAGE_SEPARATOR, resolve_pipeline
 from models.stages import NoPersonError, PersonOutputs, check_pipeline, to_tryon_canvas
-from models.subject import Subject, choose_subject
+from models.subject import MultiplePeopleError, Subject, choose_subject, figure_boxes
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -369,6 +369,12 @@ class TryOnRunner:
         if self._person is None or out is None:
             return None
         if out.score < self._person[1].min_person_score:
+            several = self._people_apart(item, out)
+            if several:
+                return MultiplePeopleError(
+                    f"{len(several)} people in the photo and none clearly the subject (the person stage finds "
+                    f"each alone: scores {', '.join(f'{s:.2f}' for s in several)}, but not one in the whole "
+                    f"photo, score {out.score:.2f}); crop the photo to one person")
             return NoPersonError(f"no person found in the photo (person score {out.score:.2f} < "
                                  f"{self._person[1].min_person_score:.2f}, model {self._person[1].name})")
         try:
@@ -376,6 +382,36 @@ class TryOnRunner:
         except Exception as exc:  # NoTorsoError, MultiplePeopleError: this item only
             return exc
         return None
+
+    def _people_apart(self, item: PreparedJob, out: PersonOutputs) -> list[float]:
+        """Scores of the separate figures of a photo scored below the threshold, when two or more are people.
+
+        A second look, only for a low-scoring photo whose person mask splits into figures side by
+        side (``figure_boxes``): the pose crop spanned them all and held no single person. Each
+        figure's crop goes through the person stage once more (one call); ``[]`` unless at least
+        two of them are people.
+        """
+        assert self._person is not None
+        session, manifest = self._person
+        boxes = figure_boxes(out)
+        if not boxes:
+            return []
+        crops = []
+        for x0, y0, x1, y1 in boxes:
+            rgb = np.ascontiguousarray(item.person.rgb[y0:y1, x0:x1])
+            crop = DecodedImage(rgb, None, item.person.format, item.person.mime_type, x1 - x0, y1 - y0)
+            crops.append(prepare_person_stage(manifest, crop)[0])
+        step = len(crops) if manifest.dynamic_batch else 1
+        scores: list[float] = []
+        for start in range(0, len(crops), step):
+            try:
+                [chunk] = session.run([manifest.provides["person_score"]],
+                                      {manifest.person_input.name: np.stack(crops[start:start + step])})
+            except Exception as exc:
+                raise InferenceError(f"person stage {manifest.name} failed on a second look: {exc}") from exc
+            scores.extend(float(s) for s in np.asarray(chunk).reshape(-1))
+        found = [s for s in scores if s >= manifest.min_person_score]
+        return found if len(found) >= 2 else []
 
     def infer(self, items: Sequence[PreparedJob]) -> list[ModelOutput | Exception]:
         """Run the person stage (if any) and the try-on model on ``items`` in calls of at most

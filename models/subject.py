@@ -138,3 +138,37 @@ def choose_subject(view: PersonOutputs) -> Subject:
                 f"{len(others) + 1} people in the photo and none clearly the subject (the largest other "
                 f"figure is {max(others) / max(mine, 1.0):.0%} of the one found); crop the photo to one person")
     return Subject(box=box, mask_share=mine / max(total, 1.0), other_figures=len(others))
+
+
+def figure_boxes(view: PersonOutputs, limit: int = 3) -> list[tuple[int, int, int, int]]:
+    """Boxes (photo px, largest first) of the separate figures in the person mask, when it holds two or more.
+
+    For a photo the person stage scored below its threshold: its pose crop spans the mask's whole
+    bounding box, so two people side by side make one crop that holds no single person. Each box
+    is a run of occupied columns (as in :func:`choose_subject`) with a mass at least
+    ``FIGURE_SHARE`` of the largest, widened by a fifth; fewer than two such runs gives ``[]``.
+    """
+    pl = view.placement
+    if view.mask is None:
+        return []
+    mask = view.mask[0, pl.top:pl.top + pl.height, pl.left:pl.left + pl.width] > 0.5
+    h = mask.shape[0]
+    cols = mask.sum(axis=0).astype(np.float64)
+    occupied = np.concatenate([[False], cols > 0.05 * h, [False]])
+    edges = np.flatnonzero(occupied[1:] != occupied[:-1])
+    runs = [(int(a), int(b), float(cols[a:b].sum())) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+    if not runs:
+        return []
+    largest = max(m for _, _, m in runs)
+    runs = sorted((r for r in runs if r[2] >= FIGURE_SHARE * largest), key=lambda r: -r[2])[:limit]
+    if len(runs) < 2:
+        return []
+    sx, sy = pl.src_w / pl.width, pl.src_h / pl.height
+    boxes = []
+    for a, b, _ in runs:
+        ys = np.flatnonzero(mask[:, a:b].any(axis=1))
+        pad_x, pad_y = 0.2 * (b - a), 0.2 * (ys[-1] + 1 - ys[0])
+        boxes.append((max(0, int((a - pad_x) * sx)), max(0, int((ys[0] - pad_y) * sy)),
+                      min(pl.src_w, int(np.ceil((b + pad_x) * sx))),
+                      min(pl.src_h, int(np.ceil((ys[-1] + 1 + pad_y) * sy)))))
+    return boxes

@@ -1176,6 +1176,40 @@ AS $function$
     UPDATE conversion_jobs j SET heartbeat_at = now() FROM held WHERE j.id = held.id RETURNING j.id;
 $function$;
 
+-- jobs_note_subject(jsonb): 0500_result_subject.sql
+CREATE OR REPLACE FUNCTION public.jobs_note_subject(p_items jsonb)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
+AS $function$
+DECLARE
+    v_count integer;
+BEGIN
+    WITH items AS (
+        SELECT x.job_id, x.attempt,
+               jsonb_strip_nulls(jsonb_build_object('box', x.subject -> 'box',
+                                                    'mask_share', x.subject -> 'mask_share',
+                                                    'other_figures', x.subject -> 'other_figures')) AS subject
+          FROM jsonb_to_recordset(p_items) AS x(job_id uuid, attempt integer, subject jsonb)
+         WHERE jsonb_typeof(x.subject) = 'object'
+    ), noted AS (
+        UPDATE images i
+           SET metadata = i.metadata || jsonb_build_object('subject', x.subject)
+          FROM items x
+          JOIN conversion_jobs j ON j.id = x.job_id AND j.attempt = x.attempt AND j.status = 'completed'
+          JOIN conversions c ON c.id = j.conversion_id
+         WHERE i.id = c.result_image_id
+           AND i.metadata ->> 'attempt' = x.attempt::text
+           AND x.subject <> '{}'::jsonb
+           AND octet_length(x.subject::text) <= 256
+        RETURNING i.id
+    )
+    SELECT count(*) INTO v_count FROM noted;
+    RETURN v_count;
+END;
+$function$;
+
 -- jobs_promote_scheduled(integer): 0060_queue_for_real_networks.sql
 CREATE OR REPLACE FUNCTION public.jobs_promote_scheduled(p_limit integer DEFAULT 10000)
  RETURNS integer

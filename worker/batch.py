@@ -313,6 +313,7 @@ class BatchPipeline:
             original_url=result.url, thumbnail_url=thumb.url, file_size=result.size,
             mime_type=record.result.mime_type, width=record.result.width, height=record.result.height,
             processing_time_ms=elapsed_ms, ai_model_version=record.result.model_version,
+            subject=record.result.subject,
         )
 
     def _fail(self, record: JobRecord, elapsed_ms: int) -> bool:

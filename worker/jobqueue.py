@@ -335,8 +335,18 @@ class JobQueue:
 
     def _complete_on(self, conn: psycopg.Connection, completions: Sequence[Completion]
                      ) -> dict[uuid.UUID, CompletionOutcome]:
-        rows = conn.execute(Q.jobs_complete, {"items": completion_items(completions)}).fetchall()
-        return {row[0]: ("completed" if row[1] is not None else "fenced") for row in rows}
+        # With a subject to note, both statements share one transaction (else the one statement commits).
+        noting = any(c.subject for c in completions)
+        with conn.transaction() if noting else contextlib.nullcontext():
+            rows = conn.execute(Q.jobs_complete, {"items": completion_items(completions)}).fetchall()
+            outcome: dict[uuid.UUID, CompletionOutcome] = {
+                row[0]: ("completed" if row[1] is not None else "fenced") for row in rows}
+            # Who was dressed goes into the result image's metadata with the result, or not at all.
+            notes = [{"job_id": str(c.claim.job_id), "attempt": c.claim.attempt, "subject": c.subject}
+                     for c in completions if c.subject and outcome.get(c.claim.job_id) == JobStatus.COMPLETED]
+            if notes:
+                conn.execute(Q.jobs_note_subject, {"items": json.dumps(notes)})
+        return outcome
 
     def _resolve(self, completions: Sequence[Completion]) -> dict[uuid.UUID, CompletionOutcome]:
         """Settle an ambiguous completion by reading the jobs back (and completing those still held)."""

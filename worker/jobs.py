@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,5 @@ class Completion:
     height: int
     processing_time_ms: int
     ai_model_version: str
+    #: Who was dressed (``models.subject.Subject.as_dict()``), noted in the result image's metadata.
+    subject: dict[str, Any] | None = None

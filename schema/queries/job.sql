@@ -224,3 +224,8 @@ SELECT count(*) FILTER (WHERE error_type IS NOT NULL AND error_type <> 'worker_l
 -- name: jobs_stamp_unowned
 -- Queued jobs inserted with triggers off get their fair-share stamp (the leader, each sweep).
 SELECT jobs_stamp_unowned(%(limit)s);
+
+-- name: jobs_note_subject
+-- The dressed person of each completed result (box, mask share, other figures) into the result
+-- image's metadata; run in the completion's transaction (jobs_note_subject(), migration 0500).
+SELECT jobs_note_subject(%(items)s::jsonb);

@@ -7,7 +7,7 @@ import pytest
 
 from models.pipeline import place
 from models.stages import PersonOutputs
-from models.subject import MultiplePeopleError, NoTorsoError, choose_subject
+from models.subject import MultiplePeopleError, NoTorsoError, choose_subject, figure_boxes
 
 SIZE = 256
 
@@ -59,3 +59,13 @@ def test_a_face_filling_the_frame_is_no_torso() -> None:
     with pytest.raises(NoTorsoError) as info:
         choose_subject(view([(20, 236, 0)], shoulders=(60, 196, 200), face_width=130))
     assert "close-up" in str(info.value)
+
+
+def test_figure_boxes_split_figures_side_by_side_and_leave_one_alone() -> None:
+    # Two people side by side (the second look of a low-scoring photo): one box each, largest first.
+    boxes = figure_boxes(view([(20, 100, 40), (140, 240, 60)]))
+    assert len(boxes) == 2
+    (a0, _, a1, _), (b0, _, b1, _) = boxes
+    assert a0 <= 140 < 240 <= a1 and b0 <= 20 < 100 <= b1, boxes  # widened by a fifth, within the photo
+    assert figure_boxes(view([(80, 176, 40)])) == []  # one figure: no second look
+    assert figure_boxes(view([(20, 120, 40), (200, 210, 200)])) == []  # a sliver is no figure
