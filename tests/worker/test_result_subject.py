@@ -44,7 +44,7 @@ def test_a_completed_conversion_records_who_was_dressed(db: psycopg.Connection, 
         "JOIN images ci ON ci.id = c.cloth_image_id WHERE c.id = %s", (conv,)).fetchone() or ("", "")
     storage.put(person, (PHOTOS / "suit-neighbours-arm.jpg").read_bytes())
     storage.put(cloth, stripes())
-    runner = TryOnRunner(None, intra_op_threads=1, max_batch=8)
+    runner = TryOnRunner(None, intra_op_threads=1, max_batch=8, thumbnail_size=256)
     queue = JobQueue.on_connection(db, "w-subject")
     [claim] = queue.claim(1)
     inflight = InFlight()
