@@ -6,7 +6,8 @@ It starts a PostgreSQL cluster and a Redis of its own (never the machine's share
 registers sample images and submits conversions through the Python producer (idempotency keys, and
 retries while the database is away), with some cancelled mid-run, some slow and a few whose stored
 input was damaged. Several supervised fleets (``stayler worker``, several processes each, batching
-on) run them while the runner SIGKILLs a random worker process every few seconds, restarts
+on) run them while the runner SIGKILLs a random worker process every few seconds (once some more
+conversions finished since the last kill), restarts
 PostgreSQL once and flushes Redis once. It waits for the drain by counted progress, not by the
 clock: the run ends when every conversion is terminal, or when nothing moved (no conversion became
 terminal, none was submitted) for ``--stall`` seconds, so a slow machine takes longer but is not
@@ -114,6 +115,10 @@ class ChaosConfig:
     batch_size: int = 8
     model: str = "tryon-geometric"
     kill_every_s: tuple[float, float] = (2.0, 5.0)
+    #: ... and only once this many more conversions became terminal since the last kill: the kills
+    #: keep pace with the work, so a slow machine (fleets that take longer to boot than the kill
+    #: interval) still makes progress between them instead of being killed while it boots.
+    kill_every_done: int = 15
     cancel_share: float = 0.03
     slow_share: float = 0.05
     bad_share: float = 0.01
@@ -267,6 +272,7 @@ class Chaos:
         self.start_fleets()
         next_kill = time.monotonic() + self.rng.uniform(*cfg.kill_every_s)
         done = 0
+        done_at_kill = 0
         progress = (-1, -1)  # (terminal, submitted) when last seen moving
         moved_at = time.monotonic()
         conn: psycopg.Connection | None = None
@@ -300,7 +306,9 @@ class Chaos:
             if not self.figures.redis_flushes and done >= total * 0.6:
                 self.redis.flushall()
                 self.figures.redis_flushes += 1
-            if done < total * 0.97 and time.monotonic() >= next_kill:
+            if (done < total * 0.97 and time.monotonic() >= next_kill
+                    and done - done_at_kill >= cfg.kill_every_done):
+                done_at_kill = done
                 pids = self.worker_pids()
                 preferred = [p for p in pids if p in busy] or pids
                 if preferred:
@@ -478,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tryon-geometric")
     parser.add_argument("--stall", type=float, default=120.0,
                         help="end the run when nothing became terminal and nothing was submitted for this many s")
+    parser.add_argument("--kill-every-done", type=int, default=15,
+                        help="kill only once this many more conversions finished since the last kill")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the run's folder (logs, storage)")
     args = parser.parse_args(argv)
@@ -485,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     config = ChaosConfig(conversions=args.conversions, fleets=args.fleets, processes=args.processes,
                          threads=args.threads, batch_size=args.batch_size, model=args.model,
-                         stall_s=args.stall, seed=args.seed)
+                         stall_s=args.stall, kill_every_done=args.kill_every_done, seed=args.seed)
     with chaos_run(config, keep=args.keep) as chaos:
         figures = chaos.run()
         print(figures.render(), flush=True)
