@@ -123,7 +123,7 @@ class ChaosConfig:
     slow_share: float = 0.05
     bad_share: float = 0.01
     #: The run is stuck when no conversion became terminal and none was submitted for this long.
-    stall_s: float = 120.0
+    stall_s: float = 300.0
     seed: int = 7
 
 
@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--model", default="tryon-geometric")
-    parser.add_argument("--stall", type=float, default=120.0,
+    parser.add_argument("--stall", type=float, default=300.0,
                         help="end the run when nothing became terminal and nothing was submitted for this many s")
     parser.add_argument("--kill-every-done", type=int, default=15,
                         help="kill only once this many more conversions finished since the last kill")
