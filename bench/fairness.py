@@ -19,7 +19,9 @@ Two parts, in one run:
 
 from __future__ import annotations
 
+import logging
 import random
+import sys
 import threading
 import time
 import uuid
@@ -30,6 +32,7 @@ import psycopg
 from bench.common import Row, Services, Sizes, fleet, percentile, wait_terminal
 
 NAME = "fairness"
+log = logging.getLogger(__name__)
 CHUNK = 250_000
 
 
@@ -208,7 +211,7 @@ def _flood_rows(svc: Services, sizes: Sizes) -> list[Row]:
                    STAYLER_OWNER_MAX_PROCESSING=str(cap)) as flt:
             for owner in idle:  # one at a time on an idle fleet
                 owner.submit(conn)
-                wait_terminal(conn, idle.index(owner) + 1, 60, flt, interval_s=0.01)
+                wait_terminal(conn, idle.index(owner) + 1, 600, flt, interval_s=0.01)  # the first: the boot
             sampler = threading.Thread(target=_sample_max_processing, args=(url, stop, peaks), daemon=True)
             sampler.start()
             vendor.submit(conn, sizes.fairness_flood)
@@ -258,5 +261,16 @@ def _flood_rows(svc: Services, sizes: Sizes) -> list[Row]:
 
 
 def run(svc: Services, sizes: Sizes) -> list[Row]:
-    """The claim rows, then the flood."""
-    return _claim_rows(svc, sizes) + _flood_rows(svc, sizes)
+    """The claim rows, then the flood (a failing part gets an error row; the other's rows are kept)."""
+    rows: list[Row] = []
+    for part in (_claim_rows, _flood_rows):
+        try:
+            got = part(svc, sizes)
+        except Exception as exc:
+            log.exception("fairness: %s failed", part.__name__)
+            got = [Row(NAME, f"error in {part.__name__.strip('_')}", None, "",
+                       note=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")]
+        for row in got:  # as they come: the claim rows take long at full size
+            print(f"fairness: {row.case}: {row.value} {row.unit} {row.note}", file=sys.stderr, flush=True)
+        rows.extend(got)
+    return rows
