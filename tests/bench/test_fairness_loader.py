@@ -15,9 +15,12 @@ from tests.factories import make_image, make_user
 OWNERS, JOBS = 7, 30  # not a multiple: some owners get one job more
 
 
-def _shape(conn: psycopg.Connection, owners: list[uuid.UUID]) -> list[tuple[object, ...]]:
+Shape = tuple[tuple[object, ...], object, object]
+
+
+def _shape(conn: psycopg.Connection, owners: list[uuid.UUID]) -> list[Shape]:
     """Per owner (in the given order): its jobs' (plan, band, status, vstart) by age, its lane, its load."""
-    out: list[tuple[object, ...]] = []
+    out: list[Shape] = []
     for owner in owners:
         jobs = conn.execute("SELECT plan, band, status, vstart FROM conversion_jobs WHERE owner_id = %s "
                             "ORDER BY created_at, vstart", (owner,)).fetchall()
@@ -48,7 +51,7 @@ def test_loaded_rows_equal_the_triggers_stamp(db: psycopg.Connection) -> None:
                   SELECT cid, owner_id, person, cloth, 'pending', created_at FROM ref_src""")
     db.execute("INSERT INTO conversion_jobs (conversion_id, created_at) SELECT cid, created_at FROM ref_src ORDER BY i")
     reference = _shape(db, users)
-    assert sum(len(r[0]) for r in reference) == JOBS  # type: ignore[arg-type]
+    assert sum(len(jobs) for jobs, _, _ in reference) == JOBS
 
     load_queue(db, OWNERS, JOBS)
     loaded_owners = [r[0] for r in db.execute("SELECT id FROM bench_owner ORDER BY n").fetchall()]
