@@ -285,16 +285,21 @@ def terminal_count(conn: psycopg.Connection) -> int:
 
 def wait_terminal(conn: psycopg.Connection, count: int, timeout_s: float, flt: Fleet | None = None,
                   interval_s: float = 0.25) -> None:
-    """Wait until ``count`` jobs are terminal; raise with the fleet's log after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if terminal_count(conn) >= count:
+    """Wait until ``count`` jobs are terminal; raise with the fleet's log once none became terminal for
+    ``timeout_s`` (counted progress, not a window: a loaded machine boots and drains slower)."""
+    seen, moved_at = -1, time.monotonic()
+    while True:
+        done = terminal_count(conn)
+        if done >= count:
             return
+        if done != seen:
+            seen, moved_at = done, time.monotonic()
+        elif time.monotonic() - moved_at > timeout_s:
+            break
         if flt is not None and flt.proc.poll() is not None:
             raise RuntimeError(f"the worker fleet exited with {flt.proc.returncode}\n{flt.log_tail()}")
         time.sleep(interval_s)
-    done = terminal_count(conn)
-    raise TimeoutError(f"{done}/{count} conversions finished within {timeout_s:.0f} s\n"
+    raise TimeoutError(f"{seen}/{count} conversions finished; none for {timeout_s:.0f} s\n"
                        + (flt.log_tail() if flt else ""))
 
 

@@ -19,7 +19,9 @@ Two parts, in one run:
 
 from __future__ import annotations
 
+import logging
 import random
+import sys
 import threading
 import time
 import uuid
@@ -30,13 +32,19 @@ import psycopg
 from bench.common import Row, Services, Sizes, fleet, percentile, wait_terminal
 
 NAME = "fairness"
+log = logging.getLogger(__name__)
 CHUNK = 250_000
 
 
 def load_queue(conn: psycopg.Connection, owners: int, jobs: int) -> None:
     """``jobs`` queued jobs over ``owners`` new users (one person and one cloth image row each), in bulk.
 
-    Jobs go through the stamping trigger like any insert; rows are interleaved across owners.
+    Rows are interleaved across owners (job i belongs to owner i mod ``owners``, older first) and
+    carry the fair-share stamp the insert trigger would give them, computed in SQL instead of one
+    lane lookup per row (the trigger keeps a loader's stamp: owner_id given): plan ``free``, the
+    plan's band, virtual start k / weight for an owner's k-th job (the clock is 0 on a fresh
+    database), and each owner's lane at its last virtual finish. So the loader is one INSERT ...
+    SELECT per chunk; tests/bench/test_fairness_loader.py checks the rows equal the trigger's.
     """
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS bench_owner (n int PRIMARY KEY, id uuid, person uuid, cloth uuid)")
     conn.execute("TRUNCATE bench_owner")
@@ -49,18 +57,38 @@ def load_queue(conn: psycopg.Connection, owners: int, jobs: int) -> None:
                     SELECT i.id, o.id, 'user', 'bench/' || i.id, 'f.jpg', 'file:///bench', 1000, 'image/jpeg', i.t
                       FROM bench_owner o,
                            LATERAL (VALUES (o.person, 'user'), (o.cloth, 'cloth')) AS i (id, t)""")
+    row = conn.execute("SELECT p.weight, p.band, (SELECT vtime FROM fair_clock) FROM fair_plans p "
+                       "WHERE p.plan = 'free'").fetchone()
+    assert row is not None
+    weight, band, clock = float(row[0]), int(row[1]), float(row[2] or 0)
+    params = {"owners": owners, "jobs": jobs, "weight": weight, "band": band, "clock": clock}
     done = 0
     while done < jobs:
         n = min(CHUNK, jobs - done)
         conn.execute(
-            """WITH c AS (
-                   INSERT INTO conversions (user_id, user_image_id, cloth_image_id, status, created_at)
-                   SELECT o.id, o.person, o.cloth, 'pending', now() - make_interval(secs => %(base)s + g)
-                     FROM generate_series(1, %(n)s) AS g JOIN bench_owner o ON o.n = (%(base)s + g) %% %(owners)s
-                   RETURNING id, created_at)
-               INSERT INTO conversion_jobs (conversion_id, created_at) SELECT id, created_at FROM c""",
-            {"n": n, "base": done, "owners": owners})
+            """WITH src AS MATERIALIZED (
+                   SELECT gen_random_uuid() AS cid, o.id AS owner_id, o.person, o.cloth,
+                          now() - make_interval(secs => %(jobs)s - i) AS created_at,
+                          %(clock)s + (i / %(owners)s)::float8 / %(weight)s AS vstart
+                     FROM generate_series(%(base)s, %(base)s + %(n)s - 1) AS i
+                     JOIN bench_owner o ON o.n = i %% %(owners)s
+               ), c AS (
+                   INSERT INTO conversions (id, user_id, user_image_id, cloth_image_id, status, created_at)
+                   SELECT cid, owner_id, person, cloth, 'pending', created_at FROM src)
+               INSERT INTO conversion_jobs (conversion_id, created_at, owner_id, plan, band, vstart)
+               SELECT cid, created_at, owner_id, 'free', %(band)s, vstart FROM src""",
+            {**params, "n": n, "base": done})
         done += n
+    # Each owner's lane as the trigger leaves it: last finish = its last virtual start + 1 / weight.
+    conn.execute(
+        """INSERT INTO owner_lanes (owner_id, owner_kind, plan, last_finish)
+           SELECT o.id, 'user', 'free',
+                  %(clock)s + (%(jobs)s / %(owners)s + (o.n < %(jobs)s %% %(owners)s)::int)::float8 / %(weight)s
+             FROM bench_owner o
+           ON CONFLICT (owner_id)
+           DO UPDATE SET last_finish = GREATEST(owner_lanes.last_finish, EXCLUDED.last_finish)""",
+        params)
+    conn.execute("INSERT INTO owner_load (owner_id) SELECT id FROM bench_owner ON CONFLICT DO NOTHING")
 
 
 def claim_times(conn: psycopg.Connection, count: int, batch: int = 16) -> list[float]:
@@ -186,7 +214,7 @@ def _flood_rows(svc: Services, sizes: Sizes) -> list[Row]:
                    STAYLER_OWNER_MAX_PROCESSING=str(cap)) as flt:
             for owner in idle:  # one at a time on an idle fleet
                 owner.submit(conn)
-                wait_terminal(conn, idle.index(owner) + 1, 60, flt, interval_s=0.01)
+                wait_terminal(conn, idle.index(owner) + 1, 600, flt, interval_s=0.01)  # the first: the boot
             sampler = threading.Thread(target=_sample_max_processing, args=(url, stop, peaks), daemon=True)
             sampler.start()
             vendor.submit(conn, sizes.fairness_flood)
@@ -236,5 +264,16 @@ def _flood_rows(svc: Services, sizes: Sizes) -> list[Row]:
 
 
 def run(svc: Services, sizes: Sizes) -> list[Row]:
-    """The claim rows, then the flood."""
-    return _claim_rows(svc, sizes) + _flood_rows(svc, sizes)
+    """The claim rows, then the flood (a failing part gets an error row; the other's rows are kept)."""
+    rows: list[Row] = []
+    for part in (_claim_rows, _flood_rows):
+        try:
+            got = part(svc, sizes)
+        except Exception as exc:
+            log.exception("fairness: %s failed", part.__name__)
+            got = [Row(NAME, f"error in {part.__name__.strip('_')}", None, "",
+                       note=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")]
+        for row in got:  # as they come: the claim rows take long at full size
+            print(f"fairness: {row.case}: {row.value} {row.unit} {row.note}", file=sys.stderr, flush=True)
+        rows.extend(got)
+    return rows

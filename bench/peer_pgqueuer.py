@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -193,7 +194,7 @@ def run_peer(svc: Services, sizes: Sizes, processes: int, batch: int, threads: i
         asyncio.run(_enqueue(url))
         conn.execute("VACUUM ANALYZE")
         config = PeerConfig(url=url, storage_url=f"file://{storage_dir}", batch=batch, threads=threads)
-        _run_processes(config, processes, timeout_s=max(120.0, sizes.queue_jobs / 50))
+        _run_processes(config, processes)
         done, seconds, other = drain_rate(conn)
         if other:
             raise RuntimeError(f"{other} conversions did not complete in {label}")
@@ -212,17 +213,29 @@ def check_rows(conn: psycopg.Connection, count: int) -> None:
         raise RuntimeError(f"the peer wrote other rows than expected for {count} conversions: {row}")
 
 
-def _run_processes(config: PeerConfig, processes: int, timeout_s: float) -> None:
-    """Spawn ``processes`` peer processes and wait until every one has drained the queue."""
+def _run_processes(config: PeerConfig, processes: int, stall_s: float = 120.0) -> None:
+    """Spawn ``processes`` peer processes and wait until every one has drained the queue.
+
+    Waits by counted progress, not a fixed window (a shared machine may be slow): it gives up only
+    when no conversion completed for ``stall_s`` seconds.
+    """
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_process_main, args=(config,), name=f"pgqueuer-peer-{i}") for i in range(processes)]
     for proc in procs:
         proc.start()
     try:
+        with psycopg.connect(config.url, autocommit=True) as conn:
+            seen, moved_at = -1, time.monotonic()
+            while any(proc.is_alive() for proc in procs):
+                row = conn.execute("SELECT count(*) FROM conversions WHERE status = 'completed'").fetchone()
+                done = int(row[0]) if row else 0
+                if done != seen:
+                    seen, moved_at = done, time.monotonic()
+                elif time.monotonic() - moved_at > stall_s:
+                    raise TimeoutError(f"the pgqueuer peer completed nothing for {stall_s:.0f} s ({seen} done)")
+                time.sleep(0.5)
         for proc in procs:
-            proc.join(timeout_s)
-            if proc.is_alive():
-                raise TimeoutError(f"a pgqueuer peer process did not drain within {timeout_s:.0f} s")
+            proc.join()
             if proc.exitcode != 0:
                 raise RuntimeError(f"a pgqueuer peer process exited with {proc.exitcode}")
     finally:

@@ -41,7 +41,7 @@ def run_project(svc: Services, sizes: Sizes, processes: int, batch: int) -> floa
         load.create_many(sizes.queue_jobs)
         conn.execute("VACUUM ANALYZE")
         total = sizes.queue_jobs
-        timeout = max(120.0, total / 50)
+        timeout = max(300.0, total / 50)  # without progress (wait_terminal): includes the fleet's boot
         with fleet(url, svc.redis_url, svc.queue_name(label), work, processes=processes,
                    STAYLER_MODEL="null", STAYLER_MODEL_THREADS="1", STAYLER_CLAIM_BATCH_SIZE=str(batch)) as flt:
             wait_terminal(conn, total, timeout, flt)

@@ -10,7 +10,8 @@
 -- two claims never take one owner past its cap. `best`: each owner's own best jobs (its priority,
 -- then its order: virtual start), as many as it got slots and has room for. A slot left queued takes the virtual start of
 -- the job claimed in its place (`swapped`), so an owner spends its earliest virtual times whichever
--- of its jobs runs; the clock moves to the latest virtual start spent. The chosen jobs are marked
+-- of its jobs runs; the clock moves to the latest virtual start spent (written and locked only when it moves
+-- forward: with many owners at one virtual time most claims leave it alone). The chosen jobs are marked
 -- processing under a new attempt and the caller's claim token, their conversions move to
 -- processing, a conversion's first attempt writes the 'convert' usage row (usage counts
 -- conversions, not attempts), and the worker gets what it needs. A suspect job (lost with a worker
@@ -87,9 +88,9 @@ WITH capped AS MATERIALIZED (
         ON n.owner_id = u.owner_id AND n.k = u.k
      WHERE j.id = u.id
 ), clock AS (
-    UPDATE fair_clock SET vtime = GREATEST(vtime, x.v)
+    UPDATE fair_clock SET vtime = x.v
       FROM (SELECT max(s.vstart) AS v FROM spent s JOIN taken t ON t.owner_id = s.owner_id WHERE s.k <= t.n) AS x
-     WHERE x.v IS NOT NULL
+     WHERE x.v > fair_clock.vtime
 ), claimed AS (
     UPDATE conversion_jobs j
        SET status = 'processing', worker_id = %(worker_id)s, started_at = now(), heartbeat_at = now(),

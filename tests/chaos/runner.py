@@ -6,9 +6,13 @@ It starts a PostgreSQL cluster and a Redis of its own (never the machine's share
 registers sample images and submits conversions through the Python producer (idempotency keys, and
 retries while the database is away), with some cancelled mid-run, some slow and a few whose stored
 input was damaged. Several supervised fleets (``stayler worker``, several processes each, batching
-on) run them while the runner SIGKILLs a random worker process every few seconds, restarts
-PostgreSQL once and flushes Redis once. Afterwards it checks, from the database and the storage
-folder, that nothing was lost and nothing was done twice, and prints the figures.
+on) run them while the runner SIGKILLs a random worker process every few seconds (once some more
+conversions finished since the last kill), restarts
+PostgreSQL once and flushes Redis once. It waits for the drain by counted progress, not by the
+clock: the run ends when every conversion is terminal, or when nothing moved (no conversion became
+terminal, none was submitted) for ``--stall`` seconds, so a slow machine takes longer but is not
+judged, and a stuck queue still ends the run. Afterwards it checks, from the database and the
+storage folder, that nothing was lost and nothing was done twice, and prints the figures.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class Figures:
     duplicates: int = 0
     lost: int = 0
     wall_s: float = 0.0
+    stalled: bool = False
     problems: list[str] = field(default_factory=list)
 
     def render(self) -> str:
@@ -94,7 +99,7 @@ class Figures:
             f"  retries            {self.retries}",
             f"  duplicates found   {self.duplicates}",
             f"  lost               {self.lost}",
-            f"  wall time          {self.wall_s:.1f} s",
+            f"  wall time          {self.wall_s:.1f} s" + (" (ended: no progress)" if self.stalled else ""),
             f"  problems           {len(self.problems)}" + "".join(f"\n    - {p}" for p in self.problems[:20]),
         ])
 
@@ -110,10 +115,15 @@ class ChaosConfig:
     batch_size: int = 8
     model: str = "tryon-geometric"
     kill_every_s: tuple[float, float] = (2.0, 5.0)
+    #: ... and only once this many more conversions became terminal since the last kill: the kills
+    #: keep pace with the work, so a slow machine (fleets that take longer to boot than the kill
+    #: interval) still makes progress between them instead of being killed while it boots.
+    kill_every_done: int = 15
     cancel_share: float = 0.03
     slow_share: float = 0.05
     bad_share: float = 0.01
-    timeout_s: float = 540.0
+    #: The run is stuck when no conversion became terminal and none was submitted for this long.
+    stall_s: float = 300.0
     seed: int = 7
 
 
@@ -121,8 +131,10 @@ def _connect(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True, connect_timeout=5)
 
 
-def _retrying(url: str, holder: list[psycopg.Connection], fn, what: str, deadline: float):
-    """Call ``fn(conn)``; while the database is away, reconnect and try again (a producer's retry)."""
+def _retrying(url: str, holder: list[psycopg.Connection], fn, what: str, patience_s: float):
+    """Call ``fn(conn)``; while the database is away (up to ``patience_s``), reconnect and try again (a
+    producer's retry)."""
+    deadline = time.monotonic() + patience_s
     while True:
         try:
             if holder[0].closed:
@@ -199,16 +211,16 @@ class Chaos:
 
     def _submit_all(self) -> None:
         cfg = self.config
-        deadline = time.monotonic() + cfg.timeout_s
+        patience = cfg.stall_s
         holder = [_connect(self.db_url)]
         storage = LocalStorage(self.storage_dir)
-        user = _retrying(self.db_url, holder, create_user, "user", deadline)
+        user = _retrying(self.db_url, holder, create_user, "user", patience)
         garment = _retrying(self.db_url, holder, lambda c: register_image(
             c, storage, to_bytes(make_garment(seed=3)), owner_id=user, owner_type="user", image_type="cloth",
-            limits=LIMITS).id, "garment", deadline)
+            limits=LIMITS).id, "garment", patience)
         persons = [_retrying(self.db_url, holder, lambda c, s=s: register_image(
             c, storage, to_bytes(make_person(96, 128, seed=s).image), owner_id=user, owner_type="user",
-            image_type="user", limits=LIMITS), "person", deadline) for s in range(4)]
+            image_type="user", limits=LIMITS), "person", patience) for s in range(4)]
         damaged = persons[-1]  # its stored bytes rot after registration: conversions using it must fail
         (self.storage_dir / damaged.file_path).write_bytes(b"\xff\xd8\xff\xe0 damaged after upload")
         good = [p.id for p in persons[:-1]]
@@ -218,10 +230,10 @@ class Chaos:
             style = "slow" if cfg.bad_share <= roll < cfg.bad_share + cfg.slow_share else None
             cid = _retrying(self.db_url, holder, lambda c, p=person, s=style, i=i: submit(
                 c, user_id=user, user_image_id=p, cloth_image_id=garment, style_name=s,
-                idempotency_key=f"chaos-{i}", max_retries=3), "submit", deadline)
+                idempotency_key=f"chaos-{i}", max_retries=3), "submit", patience)
             self.submitted.append(cid)
             if self.rng.random() < cfg.cancel_share:
-                _retrying(self.db_url, holder, lambda c, cid=cid: cancel(c, cid, user_id=user), "cancel", deadline)
+                _retrying(self.db_url, holder, lambda c, cid=cid: cancel(c, cid, user_id=user), "cancel", patience)
             if i % 200 == 199:
                 time.sleep(0.5)  # spread submission over the first part of the run
         holder[0].close()
@@ -258,12 +270,21 @@ class Chaos:
         submitter = threading.Thread(target=self.submit_all, name="chaos-submit", daemon=True)
         submitter.start()
         self.start_fleets()
-        deadline = started + cfg.timeout_s
         next_kill = time.monotonic() + self.rng.uniform(*cfg.kill_every_s)
         done = 0
+        done_at_kill = 0
+        progress = (-1, -1)  # (terminal, submitted) when last seen moving
+        moved_at = time.monotonic()
         conn: psycopg.Connection | None = None
-        while time.monotonic() < deadline:
+        while True:
             time.sleep(0.2)
+            now = time.monotonic()
+            seen = (done, len(self.submitted))
+            if seen != progress:
+                progress, moved_at = seen, now
+            elif now - moved_at > cfg.stall_s:
+                self.figures.stalled = True
+                break
             try:
                 if conn is None or conn.closed:
                     conn = _connect(self.db_url)
@@ -285,7 +306,9 @@ class Chaos:
             if not self.figures.redis_flushes and done >= total * 0.6:
                 self.redis.flushall()
                 self.figures.redis_flushes += 1
-            if done < total * 0.97 and time.monotonic() >= next_kill:
+            if (done < total * 0.97 and time.monotonic() >= next_kill
+                    and done - done_at_kill >= cfg.kill_every_done):
+                done_at_kill = done
                 pids = self.worker_pids()
                 preferred = [p for p in pids if p in busy] or pids
                 if preferred:
@@ -309,6 +332,8 @@ class Chaos:
         problems = f.problems
         if self.submit_error is not None:
             problems.append(f"submission failed: {self.submit_error!r}")
+        if f.stalled:
+            problems.append(f"no progress for {self.config.stall_s:.0f} s: the run ended before the queue drained")
         logs = "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("fleet-*.log")))
         f.fleet_restarts = len(re.findall(r"the fleet exited unexpectedly", logs))
         f.rescues = len(re.findall(r"rescued a job from a dead worker", logs))
@@ -459,7 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--model", default="tryon-geometric")
-    parser.add_argument("--timeout", type=float, default=540.0)
+    parser.add_argument("--stall", type=float, default=300.0,
+                        help="end the run when nothing became terminal and nothing was submitted for this many s")
+    parser.add_argument("--kill-every-done", type=int, default=15,
+                        help="kill only once this many more conversions finished since the last kill")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the run's folder (logs, storage)")
     args = parser.parse_args(argv)
@@ -467,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     config = ChaosConfig(conversions=args.conversions, fleets=args.fleets, processes=args.processes,
                          threads=args.threads, batch_size=args.batch_size, model=args.model,
-                         timeout_s=args.timeout, seed=args.seed)
+                         stall_s=args.stall, kill_every_done=args.kill_every_done, seed=args.seed)
     with chaos_run(config, keep=args.keep) as chaos:
         figures = chaos.run()
         print(figures.render(), flush=True)
