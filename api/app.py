@@ -90,7 +90,8 @@ def create_app(settings: Settings, database_url: str, *, storage: Storage | None
     """
     metrics = ApiMetrics()
     ctx = ApiContext(settings=settings, db=Database(database_url, settings.api_db_pool_size, settings),
-                     storage=storage or open_storage(settings), hub=CompletionHub(database_url), metrics=metrics,
+                     storage=storage or open_storage(settings), hub=CompletionHub(database_url, settings),
+                     metrics=metrics,
                      limits=ImageLimits.from_settings(settings),
                      waker=Waker.from_url(settings.redis_url, settings.queue_name) if settings.redis_url else None,
                      limiter=rate_limiter(settings),

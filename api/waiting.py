@@ -4,30 +4,35 @@ A waiting request costs no database query while it waits: it registers an event 
 re-reads the conversion once (so a completion that committed before it registered is not missed),
 and sleeps until the listener sets the event or its time is up. When the listener loses its
 connection every waiter is woken to re-read, and waiters re-read every ``POLL_FALLBACK_S`` anyway.
+Behind a transaction pooler (no LISTEN there, :mod:`schema.listen`) the listener wakes every
+waiter every ``schema.listen.POOLED_POLL_S`` to re-read instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 
-import psycopg
+from core.backoff import Backoff
+from core.settings import Settings
+from producer.wait import POLL_FALLBACK_S
+from schema import channels
+from schema.listen import AsyncListener, akeep_listening
 
-from producer.wait import CHANNEL, POLL_FALLBACK_S
-
-log = logging.getLogger("stayler.api.waiting")
+#: Waits before the listener connects again: 0.5 s, doubling, at most the waiters' own fallback.
+RECONNECT = Backoff(first_s=0.5, max_s=POLL_FALLBACK_S)
 
 
 class CompletionHub:
     """Conversion id → the events of the requests waiting for it, set from one listening connection."""
 
-    def __init__(self, url: str) -> None:
-        """Listen on ``url``'s completion channel once :meth:`start` runs."""
+    def __init__(self, url: str, settings: Settings) -> None:
+        """Listen on ``url``'s completion channel (or its direct URL) once :meth:`start` runs."""
         self.url = url
+        self.settings = settings
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
@@ -74,22 +79,18 @@ class CompletionHub:
                 event.set()
 
     async def _listen(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True,
-                                                                 connect_timeout=10) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
-                    self.connected.set()
-                    self._wake_all()  # anything may have ended while we were not listening
-                    delay = 0.5
-                    async for note in conn.notifies():
-                        self._wake(note.payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("completion listener lost its connection: %s", type(exc).__name__)
-            self.connected.clear()
-            self._wake_all()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, POLL_FALLBACK_S)
+        await akeep_listening(self.settings, "api", (channels.CONVERSION_DONE,), self._serve, backoff=RECONNECT,
+                              url=self.url, on_lost=self._lost)
+
+    async def _serve(self, listener: AsyncListener) -> None:
+        self.connected.set()
+        self._wake_all()  # anything may have ended while we were not listening
+        async for payload in listener.heard():
+            if payload is None:
+                self._wake_all()  # polling behind a pooler: every waiter looks again
+            else:
+                self._wake(payload)
+
+    def _lost(self) -> None:
+        self.connected.clear()
+        self._wake_all()

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.add_argument("--out", type=Path, default=Path("bench-results"),
                        help="results folder (default: %(default)s); a <timestamp>/ folder is created in it")
         p.add_argument("--no-docs", action="store_true",
-                       help="do not write the tables into docs/benchmarks.md and README.md (a full-size run "
+                       help="do not write the tables into docs/benchmarks.md (a full-size run "
                             "of `all` writes the whole table, a full-size profile its stage table)")
         p.set_defaults(handler=cmd_bench, bench_names=NAMES if name == "all" else (name,))
     from modelkit.bench import add_bench_arguments

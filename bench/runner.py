@@ -113,7 +113,7 @@ def run(names: Sequence[str], *, smoke: bool = False, out_dir: Path = Path("benc
     """Run the named benchmarks (in :func:`benchmarks` order); a failing one gets an error row.
 
     With ``publish_docs`` (never at smoke sizes) the tables are also written into the generated
-    blocks of docs/benchmarks.md and README.md (:mod:`bench.publish`): the whole table when every
+    blocks of docs/benchmarks.md (:mod:`bench.publish`): the whole table when every
     benchmark ran, the per-stage CPU table when the profile ran.
     """
     settings = settings or Settings()

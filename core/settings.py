@@ -1,6 +1,6 @@
 """One typed settings object, read from environment variables (12-factor).
 
-Every variable is documented in the README's configuration table. ``DATABASE_URL`` and
+Every variable is documented in the configuration table of ``docs/configuration.md``. ``DATABASE_URL`` and
 ``REDIS_URL`` keep their conventional names; everything else is prefixed ``STAYLER_``.
 """
 

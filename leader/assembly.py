@@ -25,20 +25,13 @@ from leader.lease import Lease
 from leader.loop import LeaderLoop
 from leader.queue_gauges import QueueGauges
 from schema.connections import connect
+from schema.listen import listen_target
 from storage import Storage
 
 
 def leader_holder() -> str:
     """A fleet-unique name for this process's bid for the lease."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def leader_url(settings: LeaderSettings) -> tuple[str, bool]:
-    """The URL of the leader's own connection, and whether it reaches PostgreSQL directly (LISTEN works)."""
-    if settings.direct_database_url:
-        return settings.direct_database_url, True
-    assert settings.database_url is not None
-    return settings.database_url, not settings.database_pooled
 
 
 def max_waiting(settings: LeaderSettings) -> int:
@@ -70,12 +63,13 @@ def build_leader(settings: LeaderSettings, duties: Sequence[Duty], *,
                  borrow: Callable[[], contextlib.AbstractContextManager[psycopg.Connection]] | None = None,
                  holder: str | None = None) -> LeaderLoop:
     """A leader loop over ``duties``; standby checks use ``borrow`` (else a connection of its own)."""
-    url, direct = leader_url(settings)
+    target = listen_target(settings)
     if borrow is None:
         borrow = _StandbyConnection(settings).borrow
     return LeaderLoop(
         Lease(holder or leader_holder(), settings.leader_lease_s), duties, borrow=borrow,
-        open_leader_connection=lambda: connect(url, settings, "leader", pooled=not direct), listen=direct,
+        open_leader_connection=lambda: connect(target.url, settings, "leader", pooled=not target.direct),
+        listen=target.direct,
         standby_interval_s=min(2.0, settings.leader_lease_s / 3),
     )
 

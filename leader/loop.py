@@ -26,18 +26,22 @@ from dataclasses import dataclass
 
 import psycopg
 
+from core.backoff import Backoff
 from core.logs import first_line
 from leader.duties import Duty
 from leader.lease import Lease
+from schema import channels
+from schema.listen import Listener
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "stayler_jobs"
 #: How often a leader without LISTEN looks for new work.
 POLL_INTERVAL_S = 0.25
 #: Longest wait before asking for the lease again after a database error: a fleet must not stay
 #: without a leader for long once PostgreSQL is back.
 MAX_RETRY_DELAY_S = 2.0
+#: Waits before asking for the lease again after a database error: 0.5 s, doubling, at most the above.
+RETRY = Backoff(first_s=0.5, max_s=MAX_RETRY_DELAY_S)
 
 
 @dataclass
@@ -72,22 +76,22 @@ class LeaderLoop:
 
     def run(self, stop: threading.Event) -> None:
         """Stand by and lead until ``stop`` is set; never raises."""
-        delay = 0.5
+        delays = RETRY.delays()
         while not stop.is_set():
             try:
                 with self.borrow() as conn:
                     acquired = self.lease.try_acquire(conn)
                 if acquired:
                     self._lead(stop)
-                    delay = 0.5
+                    delays = RETRY.delays()
                     continue
                 stop.wait(self.standby_interval_s)
-                delay = 0.5
+                delays = RETRY.delays()
             except Exception as exc:
+                delay = next(delays)
                 log.warning("leader loop: database unavailable; retrying",
                             extra={"error": first_line(exc), "retry_in_s": delay})
                 stop.wait(delay)
-                delay = min(delay * 2, MAX_RETRY_DELAY_S)
         self.state.is_leader = False
 
     def _lead(self, stop: threading.Event) -> None:
@@ -96,8 +100,7 @@ class LeaderLoop:
             pid = conn.info.backend_pid if self.listen else None
             if not self.lease.try_acquire(conn, backend_pid=pid):
                 return
-            if self.listen:
-                conn.execute(f"LISTEN {CHANNEL}")
+            self._listener(conn).start()
             self.state.is_leader = True
             self.state.elections += 1
             log.info("leading the fleet", extra={"epoch": self.lease.epoch, "listen": self.listen})
@@ -162,18 +165,13 @@ class LeaderLoop:
                 if name in due:
                     due[name] = now
 
+    def _listener(self, conn: psycopg.Connection) -> Listener:
+        """The leader's connection as a listener on the jobs channel (polling when behind a pooler)."""
+        return Listener(conn, (channels.JOBS,), listening=self.listen, poll_s=POLL_INTERVAL_S)
+
     def _wait(self, conn: psycopg.Connection, stop: threading.Event, timeout: float) -> bool:
-        """Sleep until ``timeout`` passes or (with LISTEN) a job is queued; True when notified."""
-        if not self.listen:
-            stop.wait(min(timeout, POLL_INTERVAL_S))
-            return True
-        notified = False
-        for _ in conn.notifies(timeout=timeout, stop_after=1):
-            notified = True
-        if notified:
-            for _ in conn.notifies(timeout=0.0):
-                pass  # one dispatch round serves everything that arrived meanwhile
-        return notified
+        """Sleep until ``timeout`` passes or (with LISTEN) a job is queued; True when notified or polling."""
+        return self._listener(conn).wait(timeout, sleep=stop.wait) != []
 
     def _step_down(self, conn: psycopg.Connection, *, graceful: bool) -> None:
         if self.state.is_leader:

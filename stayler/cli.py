@@ -21,8 +21,8 @@ DESCRIPTION = """\
 AI Stayler conversion workers: a PostgreSQL-backed job queue whose Dramatiq worker processes run
 ONNX virtual try-on (person photo + garment photo -> the person wearing the garment).
 
-Configuration comes from environment variables: DATABASE_URL, REDIS_URL and STAYLER_* (see the
-README). Without DATABASE_URL / REDIS_URL an embedded PostgreSQL / Redis is started under
+Configuration comes from environment variables: DATABASE_URL, REDIS_URL and STAYLER_* (see
+docs/configuration.md). Without DATABASE_URL / REDIS_URL an embedded PostgreSQL / Redis is started under
 STAYLER_STATE_DIR (default ./.state) for the command's duration.
 """
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 import threading
 import time
 import uuid
@@ -35,6 +34,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from core.backoff import LOCK_CONFLICT, RECONNECT
 from core.logs import first_line
 from schema.connections import ConnectionSettings, connection_kwargs
 from schema.deadline import WATCHDOG
@@ -202,13 +202,13 @@ class JobQueue:
                 if not is_conflict(exc) or attempt == 7:
                     raise
                 log.info("lock conflict; running the statement again", extra={"sqlstate": exc.sqlstate})
-                self._sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+                self._sleep(LOCK_CONFLICT.delay(attempt))
         raise AssertionError("unreachable")
 
     def _retrying(self, what: str, work: Callable[[psycopg.Connection], T]) -> T:
         """Run a statement that is harmless to repeat, across broken connections, within the budget."""
         deadline = time.monotonic() + self.retry_for_s
-        delay = 0.05
+        delays = RECONNECT.delays()
         while True:
             try:
                 return self._once(work, budget_s=max(deadline - time.monotonic(), 0.1))
@@ -216,10 +216,10 @@ class JobQueue:
                 if not is_connection_error(exc):
                     raise
                 self.source.discard_broken()
+                delay = next(delays)
                 if time.monotonic() + delay > deadline:
                     raise QueueUnavailable(f"{what}: database unavailable: {first_line(exc)}") from exc
                 self._sleep(delay)
-                delay = min(delay * 2, 1.0)
 
 
     def claim(self, limit: int, *, allow_suspect: bool = True) -> list[Claim]:
@@ -353,7 +353,7 @@ class JobQueue:
         outcome: dict[uuid.UUID, CompletionOutcome] = {c.claim.job_id: "unknown" for c in completions}
         pending = list(completions)
         deadline = time.monotonic() + self.retry_for_s
-        delay = 0.05
+        delays = RECONNECT.delays()
         rounds = 0
         while pending:
             try:
@@ -382,12 +382,12 @@ class JobQueue:
                 if not is_connection_error(exc):
                     raise
                 self.source.discard_broken()
+                delay = next(delays)
                 if time.monotonic() + delay > deadline:
                     log.error("could not learn whether results were recorded; keeping their files",
                               extra={"error": first_line(exc)})
                     break
                 self._sleep(delay)
-                delay = min(delay * 2, 1.0)
         return outcome
 
     def fail(self, claim: Claim, failure: Failure, *, processing_time_ms: int | None,

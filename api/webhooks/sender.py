@@ -10,7 +10,9 @@ as soon as it is known: delivered (2xx), or due again after exponential backoff 
 older than STAYLER_WEBHOOK_RETRY_PERIOD_S fails, and an endpoint that has failed for that whole period
 is disabled. A slow or dripping receiver therefore holds one slot for at most one deadline and never
 delays another endpoint's deliveries. A delivery whose message cannot be built fails alone.
-Several senders may run: SKIP LOCKED and the lease keep them apart.
+Several senders may run: SKIP LOCKED and the lease keep them apart. The sender works on one
+connection that also LISTENs for new events (:func:`schema.listen.keep_listening`: the direct URL when
+one is configured; behind a transaction pooler it does not LISTEN and looks every ``IDLE_WAIT_S``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import json
 import logging
 import os
 import random
-import select
 import ssl
 import threading
 import time
@@ -38,19 +39,23 @@ from api.webhooks.secretbox import SecretBox, SecretKeyError
 from api.webhooks.signing import headers
 from api.webhooks.transport import DeliveryError, post
 from api.webhooks.urlguard import UrlRefusedError, parse_url, resolve_checked
+from core.backoff import Backoff
 from core.settings import Settings
+from schema import channels
+from schema.listen import Listener, keep_listening
 from schema.queries import Q
 from storage import Storage
 
 log = logging.getLogger("stayler.webhooks")
 
-CHANNEL = "stayler_webhooks"
 #: Events fanned out per statement.
 FAN_OUT_BATCH = 100
 #: Re-check for due retries at least this often when no NOTIFY arrives.
 IDLE_WAIT_S = 1.0
 #: Secrets re-encrypted per statement when keys rotate.
 REWRAP_BATCH = 500
+#: Waits before connecting again after the database was lost or a round failed: 1 s each time.
+RECONNECT = Backoff(first_s=1.0, max_s=1.0)
 
 
 def backoff_s(attempt: int, settings: Settings) -> float:
@@ -101,6 +106,7 @@ class Sender:
         self.inflight: dict[Future[Outcome], dict[str, Any]] = {}
         # A POST is sent right after its claim and ends within the resolve and request deadlines.
         self.lease_s = settings.webhook_resolve_timeout_s + settings.webhook_timeout_s + 5
+        self._rewrapped = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -263,21 +269,16 @@ class Sender:
                 return done
             after = rows[-1][0]
 
-    def _wait(self, conn: psycopg.Connection, timeout_s: float) -> None:
+    def _wait(self, listener: Listener, timeout_s: float) -> None:
         """Sleep until a NOTIFY, a finished POST or ``timeout_s``; consumes what woke it.
 
         A NOTIFY that arrived while a statement ran was read off the socket with the statement's results
         (psycopg queues it), so the socket alone would not show it: such a round starts again at once.
         """
-        if list(conn.notifies(timeout=0.0)):
-            return
-        readable, _, _ = select.select([conn.fileno(), self._wake_r], [], [], timeout_s)
-        if self._wake_r in readable:
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self._wake_r, 4096):
-                    pass
-        for _ in conn.notifies(timeout=0.0):
-            pass
+        listener.wait(timeout_s, wake_fds=(self._wake_r,))
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
 
     def drain(self, conn: psycopg.Connection | None, grace_s: float) -> None:
         """On shutdown: wait up to ``grace_s`` for the POSTs in flight and record them (others come due again)."""
@@ -298,29 +299,31 @@ class Sender:
         """
         if not self.box.keys:
             log.warning("STAYLER_SECRET_KEYS is not set: webhook signing secrets are stored unencrypted")
-        rewrapped = False
-        while not stop.is_set():
+        keep_listening(self.settings, "webhooks", (channels.WEBHOOKS,), lambda listener: self._serve(listener, stop),
+                       stop, backoff=RECONNECT, url=self.url, poll_s=IDLE_WAIT_S, on_error=self._on_error)
+
+    def _serve(self, listener: Listener, stop: threading.Event) -> None:
+        """Rewrap the secrets once per process, then deliver on ``listener`` until ``stop`` is set."""
+        conn = listener.conn
+        if not self._rewrapped:
+            self._rewrapped = True
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    if not rewrapped:
-                        rewrapped = True
-                        try:
-                            self.rewrap_secrets(conn)
-                        except psycopg.OperationalError:
-                            rewrapped = False
-                            raise
-                        except psycopg.Error:  # the rotation waits for the next start; delivery does not
-                            log.exception("webhook secrets not re-encrypted")
-                    while not stop.is_set():
-                        self.step(conn)
-                        self._wait(conn, IDLE_WAIT_S)
-                    self.drain(conn, self.settings.shutdown_grace_s)
-            except psycopg.OperationalError as exc:
-                # POSTs in flight go on; their outcomes are recorded on the next connection.
-                log.warning("webhook sender lost the database: %s", type(exc).__name__)
-                stop.wait(1.0)
-            except Exception:
-                # A bug or a row deleted under us: claimed deliveries come due again when their lease ends.
-                log.exception("webhook sender error; continuing")
-                stop.wait(1.0)
+                self.rewrap_secrets(conn)
+            except psycopg.OperationalError:
+                self._rewrapped = False
+                raise
+            except psycopg.Error:  # the rotation waits for the next start; delivery does not
+                log.exception("webhook secrets not re-encrypted")
+        while not stop.is_set():
+            self.step(conn)
+            self._wait(listener, IDLE_WAIT_S)
+        self.drain(conn, self.settings.shutdown_grace_s)
+
+    @staticmethod
+    def _on_error(exc: Exception) -> None:
+        if isinstance(exc, psycopg.OperationalError):
+            # POSTs in flight go on; their outcomes are recorded on the next connection.
+            log.warning("webhook sender lost the database: %s", type(exc).__name__)
+        else:
+            # A bug or a row deleted under us: claimed deliveries come due again when their lease ends.
+            log.exception("webhook sender error; continuing", exc_info=exc)
