@@ -9,10 +9,11 @@ and LISTEN go direct through ``STAYLER_DIRECT_DATABASE_URL``), a Sentinel-manage
 (``redis+sentinel://``) and an S3 server (moto, ``STAYLER_STORAGE_URL=s3://bucket/fleet``).
 Conversions arrive at a steady rate through the pooler, by plain SQL and by the Python producer,
 some cancelled, some slow, a few with an input damaged after upload. During the run the runner
-SIGKILLs a busy worker process every few seconds, restarts PostgreSQL, kills the Redis master (a
-replica is promoted by the Sentinels), makes the S3 server unavailable for 10 s, partitions the
-leader's host for 20 s (every database connection of that host black-holed: no RST, TCP stays up)
-and freezes a host that holds jobs (SIGSTOP of all its processes) for 15 s.
+SIGKILLs a busy worker process every few seconds (once the fleets are back from the previous
+kill), restarts PostgreSQL, kills the Redis master (a replica is promoted by the Sentinels), makes
+the S3 server unavailable for 10 s (every connection reset), partitions the leader's host for
+20 s (every database connection of that host black-holed: no RST, TCP stays up) and freezes a host
+that holds jobs (SIGSTOP of all its processes) for 15 s.
 
 Afterwards it checks, from the database and the bucket, that every conversion ended, that each
 completed one has exactly one result row, one result object and one thumbnail, that nothing is
@@ -193,6 +194,7 @@ class MultiHost:
         self._timed: list[tuple[float, Callable[[], None]]] = []
         self._epoch = -1
         self._leader_pid: int | None = None
+        self._done_at_kill = -1
 
     def _submit(self) -> None:
         cfg = self.config
@@ -227,6 +229,16 @@ class MultiHost:
                 self.figures.kills += 1
                 if hits_leader:
                     self.figures.leader_faults += 1
+
+    def _recovered(self, done: int) -> bool:
+        """The fleet is back from the last kill: every host runs all its processes, and work went on.
+
+        Dramatiq ends a host's whole fleet when one process dies; on a loaded machine the restart
+        takes longer than the kill interval, and kills at a fixed pace would keep the fleets down
+        for good. Counting recovery keeps the kills a fault, not a measure of the machine's speed.
+        """
+        want = self.cluster.config.hosts * self.cluster.config.processes
+        return done > self._done_at_kill and len(self.cluster.worker_pids()) >= want
 
     def _watch_leader(self) -> None:
         epoch, pid = self.cluster.leader()
@@ -341,8 +353,10 @@ class MultiHost:
             elif "freeze" not in done_faults and elapsed >= cfg.freeze_at_s:
                 done_faults.add("freeze")
                 self._freeze_a_busy_host()
-            if (submitter.is_alive() or done < cfg.conversions * 0.97) and time.monotonic() >= next_kill:
+            if (submitter.is_alive() or done < cfg.conversions * 0.97) and time.monotonic() >= next_kill \
+                    and self._recovered(done):
                 self._kill_one()
+                self._done_at_kill = done
                 next_kill = time.monotonic() + self.rng.uniform(*cfg.kill_every_s)
         submitter.join(timeout=5)
         for _, undo in self._timed:  # timed out mid-fault: heal before checking
