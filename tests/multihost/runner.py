@@ -220,7 +220,9 @@ class MultiHost:
         if preferred:
             victim = self.rng.choice(preferred)
             # Dramatiq ends a whole fleet when one of its processes dies, so a kill on the leader's
-            # host ends the leader too (gracefully, when it was another process there).
+            # host ends the leader too (gracefully, when it was another process there). The holder
+            # is read now: the one the main loop last saw may be seconds old on a loaded machine.
+            self._watch_leader()
             leader_host = self.cluster.host_of(self._leader_pid) if self._leader_pid is not None else None
             hits_leader = victim == self._leader_pid or (leader_host is not None
                                                          and self.cluster.host_of(victim) == leader_host)
