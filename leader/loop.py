@@ -74,10 +74,17 @@ class LeaderLoop:
         """The duty called ``name``, if this loop runs one."""
         return next((d for d in self.duties if d.name == name), None)
 
-    def run(self, stop: threading.Event) -> None:
-        """Stand by and lead until ``stop`` is set; never raises."""
+    def run(self, stop: threading.Event, retiring: threading.Event | None = None) -> None:
+        """Stand by and lead until ``stop`` is set; never raises.
+
+        Once ``retiring`` is set (the process is draining to exit) it no longer takes the lease: a
+        standby that won it in its last seconds would step down at once, one more leader change.
+        """
         delays = RETRY.delays()
         while not stop.is_set():
+            if retiring is not None and retiring.is_set():
+                stop.wait(self.standby_interval_s)
+                continue
             try:
                 with self.borrow() as conn:
                     acquired = self.lease.try_acquire(conn)
@@ -187,9 +194,10 @@ class LeaderLoop:
             conn.close()
 
 
-def start_in_thread(loop: LeaderLoop, stop: threading.Event) -> threading.Thread:
-    """Run the leader loop in a daemon thread of this process."""
-    thread = threading.Thread(target=loop.run, args=(stop,), name="stayler-leader", daemon=True)
+def start_in_thread(loop: LeaderLoop, stop: threading.Event,
+                    retiring: threading.Event | None = None) -> threading.Thread:
+    """Run the leader loop in a daemon thread of this process (no new lease once ``retiring`` is set)."""
+    thread = threading.Thread(target=loop.run, args=(stop, retiring), name="stayler-leader", daemon=True)
     thread.start()
     return thread
 

@@ -129,7 +129,7 @@ class ProcessContext:
         heartbeat.on_unregistered = ctx.register
         heartbeat.start()
         health.start()
-        start_in_thread(leader, ctx.stop)
+        start_in_thread(leader, ctx.stop, retiring=ctx.draining)  # a draining process takes no lease
         log.info("worker process ready", extra={"worker_id": worker_id, "model": runner.model_name,
                                                 "model_version": runner.model_version})
         return ctx

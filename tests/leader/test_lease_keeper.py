@@ -54,3 +54,28 @@ def test_a_duty_round_longer_than_the_lease_does_not_change_the_leader(db_url: s
         stop.set()
         for thread in threads:
             thread.join(timeout=10)
+
+
+def test_a_draining_standby_does_not_take_a_free_lease(db_url: str, db: psycopg.Connection) -> None:
+    # Regression (issue 26, the multi-host run): when one process of a host died, Dramatiq drained
+    # the host's other process for its grace period, and that standby took the lease the dead
+    # leader left, then stepped down as it exited: two leader changes for one fault.
+    retiring = threading.Event()
+    retiring.set()
+    draining, _ = make_loop(db_url, [SlowDuty(0)], holder="draining", ttl_s=1.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=draining.run, args=(stop, retiring))
+    thread.start()
+    try:
+        time.sleep(1.0)  # ten standby rounds with the lease free
+        assert draining.state.elections == 0
+        assert db.execute("SELECT count(*) FROM leader_lease WHERE name = 'fleet' AND holder = 'draining'"
+                          ).fetchone() == (0,)
+        retiring.clear()  # (a live standby, for contrast, takes it within a round or two)
+        deadline = time.monotonic() + 10
+        while not draining.state.is_leader and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert draining.state.elections == 1
+    finally:
+        stop.set()
+        thread.join(timeout=10)
