@@ -15,7 +15,7 @@ import pytest
 
 from api.webhooks.sender import Sender
 from tests.api.test_webhooks import Receiver, wait_until
-from tests.e2e.harness import Env, kill_tree, stop
+from tests.support.fleet import Env, kill_tree, stop
 
 pytestmark = pytest.mark.e2e
 

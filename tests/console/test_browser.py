@@ -21,7 +21,8 @@ from imaging.samples import make_garment, make_person, to_bytes
 from tests.api.conftest import ApiEnv, Owner, scalar
 from tests.console import browser
 from tests.console.conftest import console_key
-from tests.e2e.harness import Env, kill_tree, stop, wait_for
+from tests.support.fleet import Env, kill_tree, stop
+from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))]

@@ -14,7 +14,9 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.e2e.harness import Env, Workload, connect, stop, wait_for
+from tests.support.fleet import Env, stop
+from tests.support.wait import wait_for
+from tests.support.workload import Workload, connect
 
 pytestmark = pytest.mark.e2e
 
@@ -100,7 +102,7 @@ def test_bad_input_in_a_batch_fails_only_its_own_job(env: Env) -> None:
     from imaging.samples import make_person, to_bytes
     from producer import submit
     from producer.images import register_image
-    from tests.e2e.harness import LIMITS
+    from tests.support.workload import LIMITS
 
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)

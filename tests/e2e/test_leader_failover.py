@@ -6,7 +6,9 @@ import os
 import signal
 import time
 
-from tests.e2e.harness import Env, Workload, connect, wait_for
+from tests.support.fleet import Env
+from tests.support.wait import wait_for
+from tests.support.workload import Workload, connect
 
 LEASE_S = 3.0
 

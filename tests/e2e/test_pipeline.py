@@ -14,7 +14,9 @@ from broker.messages import send_claim_messages
 from broker.redis import NAMESPACE, make_broker
 from models.contract import load_manifest
 from models.registry import resolve_model
-from tests.e2e.harness import Env, Workload, connect, wait_for
+from tests.support.fleet import Env
+from tests.support.wait import wait_for
+from tests.support.workload import Workload, connect
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Env
+from tests.support.fleet import Env
 
 #: A supervisor whose fleet dies at once, every time (a crash loop), with the preflight passed.
 CRASH_LOOP = textwrap.dedent("""

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from leader.gauges import read_snapshot
-from tests.factories import make_conversion
+from tests.support.factories import make_conversion
 from worker.metrics import FleetCollector, health, prepare_dir
 
 

@@ -25,9 +25,11 @@ import psycopg
 import pytest
 import yaml
 
-from tests.e2e.harness import Env, Workload, connect, wait_for
-from tests.factories import make_conversion
 from tests.ops.helpers import DASHBOARD, DEPLOY, RULES, fetch, free_port, metrics_env, need_binary
+from tests.support.factories import make_conversion
+from tests.support.fleet import Env
+from tests.support.wait import wait_for
+from tests.support.workload import Workload, connect
 
 pytestmark = pytest.mark.e2e
 

@@ -21,9 +21,9 @@ from psycopg.conninfo import conninfo_to_dict
 from core.settings import Settings
 from schema.migrate import apply_migrations
 from storage import LocalStorage
-from tests.factories import conversion, job_of, make_conversion
 from tests.infra.fault_proxy import fault_proxy
 from tests.reliability.servers import throwaway_postgres
+from tests.support.factories import conversion, job_of, make_conversion
 from tests.worker.fakes import EchoRunner
 from worker.batch import BatchPipeline
 from worker.inflight import HeldClaim, InFlight
