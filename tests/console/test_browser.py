@@ -24,7 +24,7 @@ from tests.console.conftest import console_key
 from tests.support.fleet import Env, kill_tree, stop
 from tests.support.wait import wait_for
 
-pytestmark = [pytest.mark.e2e,
+pytestmark = [pytest.mark.e2e, pytest.mark.browser,
               pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))]
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, env: Callable[[], str] | Any = None,
-             interval: float = 0.1) -> T:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, env: Callable[[], str] | Any = None,
+             interval: float = 0.1) -> Any:
     """Poll until ``predicate()`` is truthy and return its value; fail after ``timeout`` seconds.
 
     The timeout is a ceiling for a hung run, never a measurement: tests assert on what the condition
