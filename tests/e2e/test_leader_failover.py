@@ -7,6 +7,7 @@ import signal
 import time
 
 import psutil
+import pytest
 
 from tests.support.fleet import Env
 from tests.support.wait import wait_for
@@ -57,6 +58,7 @@ def test_a_frozen_leader_is_replaced_within_the_lease(env: Env) -> None:
         wait_for(lambda: work.all_terminal([after]), 30, "a conversion after the old leader woke up", env)
 
 
+@pytest.mark.slow  # a fleet run; the default suite keeps the frozen-leader test
 def test_a_fleet_holds_two_connections_per_process_plus_one_leader_and_never_churns(env: Env) -> None:
     env.start_fleet(processes=2, threads=2)
     with connect(env.db_url) as conn:
@@ -88,6 +90,7 @@ def test_a_fleet_holds_two_connections_per_process_plus_one_leader_and_never_chu
     assert len(per_process) == 2 and max(per_process.values()) <= 2, after
 
 
+@pytest.mark.slow  # a fleet run; tests/worker/test_jobqueue.py checks every connection names itself
 def test_no_connection_is_anonymous(env: Env) -> None:
     env.start_fleet(processes=1, threads=1)
     with connect(env.db_url) as conn:

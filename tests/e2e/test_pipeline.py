@@ -51,6 +51,7 @@ def test_conversions_complete_with_result_image_metrics_and_usage(env: Env) -> N
         assert conn.execute("SELECT count(*) FROM conversion_jobs WHERE status <> 'completed'").fetchone() == (0,)
 
 
+@pytest.mark.slow  # a fleet run; the default suite keeps the main pipeline and the lost-message tests
 def test_a_plain_sql_producer_job_is_picked_up(env: Env) -> None:
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)
@@ -67,6 +68,7 @@ def test_a_plain_sql_producer_job_is_picked_up(env: Env) -> None:
         wait_for(lambda: work.statuses([row[0]]).get(row[0]) == "completed", 30, "the SQL-created job", env)
 
 
+@pytest.mark.slow  # a fleet run; the default suite keeps the main pipeline test
 def test_first_claim_follows_the_commit_quickly_on_an_idle_system(env: Env) -> None:
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)
@@ -86,6 +88,7 @@ def test_first_claim_follows_the_commit_quickly_on_an_idle_system(env: Env) -> N
         assert statistics.median(delays) < 0.5
 
 
+@pytest.mark.slow  # a fleet run; a fenced, once-only completion is covered in tests/queue/test_queue_operations.py
 def test_duplicate_and_stray_messages_change_nothing(env: Env) -> None:
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)
@@ -122,6 +125,7 @@ def test_jobs_whose_messages_redis_lost_are_dispatched_again(env: Env) -> None:
         assert set(work.statuses(ids).values()) == {"completed"}
 
 
+@pytest.mark.slow  # a fleet run; the default suite keeps the lost-message re-dispatch test
 def test_queued_jobs_with_no_wakeup_are_found_by_the_sweep(env: Env) -> None:
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)

@@ -68,6 +68,7 @@ def _worker_pids(fleet_pid: int) -> set[int]:
     return {p.pid for p in master.children(recursive=True)}
 
 
+@pytest.mark.slow  # a fleet run over the corpus; registration of every case stays in the default suite
 @pytest.mark.e2e
 def test_every_case_through_real_workers_ends_cleanly(env: Env) -> None:
     """Accepted cases are converted (as person, garment or both); refused cases' bytes are put in

@@ -138,6 +138,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
                           capture_output=True).returncode == 0
 
 
+@pytest.mark.slow  # a fleet run; storage errors are covered on fakes in tests/worker/test_health.py
 def test_a_full_disk_retries_then_fails_with_storage_and_leaves_no_partial_files(env: Env) -> None:
     results = env.storage_dir / "results"
     if not _mount_tmpfs(results, "256k"):
