@@ -12,7 +12,7 @@ from tests.infra.s3 import S3Server, s3_bucket, s3_env, s3_server
 __all__ = ["s3_bucket", "s3_env", "s3_server"]
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.services)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     """A fresh, empty store: a folder, or a bucket on the loopback S3 server (built by the factory)."""
     if request.param == "file":
