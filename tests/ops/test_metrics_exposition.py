@@ -139,8 +139,9 @@ def test_queue_stats_stay_cheap_with_a_million_jobs(db: psycopg.Connection) -> N
     assert snap.failed_last_hour
     # Counted, not timed: the rows the statement's plan read from conversion_jobs (returned plus
     # filtered out, over every loop), against the table's 1,000,000 rows, in the same run.
-    [[plan]] = db.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + Q.queue_stats,
-                          {"alive_within_s": 30}).fetchone() or [[{}]]
+    explained = db.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + Q.queue_stats, {"alive_within_s": 30}).fetchone()
+    assert explained is not None
+    plan: dict[str, Any] = explained[0][0]
     scans = list(_scans_of(plan["Plan"], "conversion_jobs"))
     read = sum((n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"] for n in scans)
     print(f"queue_stats at 1,000,000 rows: {elapsed * 1000:.0f} ms, {read} rows read by "
