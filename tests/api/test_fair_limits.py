@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable
 
@@ -13,8 +12,6 @@ import pytest
 from api.keys import create_key
 from api.ratelimit import RateLimiter
 from tests.api.conftest import ApiEnv, problem_type, scalar
-
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def _count(env: ApiEnv, owner_id: uuid.UUID) -> int:
@@ -61,11 +58,11 @@ def test_the_token_bucket_answers_429_with_retry_after_and_ratelimit_headers(
     assert other.conversion()["status"] == "pending"
 
 
-def test_buckets_are_shared_across_processes_through_redis() -> None:
+def test_buckets_are_shared_across_processes_through_redis(redis_url: str) -> None:
     key = uuid.uuid4()
     prefix = f"stayler:test:ratelimit:{uuid.uuid4().hex}:"
-    a = RateLimiter(REDIS_URL, rate_per_s=0.01, burst=3, prefix=prefix)
-    b = RateLimiter(REDIS_URL, rate_per_s=0.01, burst=3, prefix=prefix)
+    a = RateLimiter(redis_url, rate_per_s=0.01, burst=3, prefix=prefix)
+    b = RateLimiter(redis_url, rate_per_s=0.01, burst=3, prefix=prefix)
     taken = [a.take(key).allowed, b.take(key).allowed, a.take(key).allowed, b.take(key).allowed]
     assert taken == [True, True, True, False]
     assert not a.degraded and not b.degraded

@@ -25,13 +25,19 @@ from tests.api.conftest import problem_type, scalar
 class Receiver:
     """An HTTP server that records every POST and answers with the next status of a script."""
 
-    def __init__(self, statuses: list[int] | None = None, delay_s: float = 0.0) -> None:
+    def __init__(self, statuses: list[int] | None = None, delay_s: float = 0.0,
+                 gate: threading.Event | None = None) -> None:
         self.messages: list[dict[str, Any]] = []
         self.statuses = list(statuses or [])
+        #: POSTs that reached the handler (counted before the gate: a request held open counts).
+        self.arrived = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
+                receiver.arrived += 1
+                if gate is not None:
+                    gate.wait(30)  # held open until the test opens the gate
                 time.sleep(delay_s)
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -252,19 +258,27 @@ def test_a_sender_that_dies_mid_post_leaves_the_delivery_due_again(api, receiver
 
 
 def test_a_slow_endpoint_does_not_hold_up_the_others(make_api, run_sender) -> None:
-    api = make_api(webhook_timeout_s=8.0)
-    slow, fast = Receiver(delay_s=5.0), Receiver()
+    api = make_api(webhook_timeout_s=20.0)
+    slow_gate, fast_gate = threading.Event(), threading.Event()
+    slow, fast = Receiver(gate=slow_gate), Receiver(gate=fast_gate)
     try:
         alice, bob = api.owner(), api.owner()
         alice.client("operator").post("/v1/webhooks", json={"url": slow.url})
         bob.client("operator").post("/v1/webhooks", json={"url": fast.url})
         api.complete(alice.conversion()["id"])
         api.complete(bob.conversion()["id"])
-        start = time.monotonic()
         run_sender(api)
+        # Counted, not timed: both POSTs are open at once while both endpoints hold them, which a
+        # sender posting one at a time never reaches; then the fast one answers while the slow one
+        # still holds its request.
+        wait_until(lambda: slow.arrived == 1 and fast.arrived == 1)
+        fast_gate.set()
         wait_until(fast.delivered)
-        assert time.monotonic() - start < 4.0  # a sender posting one at a time would take ≥ 5 s
+        assert slow.arrived == 1 and not slow.delivered()
+        slow_gate.set()
         wait_until(slow.delivered)
     finally:
+        slow_gate.set()
+        fast_gate.set()
         slow.close()
         fast.close()

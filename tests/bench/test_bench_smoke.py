@@ -29,16 +29,33 @@ EXPECTED = {
 }
 
 
-def test_smoke_run_writes_every_row(pg_admin_url: str, redis_url: str, tmp_path: Path) -> None:
+def _smoke(names: list[str], pg_admin_url: str, redis_url: str, tmp_path: Path) -> tuple[str, list[str]]:
+    """Run ``names`` at smoke sizes; the results table and its body rows (after checking the chart)."""
     settings = Settings(database_url=pg_admin_url, redis_url=redis_url, state_dir=tmp_path / "state")
     sizes = dataclasses.replace(SMOKE, queue_processes=(1, 2))
-    folder = runner.run(list(EXPECTED), smoke=True, out_dir=tmp_path / "out", settings=settings,
-                        command="stayler bench all --smoke", sizes=sizes)
+    folder = runner.run(names, smoke=True, out_dir=tmp_path / "out", settings=settings,
+                        command=f"stayler bench {' '.join(names)} --smoke", sizes=sizes)
     md = (folder / "results.md").read_text()
     chart = folder / "chart.png"
     assert chart.is_file() and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     body = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| benchmark")]
     assert "error" not in {line.split("|")[2].strip() for line in body}, md
+    return md, body
+
+
+def test_smoke_run_of_one_benchmark_writes_its_rows_and_the_chart(pg_admin_url: str, redis_url: str,
+                                                                  tmp_path: Path) -> None:
+    # The default suite's representative: the runner, the table and the chart, for one benchmark
+    # that starts no fleet. Every benchmark runs in `make test-slow` (below) and in `make bench`.
+    md, body = _smoke(["enqueue"], pg_admin_url, redis_url, tmp_path)
+    rows = [line for line in body if line.split("|")[1].strip() == "enqueue"]
+    assert len(rows) == EXPECTED["enqueue"], md
+    assert all("n/a" not in line.split("|")[3] for line in rows), md
+
+
+@pytest.mark.slow  # every benchmark at smoke sizes: worker fleets, the pgqueuer peer, py-spy; minutes on CI
+def test_smoke_run_writes_every_row(pg_admin_url: str, redis_url: str, tmp_path: Path) -> None:
+    md, body = _smoke(list(EXPECTED), pg_admin_url, redis_url, tmp_path)
     for name, count in EXPECTED.items():
         rows = [line for line in body if line.split("|")[1].strip() == name]
         assert len(rows) == count, f"{name}: {len(rows)} rows, expected {count}\n{md}"

@@ -11,7 +11,7 @@ from bench.fairness import load_queue
 from core.settings import Settings
 from leader.config import FairShareSettings
 from leader.fairness import configure_plans
-from tests.factories import make_image, make_user
+from tests.support.factories import make_image, make_user
 
 OWNERS, JOBS = 7, 30  # not a multiple: some owners get one job more
 

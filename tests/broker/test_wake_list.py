@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import dramatiq
 import fakeredis
@@ -30,16 +29,33 @@ def test_every_enqueue_pushes_one_wake_token_and_the_list_stays_capped() -> None
 
 
 def test_an_idle_consumer_blocks_until_an_enqueue_wakes_it() -> None:
-    broker = _broker()
+    # A long idle wait (30 s), so even a late timer on a loaded machine falls inside it.
+    broker = StaylerRedisBroker(client=fakeredis.FakeRedis(), namespace="t", idle_poll_ms=30_000)
     broker.declare_queue("q")
-    consumer = broker.consume("q", prefetch=1, timeout=2000)
-    started = time.monotonic()
-    threading.Timer(0.2, lambda: broker.enqueue(_message("q"))).start()
+    consumer = broker.consume("q", prefetch=1, timeout=30_000)
+    woken: list[bool] = []  # what each idle wait returned: True when a wake token ended it
+    wait_for_wake = broker.wait_for_wake
+    enqueued = threading.Event()
+
+    def enqueue() -> None:
+        broker.enqueue(_message("q"))
+        enqueued.set()
+
+    timer = threading.Timer(0.2, enqueue)
+
+    def recording(queue_name: str, timeout_s: float) -> bool:
+        timer.start()  # the enqueue comes while the consumer waits, never before its empty fetch
+        woke = wait_for_wake(queue_name, timeout_s)
+        woken.append(woke)
+        return woke
+
+    broker.wait_for_wake = recording  # type: ignore[method-assign]
     assert next(consumer) is None  # the empty fetch, then the wait the enqueue ends
-    woke_after = time.monotonic() - started
+    # Counted, not timed: one idle wait, ended by the enqueue's wake token (not its 30 s timeout).
+    assert woken == [True] and enqueued.is_set()
     message = next(consumer)
     assert message is not None and message.actor_name == "a"
-    assert 0.15 < woke_after < 1.5
+    timer.join()
 
 
 def test_a_full_consumer_leaves_the_wake_tokens_to_others() -> None:

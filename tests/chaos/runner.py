@@ -32,34 +32,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 import psycopg
 
 from modelkit.samples import make_garment, make_person, to_bytes
 from producer import ProducerError, cancel, register_image, submit
 from producer.accounts import create_user
-from producer.images import ImageLimits
 from schema.migrate import apply_migrations
 from storage import LocalStorage
 from tests.reliability.servers import ThrowawayPostgres, ThrowawayRedis
-from tests.scratch import run_folder
+from tests.support.fleet import fleet_environment, start_supervised, stop_all, worker_pids
+from tests.support.scratch import run_folder
+from tests.support.workload import LIMITS
 
-LIMITS = ImageLimits(max_bytes=20_000_000, max_pixels=40_000_000, thumbnail_size=64)
 ROOT = Path(__file__).resolve().parents[2]
 
-#: Intervals short enough that rescue and re-dispatch happen within seconds.
+#: On top of the fleets' short intervals (``tests.support.fleet.FAST``): the real model, some slow jobs.
 CHAOS_ENV = {
-    "STAYLER_HEARTBEAT_INTERVAL_S": "0.5",
-    "STAYLER_RESCUE_AFTER_S": "3",
-    "STAYLER_RESCUE_INTERVAL_S": "0.5",
-    "STAYLER_SWEEP_INTERVAL_S": "1",
-    "STAYLER_LEADER_LEASE_S": "3",
-    "STAYLER_BACKOFF_BASE_S": "0.2",
     "STAYLER_BACKOFF_MAX_S": "2",
-    "STAYLER_SHUTDOWN_GRACE_S": "2",
-    "STAYLER_MODEL_THREADS": "1",
-    "STAYLER_LOG_LEVEL": "INFO",
-    "STAYLER_METRICS_PORT": "0",
     "STAYLER_FAILPOINTS": "sleep=slow:1",
 }
 
@@ -181,25 +170,19 @@ class Chaos:
 
     def fleet_env(self, index: int) -> dict[str, str]:
         """Environment of one supervised fleet."""
-        env = dict(os.environ)
-        env.update(CHAOS_ENV)
-        env.update({
+        return fleet_environment(CHAOS_ENV, {
             "DATABASE_URL": self.db_url, "REDIS_URL": self.redis.url, "STAYLER_QUEUE_NAME": "chaos",
             "STAYLER_STORAGE_DIR": str(self.storage_dir), "STAYLER_STATE_DIR": str(self.work_dir / "state"),
             "STAYLER_CLAIM_BATCH_SIZE": str(self.config.batch_size), "STAYLER_MODEL": self.config.model,
             "STAYLER_METRICS_DIR": str(self.work_dir / f"metrics-{index}"),
             "PYTHONPATH": str(ROOT),
         })
-        return env
 
     def start_fleets(self) -> None:
         """``stayler worker`` per fleet: the supervisor restarts a fleet whose process was killed."""
-        for i in range(self.config.fleets):
-            log = (self.log_dir / f"fleet-{i}.log").open("ab")
-            self.fleets.append(subprocess.Popen(
-                [sys.executable, "-m", "stayler.cli", "worker", "--processes", str(self.config.processes),
-                 "--threads", str(self.config.threads)], env=self.fleet_env(i), stdout=log,
-                stderr=subprocess.STDOUT, cwd=ROOT))
+        self.fleets.extend(start_supervised(self.fleet_env(i), self.log_dir / f"fleet-{i}.log",
+                                            processes=self.config.processes, threads=self.config.threads)
+                           for i in range(self.config.fleets))
 
 
     def submit_all(self) -> None:
@@ -236,20 +219,13 @@ class Chaos:
                 _retrying(self.db_url, holder, lambda c, cid=cid: cancel(c, cid, user_id=user), "cancel", patience)
             if i % 200 == 199:
                 time.sleep(0.5)  # spread submission over the first part of the run
-        holder[0].close()
+        if holder[0] is not None:
+            holder[0].close()
 
 
     def worker_pids(self) -> list[int]:
         """Live worker processes (Dramatiq's forked workers) of our fleets."""
-        pids = []
-        for fleet in self.fleets:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                for master in psutil.Process(fleet.pid).children():
-                    for child in master.children():
-                        with contextlib.suppress(psutil.NoSuchProcess):
-                            if "dramatiq" in " ".join(child.cmdline()):
-                                pids.append(child.pid)
-        return pids
+        return worker_pids(self.fleets)
 
     def busy_pids(self, conn: psycopg.Connection) -> set[int]:
         """Pids holding a processing job."""
@@ -320,8 +296,7 @@ class Chaos:
             conn.close()
         submitter.join(timeout=5)
         self.figures.wall_s = time.monotonic() - started
-        for fleet in self.fleets:
-            _stop(fleet)
+        stop_all(self.fleets)
         self.check()
         return self.figures
 
@@ -443,25 +418,9 @@ class Chaos:
 
     def close(self) -> None:
         """Stop everything we started."""
-        for fleet in self.fleets:
-            _stop(fleet)
+        stop_all(self.fleets)
         self.redis.stop()
         self.pg.destroy()
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    child.kill()
-        proc.kill()
-        proc.wait()
 
 
 @contextlib.contextmanager

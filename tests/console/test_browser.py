@@ -21,9 +21,12 @@ from modelkit.samples import make_garment, make_person, to_bytes
 from tests.api.conftest import ApiEnv, Owner, scalar
 from tests.console import browser
 from tests.console.conftest import console_key
-from tests.e2e.harness import Env, kill_tree, stop, wait_for
+from tests.support.fleet import Env, kill_tree, stop
+from tests.support.wait import wait_for
 
-pytestmark = [pytest.mark.e2e,
+# Chromium and a worker fleet per test: `make test-slow`. The default suite keeps the browser layout
+# test and the same pages' actions over HTTP (tests/console/test_console_http.py).
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))]
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,8 @@ from tests.console import browser
 from tests.console.conftest import console_key, login
 from tests.console.test_console_first_hour import failed_with
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser,
+              pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))]
 
 PHONE = (390, 844)
 LONG_REASON = ("customer escalation, see ticket " + "TKT-" + "0123456789" * 12

@@ -7,8 +7,8 @@ import psycopg
 import pytest
 
 from broker.messages import waiting_messages
-from tests.factories import make_conversion
 from tests.leader.test_duties import dispatch_duty
+from tests.support.factories import make_conversion
 
 
 def test_a_paused_fleet_sends_no_claim_messages(db: psycopg.Connection) -> None:

@@ -9,8 +9,8 @@ import psycopg
 
 from tests.api.conftest import ApiEnv
 from tests.console.conftest import login
-from tests.factories import make_image, make_user, make_vendor
 from tests.queue.ops import claim_jobs
+from tests.support.factories import make_image, make_user, make_vendor
 
 
 def test_the_page_lists_the_largest_backlogs_and_the_throttled(api: ApiEnv) -> None:

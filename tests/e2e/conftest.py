@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Env, kill_tree, stop
+from tests.support.fleet import Env, kill_tree, stop
 
 pytestmark = pytest.mark.e2e
 

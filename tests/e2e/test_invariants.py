@@ -14,7 +14,9 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.e2e.harness import Env, Workload, connect, stop, wait_for
+from tests.support.fleet import Env, stop
+from tests.support.wait import wait_for
+from tests.support.workload import Workload, connect
 
 pytestmark = pytest.mark.e2e
 
@@ -79,6 +81,7 @@ def test_a_poison_job_in_a_batch_charges_only_itself(env: Env) -> None:
         assert (job["status"], job["error_type"], job["retry_count"]) == ("failed", "worker_lost", 0)
 
 
+@pytest.mark.slow  # a fleet run; retries up to max_retries: tests/queue/test_queue_operations.py
 def test_a_job_that_always_fails_ends_failed_after_exactly_max_retries(env: Env) -> None:
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)
@@ -96,11 +99,12 @@ def test_a_job_that_always_fails_ends_failed_after_exactly_max_retries(env: Env)
         assert conn.execute("SELECT count(*) FROM images WHERE type = 'result'").fetchone() == (0,)
 
 
+@pytest.mark.slow  # a fleet run; the default suite keeps poison-in-a-batch and test_batch_pipeline.py
 def test_bad_input_in_a_batch_fails_only_its_own_job(env: Env) -> None:
     from modelkit.samples import make_person, to_bytes
     from producer import submit
     from producer.images import register_image
-    from tests.e2e.harness import LIMITS
+    from tests.support.workload import LIMITS
 
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)
@@ -137,6 +141,7 @@ def test_cancel_while_queued_and_while_running(env: Env) -> None:
         assert "claim lost" in env.logs()
 
 
+@pytest.mark.slow  # a fleet run; hand-back is covered on the database in tests/worker/test_hand_back.py
 def test_sigterm_finishes_or_hands_back_in_flight_jobs(env: Env) -> None:
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)
@@ -159,6 +164,7 @@ def test_sigterm_finishes_or_hands_back_in_flight_jobs(env: Env) -> None:
         assert not psutil.pid_exists(fleet.pid) or psutil.Process(fleet.pid).status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.slow  # a fleet run; the default suite keeps the cancel test
 def test_a_completion_that_arrives_after_cancel_leaves_no_row_and_no_file(env: Env) -> None:
     with connect(env.db_url) as conn:
         work = Workload(conn, env.storage_dir)

@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from tests.e2e.harness import Env, Workload, connect, wait_for
 from tests.e2e.test_leader_failover import lease_holder_pid
+from tests.support.fleet import Env
+from tests.support.wait import wait_for
+from tests.support.workload import Workload, connect
 
 
 def stopped(db_url: str, pid: int) -> bool | None:

@@ -9,8 +9,10 @@ from modelkit.samples import make_garment, to_bytes
 from producer import register_image
 from producer.accounts import create_user
 from storage import from_url
-from tests.e2e.harness import LIMITS, Env, Workload, wait_for
 from tests.infra.s3 import S3Server, s3_bucket, s3_env, s3_server
+from tests.support.fleet import Env
+from tests.support.wait import wait_for
+from tests.support.workload import LIMITS, Workload
 
 __all__ = ["s3_bucket", "s3_env", "s3_server"]
 

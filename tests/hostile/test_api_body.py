@@ -55,8 +55,10 @@ def test_a_body_that_does_not_arrive_in_time_is_408(make_api: Callable[..., ApiE
     sock = _send_head(api, _upload_head(api, 10_000, owner.keys["producer"]), b"--xyz\r\n")  # then it stalls
     started = time.monotonic()
     status, text = _answer(sock)
+    # The API's own body deadline answered (a 408 problem; the socket's own 15 s timeout would close
+    # the connection without one), and not before the deadline: a lower bound only, no ceiling.
     assert status == 408 and "request_timeout" in text
-    assert time.monotonic() - started < 10  # well before the socket's own 15 s
+    assert time.monotonic() - started >= 1.0
     head = (f"POST /v1/conversions HTTP/1.1\nHost: x\nAuthorization: Bearer {owner.keys['producer']}\n"
             "Content-Type: application/json\nContent-Length: 500\n")
     status, text = _answer(_send_head(api, head, b'{"user_image_id": '))

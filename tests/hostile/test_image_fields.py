@@ -12,8 +12,8 @@ import pytest
 
 from modelkit.samples import make_garment, to_bytes
 from tests.api.conftest import ApiEnv, problem_type
-from tests.e2e.harness import wait_for
 from tests.hostile.test_api_json import nested
+from tests.support.wait import wait_for
 
 REGISTER = ("SELECT register_image(owner_id := %(owner)s, owner_type := 'user', type := 'user', "
             "mime_type := %(mime)s, file_size := 10, file_name := %(name)s, original_url := %(url)s, "

@@ -66,6 +66,7 @@ def test_the_read_only_role_cannot_read_signing_secrets(api) -> None:
     assert readers == []
 
 
+@pytest.mark.slow  # two API servers; sealing and opening with any listed key stay in test_webhook_secretbox.py
 def test_secrets_are_encrypted_at_rest_and_keys_rotate(make_api) -> None:
     old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     with receiver() as hooks:

@@ -9,6 +9,7 @@ import socket
 import uuid
 
 import psycopg
+import pytest
 
 from tests.hostile.webhook_peers import deliveries, receiver, run_sender_once
 
@@ -54,6 +55,7 @@ def test_a_delivery_that_cannot_be_built_fails_alone(api, monkeypatch) -> None:
         assert json.loads(request.split(b"\r\n\r\n", 1)[1])["data"]["id"] == fine["id"]
 
 
+@pytest.mark.slow  # the default suite keeps test_a_delivery_that_cannot_be_built_fails_alone
 def test_deleting_an_endpoint_mid_send_loses_no_other_outcome(api) -> None:
     with receiver() as doomed, receiver() as bob_hooks:
         mallory, bob = api.owner(), api.owner()

@@ -28,6 +28,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.reliability.servers import free_port
+from tests.support.services import refuse_in_fast_run
 
 TESTED_SETTINGS = {
     "pool_mode": "transaction",
@@ -90,6 +91,7 @@ class PgBouncer:
 
     def start(self) -> None:
         """Run PgBouncer and wait until it accepts a query."""
+        refuse_in_fast_run("PgBouncer")
         args = [self.binary, str(self.root / "pgbouncer.ini")]
         if self._user is not None:
             args[1:1] = ["-u", self._user]

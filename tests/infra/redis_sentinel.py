@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from tests.reliability.servers import _redis_binary, free_port
+from tests.support.services import refuse_in_fast_run
 
 MASTER_NAME = "stayler"
 
@@ -70,6 +71,7 @@ class RedisSentinelGroup:
 
     def start(self) -> None:
         """Start the master, its replicas, then the Sentinels; wait until they see each other."""
+        refuse_in_fast_run("Redis Sentinel")
         master = self.data_ports[0]
         self._start_data(master, None)
         for port in self.data_ports[1:]:

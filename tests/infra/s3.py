@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from tests.reliability.servers import free_port
+from tests.support.services import refuse_in_fast_run
 
 REGION = "us-east-1"
 
@@ -140,6 +141,7 @@ class S3Server:
 
     def start(self) -> None:
         """Start serving; the endpoint is :attr:`endpoint` (the same port as before after a :meth:`stop`)."""
+        refuse_in_fast_run("an S3 server")
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -218,6 +220,7 @@ def locked_server() -> Iterator[str]:
     No user exists on it, so every request is refused as ``InvalidAccessKeyId``. A subprocess because
     moto's auth switch is process-wide and would lock the shared in-process server too.
     """
+    refuse_in_fast_run("an S3 server")
     port = free_port()
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,

@@ -15,8 +15,8 @@ from leader.duties.clean import CleanDuty
 from leader.duties.dispatch import DispatchDuty
 from leader.duties.rescue import RescueDuty
 from storage import LocalStorage, StorageError, result_key
-from tests.factories import conversion, job_of, make_conversion
 from tests.queue.ops import claim_jobs, fail_job
+from tests.support.factories import conversion, job_of, make_conversion
 from worker.errors import Failure
 
 

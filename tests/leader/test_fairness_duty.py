@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry
 from core.settings import Settings
 from leader.config import FairShareSettings
 from leader.fairness import FairGauges, FairnessDuty
-from tests.factories import make_conversion, make_user
 from tests.queue.ops import claim_jobs
+from tests.support.factories import make_conversion, make_user
 
 
 def test_settings_reach_fair_plans_and_the_gauges_count_by_plan(db: psycopg.Connection) -> None:

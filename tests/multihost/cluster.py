@@ -21,11 +21,9 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,11 +33,12 @@ import psycopg
 
 from core.settings import Settings
 from modelkit.samples import make_garment, make_person, to_bytes
-from producer import ProducerError, cancel, register_image, submit
+from producer import cancel, register_image, submit
 from producer.accounts import create_user
-from producer.images import ImageLimits, ImageRecord
+from producer.images import ImageRecord
 from schema.connections import connect
 from schema.migrate import apply_migrations
+from schema.statuses import ConversionStatus
 from storage import Storage, from_url
 from tests.infra.fault_proxy import FaultProxy
 from tests.infra.pgbouncer import PgBouncer
@@ -47,24 +46,17 @@ from tests.infra.postgres import SmallPostgres
 from tests.infra.redis_sentinel import RedisSentinelGroup
 from tests.infra.s3 import S3Server
 from tests.reliability.servers import ThrowawayRedis
+from tests.support.fleet import FAST, retrying, start_supervised, stop_all, worker_pids
+from tests.support.workload import LIMITS
 
 ROOT = Path(__file__).resolve().parents[2]
-LIMITS = ImageLimits(max_bytes=20_000_000, max_pixels=40_000_000, thumbnail_size=64)
-TERMINAL = ("completed", "failed", "cancelled")
 T = TypeVar("T")
 
-#: Short intervals so rescue, re-dispatch and the leader's clean duty happen within seconds.
+#: The fleets' short intervals (``tests.support.fleet.FAST``) but the default retry back-off, a
+#: database timeout that outlasts a failover, and some slow jobs.
 HOST_ENV = {
-    "STAYLER_HEARTBEAT_INTERVAL_S": "0.5",
-    "STAYLER_RESCUE_AFTER_S": "3",
-    "STAYLER_RESCUE_INTERVAL_S": "0.5",
-    "STAYLER_SWEEP_INTERVAL_S": "1",
+    **{name: value for name, value in FAST.items() if not name.startswith("STAYLER_BACKOFF_")},
     "STAYLER_LEADER_LEASE_S": "5",  # 3 s lapsed under a starved CPU (load 50 on 2 cores), not under its own work
-    "STAYLER_SHUTDOWN_GRACE_S": "2",
-    "STAYLER_MODEL": "null",
-    "STAYLER_MODEL_THREADS": "1",
-    "STAYLER_LOG_LEVEL": "INFO",
-    "STAYLER_METRICS_PORT": "0",
     "STAYLER_DB_TIMEOUT_S": "10",
     "STAYLER_FAILPOINTS": "sleep=slow:1",
 }
@@ -109,27 +101,6 @@ class Checked:
     #: error_type → failed conversions.
     failed_by_type: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-
-
-def retrying(open_conn: Callable[[], psycopg.Connection], holder: list[psycopg.Connection | None],
-             fn: Callable[[psycopg.Connection], T], deadline: float) -> T:
-    """``fn(conn)``, reconnecting and trying again while the database is away (a producer's retry)."""
-    while True:
-        try:
-            conn = holder[0]
-            if conn is None or conn.closed:
-                conn = holder[0] = open_conn()
-            return fn(conn)
-        except (ProducerError, psycopg.OperationalError) as exc:
-            if isinstance(exc, ProducerError) and exc.code != "database_unavailable":
-                raise
-            if time.monotonic() > deadline:
-                raise RuntimeError("the database stayed unavailable") from exc
-            if holder[0] is not None:
-                with contextlib.suppress(Exception):
-                    holder[0].close()
-            holder[0] = None
-            time.sleep(0.3)
 
 
 class Cluster:
@@ -247,23 +218,12 @@ class Cluster:
         """One ``stayler worker`` supervisor per host."""
         for i in range(self.config.hosts):
             (self.work_dir / f"host-{i}").mkdir(exist_ok=True)
-            log = (self.log_dir / f"host-{i}.log").open("ab")
-            self.hosts.append(subprocess.Popen(
-                [sys.executable, "-m", "stayler.cli", "worker", "--processes", str(self.config.processes),
-                 "--threads", str(self.config.threads)], env=self.host_env(i), stdout=log,
-                stderr=subprocess.STDOUT, cwd=ROOT))
+            self.hosts.append(start_supervised(self.host_env(i), self.log_dir / f"host-{i}.log",
+                                               processes=self.config.processes, threads=self.config.threads))
 
     def worker_pids(self) -> list[int]:
         """Live worker processes (Dramatiq's forked children) of every host."""
-        pids = []
-        for host in self.hosts:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                for master in psutil.Process(host.pid).children():
-                    for child in master.children():
-                        with contextlib.suppress(psutil.NoSuchProcess):
-                            if "dramatiq" in " ".join(child.cmdline()):
-                                pids.append(child.pid)
-        return pids
+        return worker_pids(self.hosts)
 
     def wait_for_workers(self, timeout_s: float = 180.0) -> None:
         """Block until every host runs all its worker processes and they registered in ``workers``."""
@@ -440,7 +400,8 @@ class Cluster:
 
             by_status = {r[0]: int(r[1]) for r in conn.execute("SELECT status, count(*) FROM conversions GROUP BY 1")}
             out.conversions = sum(by_status.values())
-            out.completed, out.failed, out.cancelled = (by_status.get(s, 0) for s in TERMINAL)
+            out.completed, out.failed, out.cancelled = (by_status.get(s, 0) for s in (
+                ConversionStatus.COMPLETED, ConversionStatus.FAILED, ConversionStatus.CANCELLED))
             out.retries = one("SELECT sum(retry_count) FROM conversion_jobs")
             out.retries_for_shared_services = one(
                 "SELECT count(*) FROM conversion_job_attempts WHERE outcome IN ('requeued', 'failed') "
@@ -517,15 +478,7 @@ class Cluster:
 
     def stop_hosts(self) -> None:
         """SIGTERM every host (in-flight jobs finish or go back) and wait."""
-        for host in self.hosts:
-            if host.poll() is None:
-                host.send_signal(signal.SIGTERM)
-        for host in self.hosts:
-            try:
-                host.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                _kill_tree(host.pid)
-                host.wait()
+        stop_all(self.hosts, timeout=40)
 
     def close(self) -> None:
         """Stop everything this cluster started and restore the environment."""
@@ -551,15 +504,6 @@ class Cluster:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _kill_tree(pid: int) -> None:
-    with contextlib.suppress(psutil.NoSuchProcess):
-        parent = psutil.Process(pid)
-        for child in parent.children(recursive=True):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                child.kill()
-        parent.kill()
 
 
 def render(title: str, rows: list[tuple[str, Any]]) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from tests.multihost.cluster import Checked, Cluster, ClusterConfig, render
-from tests.scratch import run_folder
+from tests.support.scratch import run_folder
 
 
 @dataclass

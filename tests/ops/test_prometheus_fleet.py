@@ -25,9 +25,11 @@ import psycopg
 import pytest
 import yaml
 
-from tests.e2e.harness import Env, Workload, connect, wait_for
-from tests.factories import make_conversion
 from tests.ops.helpers import DASHBOARD, DEPLOY, RULES, fetch, free_port, metrics_env, need_binary
+from tests.support.factories import make_conversion
+from tests.support.fleet import Env
+from tests.support.wait import wait_for
+from tests.support.workload import Workload, connect
 
 pytestmark = pytest.mark.e2e
 
@@ -119,6 +121,7 @@ def _has_data(result: list[dict[str, Any]]) -> bool:
     return any(not math.isnan(float(r["value"][1])) for r in result)
 
 
+@pytest.mark.slow  # a Prometheus server and a fleet; tests/ops/test_metrics_exposition.py covers the exposition
 def test_prometheus_scrapes_the_fleet_and_every_dashboard_and_alert_query_has_data(
         env: Env, prometheus: tuple[PromAPI, int], tmp_path: Path) -> None:
     api, port = prometheus

@@ -15,8 +15,8 @@ from core.services import with_database
 from core.settings import get_settings
 from stayler.cli import main as cli
 from stayler.commands import CANCEL_ALREADY_ENDED
-from tests.factories import make_conversion, make_user
 from tests.queue.ops import claim_jobs, complete_jobs
+from tests.support.factories import make_conversion, make_user
 from worker.jobs import Completion
 
 

@@ -18,11 +18,11 @@ from core.settings import get_settings
 from producer import cancel
 from producer.wait import POLL_FALLBACK_S, wait
 from schema.migrate import apply_migrations
-from tests.factories import make_conversion, make_user
 from tests.infra.pgbouncer import PgBouncer
 from tests.infra.pgbouncer import pgbouncer_for as pgbouncer_for
 from tests.infra.postgres import SmallPostgres
 from tests.infra.postgres import small_postgres as small_postgres
+from tests.support.factories import make_conversion, make_user
 
 
 @pytest.fixture

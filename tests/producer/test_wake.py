@@ -8,7 +8,7 @@ import psycopg
 from broker.messages import waiting_messages
 from broker.redis import StaylerRedisBroker
 from producer import Waker, submit
-from tests.factories import make_image, make_user
+from tests.support.factories import make_image, make_user
 
 
 def test_a_committed_submit_sends_one_claim_message(db: psycopg.Connection) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 
 from schema.queries import Q
-from tests.factories import job_of, make_conversion, make_image, make_user
 from tests.queue.ops import claim_jobs
+from tests.support.factories import job_of, make_conversion, make_image, make_user
 
 
 def test_a_suspect_job_is_claimed_alone_and_the_others_batch_together(db: psycopg.Connection) -> None:

@@ -14,8 +14,8 @@ import psycopg
 from core.settings import Settings
 from leader.config import FairShareSettings
 from leader.fairness import configure_plans, read_plan_stats
-from tests.factories import make_image, make_user, make_vendor
 from tests.queue.ops import claim_jobs, release_jobs
+from tests.support.factories import make_image, make_user, make_vendor
 from worker.jobs import Claim
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.factories import make_conversion, make_user
 from tests.queue.ops import claim_jobs, complete_jobs
+from tests.support.factories import make_conversion, make_user
 from worker.jobs import Claim, Completion
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "schema" / "migrations"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import psycopg
 
 from schema.queries import Q
-from tests.factories import make_conversion
 from tests.queue.ops import claim_jobs, fail_job, release_jobs
+from tests.support.factories import make_conversion
 from worker.errors import Failure
 
 TRANSIENT = Failure("storage", "disk full", True)

@@ -8,8 +8,8 @@ import uuid
 import psycopg
 import pytest
 
-from tests.factories import conversion, job_of, make_conversion
 from tests.queue.ops import claim_jobs, complete_jobs, fail_job, release_jobs
+from tests.support.factories import conversion, job_of, make_conversion
 from worker.errors import Failure
 from worker.jobs import Claim, Completion
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import psycopg
 
+from tests.support.services import refuse_in_fast_run
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
@@ -75,6 +77,7 @@ class ThrowawayPostgres:
 
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
+        refuse_in_fast_run("PostgreSQL")
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{self.root}' "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w",
@@ -126,6 +129,7 @@ class ThrowawayRedis:
 
     def start(self) -> None:
         """Start the server and wait until it answers PING."""
+        refuse_in_fast_run("Redis")
         import redis
 
         self.proc = subprocess.Popen([_redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--save",

@@ -27,7 +27,7 @@ from producer.images import ImageLimits
 from schema.queries import Q
 from stayler.cli import main
 from storage import LocalStorage
-from tests.factories import make_conversion, make_image, make_user, make_vendor
+from tests.support.factories import make_conversion, make_image, make_user, make_vendor
 
 
 @dataclass

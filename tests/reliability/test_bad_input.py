@@ -16,8 +16,9 @@ from producer import ProducerError, register_image, submit
 from producer.accounts import create_user
 from producer.images import ImageLimits
 from storage import LocalStorage
-from tests.e2e.harness import Env, wait_for
 from tests.reliability.corpus import MAX_BYTES, MAX_PIXELS, Case, build_corpus
+from tests.support.fleet import Env
+from tests.support.wait import wait_for
 from worker.errors import ERROR_TYPES
 
 LIMITS = ImageLimits(max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, thumbnail_size=64)
@@ -67,6 +68,7 @@ def _worker_pids(fleet_pid: int) -> set[int]:
     return {p.pid for p in master.children(recursive=True)}
 
 
+@pytest.mark.slow  # a fleet run over the corpus; registration of every case stays in the default suite
 @pytest.mark.e2e
 def test_every_case_through_real_workers_ends_cleanly(env: Env) -> None:
     """Accepted cases are converted (as person, garment or both); refused cases' bytes are put in

@@ -17,8 +17,10 @@ from core.settings import get_settings
 from producer import ProducerError, submit
 from schema.migrate import apply_migrations
 from stayler.cli import main
-from tests.e2e.harness import Env, Workload, wait_for
 from tests.reliability.servers import ThrowawayPostgres, ThrowawayRedis, free_port, throwaway_postgres, throwaway_redis
+from tests.support.fleet import Env
+from tests.support.wait import wait_for
+from tests.support.workload import Workload
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +38,7 @@ def own(tmp_path: Path) -> Iterator[tuple[ThrowawayPostgres, ThrowawayRedis, Env
         try:
             yield pg, redis, env
         finally:
-            from tests.e2e.harness import kill_tree, stop
+            from tests.support.fleet import kill_tree, stop
 
             for proc in env.fleets:
                 stop(proc, timeout=20)
@@ -136,6 +138,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
                           capture_output=True).returncode == 0
 
 
+@pytest.mark.slow  # a fleet run; storage errors are covered on fakes in tests/worker/test_health.py
 def test_a_full_disk_retries_then_fails_with_storage_and_leaves_no_partial_files(env: Env) -> None:
     results = env.storage_dir / "results"
     if not _mount_tmpfs(results, "256k"):

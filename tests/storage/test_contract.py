@@ -128,6 +128,7 @@ def test_a_write_to_a_missing_bucket_is_a_storage_error(s3_env: dict[str, str]) 
         from_url("s3://no-such-bucket-here/").put("images/aa/x.jpg", b"x")
 
 
+@pytest.mark.services  # starts a server of its own
 def test_check_names_refused_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     with locked_server() as endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)

@@ -15,6 +15,7 @@ from tests.infra.s3 import S3Server
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # the demo and its fleet on moto; S3 stays in test_contract, test_producer_on_s3, test_lifecycle
 @pytest.mark.e2e
 def test_the_demo_runs_on_s3_storage(s3_server: S3Server, s3_bucket: str, db_url: str, redis_url: str,
                                      queue_name: str, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.factories import make_conversion
+from tests.support.factories import make_conversion
 from worker.jobqueue import JobQueue
 
 

@@ -21,9 +21,9 @@ from psycopg.conninfo import conninfo_to_dict
 from core.settings import Settings
 from schema.migrate import apply_migrations
 from storage import LocalStorage
-from tests.factories import conversion, job_of, make_conversion
 from tests.infra.fault_proxy import fault_proxy
 from tests.reliability.servers import throwaway_postgres
+from tests.support.factories import conversion, job_of, make_conversion
 from tests.worker.fakes import EchoRunner
 from worker.batch import BatchPipeline
 from worker.inflight import HeldClaim, InFlight
@@ -124,6 +124,7 @@ def test_two_threads_flushing_the_same_lost_claim_do_not_raise(db: psycopg.Conne
     assert inner == [0] and queue._unreleased_claims == []
 
 
+@pytest.mark.services  # starts a server of its own
 def test_pooled_connections_killed_by_a_restart_do_not_cost_finished_work(tmp_path: Path) -> None:
     # Regression (issue 10, defect 5): after a restart the pool's dead connections failed the
     # completion, and the finished batch was charged as failed.

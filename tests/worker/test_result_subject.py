@@ -19,7 +19,7 @@ from modelkit.garments import stripes
 from models.runner import TryOnRunner
 from schema.queries import Q
 from storage import LocalStorage
-from tests.factories import conversion, make_conversion
+from tests.support.factories import conversion, make_conversion
 from worker.batch import BatchPipeline
 from worker.inflight import HeldClaim, InFlight
 from worker.jobqueue import JobQueue
