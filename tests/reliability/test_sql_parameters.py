@@ -13,7 +13,7 @@ from core.settings import get_settings
 from modelkit.samples import make_garment, make_person, to_bytes
 from producer import ProducerError, register_image, submit
 from producer.accounts import create_user
-from producer.images import ImageLimits
+from producer.images import MAX_TAG_CHARS, ImageLimits
 from stayler.cli import main
 from storage import LocalStorage
 
@@ -95,7 +95,7 @@ def test_tags_metadata_and_file_names_of_images(setup) -> None:
              "/abs/path/photo.jpg", "y" * 10_000 + ".jpg", "", "..", "%2e%2e%2fetc"]
     for name in names:
         record = register_image(db, storage, data, owner_id=user, owner_type="user", image_type="user",
-                                limits=LIMITS, file_name=name, tags=[*HOSTILE[:5], "z" * 10_000],
+                                limits=LIMITS, file_name=name, tags=[*HOSTILE[:5], "z" * MAX_TAG_CHARS],
                                 metadata={"original_name": name.replace("\x00", ""), "q": HOSTILE[0]})
         row = db.execute("SELECT file_name, file_path, tags, metadata FROM images WHERE id = %s", (record.id,)
                          ).fetchone()
@@ -103,9 +103,15 @@ def test_tags_metadata_and_file_names_of_images(setup) -> None:
         file_name, file_path, tags, metadata = row
         assert "/" not in file_name and "\x00" not in file_name and len(file_name) <= 255
         assert file_path == record.file_path and file_path.startswith("images/") and str(record.id) in file_path
-        assert tags == [*HOSTILE[:5], "z" * 10_000]
+        assert tags == [*HOSTILE[:5], "z" * MAX_TAG_CHARS]
         assert metadata["q"] == HOSTILE[0]
     assert all(p.resolve().is_relative_to(storage.root) for p in storage.root.rglob("*"))
+    files_before = sorted(p for p in storage.root.rglob("*") if p.is_file())
+    with pytest.raises(ProducerError) as refused:  # a tag over the bound (migration 0490) stores nothing
+        register_image(db, storage, data, owner_id=user, owner_type="user", image_type="user", limits=LIMITS,
+                       tags=[HOSTILE[0], "z" * 10_000])
+    assert refused.value.code == "invalid_argument"
+    assert sorted(p for p in storage.root.rglob("*") if p.is_file()) == files_before
     _tables_intact(db)
 
 
