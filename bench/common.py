@@ -192,6 +192,18 @@ class Fleet:
         counts = {m[0]: float(m[1]) for m in re.findall(family + r'_count\{stage="(\w+)"\} (\S+)', body)}
         return {stage: 1000 * total / counts[stage] for stage, total in sums.items() if counts.get(stage)}
 
+    def worker_pids(self) -> set[int]:
+        """The worker processes' pids: the master's ``processes`` largest children (see :meth:`rss_mib`)."""
+        sized = []
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return set()
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                sized.append((child.memory_info().rss, child.pid))
+        return {pid for _, pid in sorted(sized, reverse=True)[:self.processes]}
+
     def rss_mib(self) -> list[float]:
         """Resident memory of each worker process, MiB (the master's ``processes`` largest children:
         the others are Dramatiq's small helper forks, such as the /metrics server)."""

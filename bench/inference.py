@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable
 
 import psycopg
 
 from bench.common import Row, Services, Sizes, drain_rate, fleet, wait_terminal
 
 NAME = "inference"
+CADENCE_IMAGES = 30  # images per way of idling in the cadence run
 MODEL = "tryon-geometric"
 PAIRS = 16
 
@@ -33,19 +35,18 @@ def images(sizes: Sizes, count: int = PAIRS) -> list[tuple[bytes, bytes]]:
 
 
 def _bare_loop(pairs: list[tuple[bytes, bytes]], count: int, threads: int, model: str,
-               cadence_s: float = 0.0) -> dict[str, float]:
+               cadence_s: float = 0.0, allow_spinning: bool = False) -> dict[str, float]:
     """(In a spawned process) img/s of the bare end-to-end loop and of the bare model call alone.
 
     With ``cadence_s`` it also runs the loop once more starting one image every ``cadence_s``
-    seconds, as requests arrive at an idle service, and reports the median time per image
-    (``ms_isolated``): caches and the model's threads go cold between images.
+    seconds, as requests arrive at an idle service (:func:`_at_cadence`).
     """
     from imaging.decode import decode_image
     from imaging.encode import encode_image
     from models.pipeline import prepare_inputs, render_result
     from models.runner import TryOnJob, TryOnRunner
 
-    runner = TryOnRunner(model, intra_op_threads=threads, max_batch=1)
+    runner = TryOnRunner(model, intra_op_threads=threads, max_batch=1, allow_spinning=allow_spinning)
     session, manifest = runner.session, runner.manifest
     names = [o.name for o in session.get_outputs()]
     cloth_side = max(max(i.height, i.width) for i in manifest.inputs if i.effective_role != "person")
@@ -60,33 +61,55 @@ def _bare_loop(pairs: list[tuple[bytes, bytes]], count: int, threads: int, model
 
     for p, c in pairs[:2]:
         one(p, c)  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     for i in range(count):
         one(*pairs[i % len(pairs)])
     e2e = count / (time.perf_counter() - t0)
+    cpu_ms_e2e = 1000 * (time.thread_time() - c0) / count
     feeds = [{k: v[None] for k, v in runner.prepare(TryOnJob(p, c)).tensors.items()} for p, c in pairs]
     t0 = time.perf_counter()
     for i in range(count):
         session.run(names, feeds[i % len(feeds)])
     bare = count / (time.perf_counter() - t0)
-    numbers = {"e2e": e2e, "model": bare, "ms_e2e": 1000 / e2e, "ms_model": 1000 / bare}
+    numbers = {"e2e": e2e, "model": bare, "ms_e2e": 1000 / e2e, "ms_model": 1000 / bare, "cpu_ms_e2e": cpu_ms_e2e}
     if cadence_s > 0:
-        spent = []
-        for i in range(count):
-            time.sleep(cadence_s)
-            t0 = time.perf_counter()
-            one(*pairs[i % len(pairs)])
-            spent.append(time.perf_counter() - t0)
-        numbers["ms_isolated"] = 1000 * sorted(spent)[len(spent) // 2]
+        numbers.update(_at_cadence(one, pairs, max(count, CADENCE_IMAGES), cadence_s))
     return numbers
 
 
+def _at_cadence(one: Callable[[bytes, bytes], None], pairs: list[tuple[bytes, bytes]], count: int,
+                cadence_s: float) -> dict[str, float]:
+    """Median wall and own-thread CPU ms of one image every ``cadence_s``, idling by sleep or by spin.
+
+    The two ways of idling alternate image by image, so a host that gets busier meanwhile weighs on
+    both alike. Sleeping lets the virtual CPU halt; spinning keeps it running. An image that costs
+    more CPU time after a sleep ran the same instructions slower: it did not wait for anything.
+    """
+    walls: dict[str, list[float]] = {"sleep": [], "spin": []}
+    cpus: dict[str, list[float]] = {"sleep": [], "spin": []}
+    for i in range(2 * count):
+        how = "sleep" if i % 2 == 0 else "spin"
+        if how == "sleep":
+            time.sleep(cadence_s)
+        else:
+            end = time.perf_counter() + cadence_s
+            while time.perf_counter() < end:
+                pass
+        c0, t0 = time.thread_time(), time.perf_counter()
+        one(*pairs[(i // 2) % len(pairs)])
+        walls[how].append(1000 * (time.perf_counter() - t0))
+        cpus[how].append(1000 * (time.thread_time() - c0))
+    med = {k: sorted(v)[len(v) // 2] for k, v in (*walls.items(), *((f"cpu_{k}", v) for k, v in cpus.items()))}
+    return {"ms_isolated": med["sleep"], "ms_isolated_spin": med["spin"],
+            "cpu_ms_isolated": med["cpu_sleep"], "cpu_ms_isolated_spin": med["cpu_spin"]}
+
+
 def bare_loop(pairs: list[tuple[bytes, bytes]], count: int, threads: int, model: str = MODEL, *,
-              cadence_s: float = 0.0) -> dict[str, float]:
+              cadence_s: float = 0.0, allow_spinning: bool = False) -> dict[str, float]:
     """Run :func:`_bare_loop` in a fresh spawned process and return its numbers."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
-        return pool.apply(_bare_loop, (pairs, count, threads, model, cadence_s))
+        return pool.apply(_bare_loop, (pairs, count, threads, model, cadence_s, allow_spinning))
 
 
 def person_stage(pairs: list[tuple[bytes, bytes]], threads: int, batch: int) -> dict[str, float]:

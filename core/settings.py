@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     model_threads: int | None = Field(default=None, ge=1, description="Intra-op threads per process.")
     model_allow_spinning: bool = False
     model_exclusive: bool = Field(default=True, description="A process's threads take turns at the model.")
+    malloc_keep_mb: int = Field(default=128, ge=0, description="Freed memory a worker process keeps for reuse (MiB).")
 
     queue_name: str = "stayler-conversions"
     worker_processes: int = Field(default=2, ge=1)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from core.thread_names import naming_native_threads
 from imaging.decode import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from imaging.encode import ENCODE_MIME, encode_image, make_thumbnail, normalise_format
 from models.contract import ModelContractError, ModelManifest, TensorInfo, check_graph, default_opset, load_manifest
@@ -251,7 +252,7 @@ class TryOnRunner:
         if "CPUExecutionProvider" not in chosen:
             chosen.append("CPUExecutionProvider")
         try:
-            with _SESSION_LOCK:
+            with _SESSION_LOCK, naming_native_threads("onnx-intra"):
                 return ort.InferenceSession(str(path), sess_options=opts, providers=chosen), opset
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

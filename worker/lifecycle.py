@@ -1,7 +1,8 @@
 """Dramatiq middleware that ties the worker's resources to the process's life.
 
-- ``after_process_boot``: create the per-process context (queue door, model session, heartbeat,
-  standby leader) in the worker process, after the fork.
+- ``after_process_boot``: pin malloc's thresholds (``core.malloc``), then create the per-process
+  context (queue door, model session, heartbeat, standby leader) in the worker process, after the fork.
+- ``after_worker_boot``: name the process's threads at OS level (``core.thread_names``).
 - ``before_worker_shutdown``: stop claiming new work (SIGTERM).
 - ``after_worker_shutdown``: release claims still held after the grace period back to the queue,
   without penalty, so nothing is left 'processing'; mark the worker stopped.
@@ -16,7 +17,9 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 from core import logs
+from core.malloc import keep_freed_memory
 from core.settings import Settings
+from core.thread_names import label_python_threads
 from worker.process import ProcessContext
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,12 @@ class WorkerLifecycle(Middleware):
         global _CONTEXT
         settings = self.settings_factory()
         logs.configure(settings.log_level, settings.log_format)
+        keep_freed_memory(settings.malloc_keep_mb * 2**20)
         _CONTEXT = ProcessContext.boot(settings, broker)
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Give the process's threads OS names (``top -H``, the latency benchmark's CPU split)."""
+        label_python_threads()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Stop claiming: messages still arriving become no-ops."""
