@@ -42,6 +42,7 @@ class Sizes:
     inference_batch: int = 8
     latency_rate_per_s: float = 5.0
     latency_seconds: float = 30.0
+    latency_blocks: int = 3  # blocks per fleet layout; the layouts alternate block by block
     scale_small: int = 10_000
     scale_large: int = 1_000_000
     scale_claims: int = 200
@@ -79,7 +80,7 @@ class Sizes:
 FULL = Sizes()
 SMOKE = Sizes(
     queue_jobs=150, queue_processes=(1, 2), queue_batches=(1, 16), pgqueuer_jobs=300, pgqueuer_batches=(10, 100),
-    inference_images=8, inference_batch=4, latency_rate_per_s=10.0, latency_seconds=1.5,
+    inference_images=8, inference_batch=4, latency_rate_per_s=10.0, latency_seconds=1.5, latency_blocks=1,
     scale_small=500, scale_large=2_000, scale_claims=20, memory_conversions=100, enqueue_single=50,
     enqueue_bulk=200, person_size=(96, 128), repeats=1,
     inference_grid=((1, 2, 1, 2), (2, 1, 4, 1)), inference_budget_s=60.0,

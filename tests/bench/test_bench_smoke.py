@@ -19,7 +19,9 @@ pytestmark = pytest.mark.e2e
 EXPECTED = {
     "queue": 2 + 2 * 4,  # pgqueuer no-op at 2 batch sizes; the fair peer and the project at 2 processes × 2 batches
     "inference": 5 + 4,  # bare model, bare loop, best at batch 1 / batched / overall; the person-stage rows
-    "latency": 6 + 3,  # p50/p95/p99 and its split; the bare loop at the arrival cadence, the worker's two stage groups
+    # model time; per fleet layout (3): p50/p95/p99, its 2-part split, 2 stage groups, the machine's CPU; the
+    # bare loop at the cadence, idling by spin, its CPU time. Plus a "CPU per conversion: <role>" row per role seen.
+    "latency": 1 + 3 * (5 + 2 + 1) + 3,
     "scale": 3,
     "memory": 3,
     "enqueue": 2,
@@ -57,7 +59,7 @@ def test_smoke_run_of_one_benchmark_writes_its_rows_and_the_chart(pg_admin_url: 
 def test_smoke_run_writes_every_row(pg_admin_url: str, redis_url: str, tmp_path: Path) -> None:
     md, body = _smoke(list(EXPECTED), pg_admin_url, redis_url, tmp_path)
     for name, count in EXPECTED.items():
-        rows = [line for line in body if line.split("|")[1].strip() == name]
+        rows = [line for line in body if line.split("|")[1].strip() == name and "CPU per conversion: " not in line]
         assert len(rows) == count, f"{name}: {len(rows)} rows, expected {count}\n{md}"
         assert all("n/a" not in line.split("|")[3] or "pgqueuer" in line for line in rows), md
 
