@@ -15,13 +15,14 @@ Everything is measured on the photo's own pixels from the person stage's mask an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from models.stages import PersonOutputs
+from models.stages import NoPersonError, PersonOutputs, from_crop
 
 F32 = npt.NDArray[np.float32]
 
@@ -29,9 +30,16 @@ LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12
 LEFT_EAR, RIGHT_EAR = 7, 8
 ARM_POINTS = (13, 14, 15, 16, 17, 18, 19, 20, 21, 22)
 FACE_POINTS = tuple(range(11))
+EYES = tuple(range(1, 7))
+MOUTH = (9, 10)
 MIN_SHOULDER_VISIBILITY = 0.5
 MAX_FACE_SHARE = 0.42  # face keypoints' width / photo width above which it is a close-up
 MIN_SHOULDER_TO_FACE = 1.5  # shoulder width / face width below which the "shoulders" are a chin
+# A close-up whose face BlazePose shrinks (its face keypoints then span a quarter of a face that
+# fills the frame): the "shoulders" sit at the mouth, less than this × the eye-to-mouth height below
+# it, while the eye-to-mouth height is over BIG_FACE of the photo's height (a head over a third of it).
+MIN_NECK = 0.5
+BIG_FACE = 0.08
 BODY_MARGIN = 0.6  # the chosen person's columns: keypoints ± this × shoulder width
 FIGURE_SHARE = 0.25  # other mask mass below this share of the chosen person's is no figure
 DOMINANCE = 2.0  # the chosen person's mask area / the largest other figure's, to dress one of many
@@ -115,6 +123,13 @@ def choose_subject(view: PersonOutputs) -> Subject:
     if face_w > MAX_FACE_SHARE * w or shoulder_w < MIN_SHOULDER_TO_FACE * face_w:
         raise NoTorsoError(f"no torso to dress: a face close-up (face {face_w / w:.0%} of the width, "
                            f"shoulders {shoulder_w / face_w:.1f}× the face)")
+    eyes_y, mouth_y = float(kp[list(EYES), 1].mean()), float(kp[list(MOUTH), 1].mean())
+    eye_to_mouth = max(mouth_y - eyes_y, 1.0)
+    neck = ((float(ls[1]) + float(rs[1])) / 2 - mouth_y) / eye_to_mouth
+    if neck < MIN_NECK and eye_to_mouth > BIG_FACE * h:
+        raise NoTorsoError(f"no torso to dress: a face close-up (the shoulders found at the mouth, "
+                           f"{neck:.1f}× the eye-to-mouth height below it; eyes to mouth {eye_to_mouth / h:.0%} "
+                           f"of the height)")
 
     xs = [float(p[0]) for i, p in enumerate(kp) if i in (LEFT_SHOULDER, RIGHT_SHOULDER, *FACE_POINTS)
           or (i in ARM_POINTS and p[2] > MIN_SHOULDER_VISIBILITY)]
@@ -140,13 +155,21 @@ def choose_subject(view: PersonOutputs) -> Subject:
     return Subject(box=box, mask_share=mine / max(total, 1.0), other_figures=len(others))
 
 
-def figure_boxes(view: PersonOutputs, limit: int = 3) -> list[tuple[int, int, int, int]]:
-    """Boxes (photo px, largest first) of the separate figures in the person mask, when it holds two or more.
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the person mask: its box (photo px) and its mask mass (person-canvas px)."""
+
+    box: tuple[int, int, int, int]
+    mass: float
+
+
+def figures_apart(view: PersonOutputs, limit: int = 3) -> list[Figure]:
+    """The separate figures in the person mask (largest first), when it holds two or more.
 
     For a photo the person stage scored below its threshold: its pose crop spans the mask's whole
-    bounding box, so two people side by side make one crop that holds no single person. Each box
-    is a run of occupied columns (as in :func:`choose_subject`) with a mass at least
-    ``FIGURE_SHARE`` of the largest, widened by a fifth; fewer than two such runs gives ``[]``.
+    bounding box, so two people side by side make one crop that holds no single person. Each
+    figure is a run of occupied columns (as in :func:`choose_subject`) with a mass at least
+    ``FIGURE_SHARE`` of the largest, its box widened by a fifth; fewer than two such runs gives ``[]``.
     """
     pl = view.placement
     if view.mask is None:
@@ -164,11 +187,58 @@ def figure_boxes(view: PersonOutputs, limit: int = 3) -> list[tuple[int, int, in
     if len(runs) < 2:
         return []
     sx, sy = pl.src_w / pl.width, pl.src_h / pl.height
-    boxes = []
-    for a, b, _ in runs:
+    found = []
+    for a, b, mass in runs:
         ys = np.flatnonzero(mask[:, a:b].any(axis=1))
         pad_x, pad_y = 0.2 * (b - a), 0.2 * (ys[-1] + 1 - ys[0])
-        boxes.append((max(0, int((a - pad_x) * sx)), max(0, int((ys[0] - pad_y) * sy)),
-                      min(pl.src_w, int(np.ceil((b + pad_x) * sx))),
-                      min(pl.src_h, int(np.ceil((ys[-1] + 1 + pad_y) * sy)))))
-    return boxes
+        box = (max(0, int((a - pad_x) * sx)), max(0, int((ys[0] - pad_y) * sy)),
+               min(pl.src_w, int(np.ceil((b + pad_x) * sx))), min(pl.src_h, int(np.ceil((ys[-1] + 1 + pad_y) * sy))))
+        found.append(Figure(box, mass))
+    return found
+
+
+def figure_boxes(view: PersonOutputs, limit: int = 3) -> list[tuple[int, int, int, int]]:
+    """Boxes (photo px, largest first) of :func:`figures_apart`."""
+    return [f.box for f in figures_apart(view, limit)]
+
+
+def dominant_figure(figures: Sequence[Figure], centre_x: float, photo_w: int) -> bool:
+    """Whether the first (largest) of ``figures`` clearly dominates: the first path's rule.
+
+    At least ``DOMINANCE`` × the mass of the next largest, and its shoulders' centre (``centre_x``,
+    photo px) inside the middle ``CENTRE_BAND`` of the photo's width.
+    """
+    if not figures:
+        return False
+    rest = max((f.mass for f in figures[1:]), default=0.0)
+    central = abs(centre_x - photo_w / 2) <= CENTRE_BAND * photo_w / 2
+    return rest * DOMINANCE <= figures[0].mass and central
+
+
+def choose_among_figures(whole: PersonOutputs, figures: Sequence[Figure], views: Sequence[PersonOutputs],
+                         min_score: float) -> tuple[Subject, PersonOutputs]:
+    """The second look's verdict: who to dress among ``figures`` (each with its crop's ``views``).
+
+    When the largest figure's crop holds a person (score at least ``min_score``) who clearly
+    dominates (:func:`dominant_figure`, the first path's rule), that person is dressed: returns the
+    subject and the crop's view moved onto the whole photo (:func:`models.stages.from_crop`).
+    Otherwise raises ``MultiplePeopleError`` when any crop holds a person (two figures or more and
+    none to dress: the largest is not a person the stage is sure of, say a man seen from behind, or
+    does not dominate), ``NoPersonError`` when none does (and ``NoTorsoError`` for a dominant person
+    with no torso to dress).
+    """
+    people = [v.score for v in views if v.score >= min_score]
+    if figures and views and views[0].score >= min_score and views[0].keypoints is not None:
+        first = from_crop(views[0], figures[0].box, whole.placement)
+        kp = first.keypoints_on_photo()
+        centre = (float(kp[LEFT_SHOULDER, 0]) + float(kp[RIGHT_SHOULDER, 0])) / 2
+        if dominant_figure(figures, centre, whole.placement.src_w):
+            subject = choose_subject(first)
+            total = sum(f.mass for f in figures)
+            return replace(subject, mask_share=figures[0].mass / total, other_figures=len(figures) - 1), first
+    if people and len(figures) >= 2:
+        raise MultiplePeopleError(
+            f"{len(figures)} figures in the photo and none clearly the subject (the person stage finds "
+            f"people in them alone: scores {', '.join(f'{v.score:.2f}' for v in views)}, but not one in the "
+            f"whole photo, score {whole.score:.2f}); crop the photo to one person")
+    raise NoPersonError(f"no person found in the photo (person score {whole.score:.2f} < {min_score:.2f})")

@@ -24,17 +24,19 @@ from models.subject import MultiplePeopleError, NoTorsoError
 
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
 DRESSED = ("astronaut", "cameraman", "grace-hopper", "suit-neighbours-arm", "street-walker",
-           "dark-coat-crossed-arms", "holding-bottle")
+           "dark-coat-crossed-arms", "holding-bottle", "holding-ball", "footballer-kick", "profile-patterned-shirt")
 # Two men crouching side by side: the whole photo scores below the person threshold (the pose crop
 # spans both), each man alone does; refused as several people, not as nobody.
-SEVERAL = ("street-group", "two-men-suits", "sofa-three", "crouching-pair")
-CLOSE_UPS = ("face-closeup", "face-sweater")
+# Two men apart, the larger half from behind (his crop scores 0.69): nobody to dress, a person found.
+SEVERAL = ("street-group", "two-men-suits", "sofa-three", "crouching-pair", "pair-one-turned-away")
+CLOSE_UPS = ("face-closeup", "face-sweater", "face-turned")
 GARMENTS = hard_garments()
 LABELS = [label for label, _ in GARMENTS]
 # The default run takes one representative photo per behaviour (each garment on one dressed photo,
 # one refusal of each kind); the slow run (`-m slow`) takes every photo with every garment.
 REPRESENTATIVE = {("suit-neighbours-arm", "white-on-white"), ("street-walker", "stripes"),
-                  ("holding-bottle", "soft-shadow"), ("dark-coat-crossed-arms", "cutout")}
+                  ("holding-bottle", "soft-shadow"), ("dark-coat-crossed-arms", "cutout"),
+                  ("holding-ball", "white-on-white")}
 DEFAULT_PHOTOS = {"suit-neighbours-arm", "sofa-three", "crouching-pair", "face-closeup"}
 
 
