@@ -3,8 +3,9 @@
 After the person stage, before the try-on stage, each photo passes two permanent gates:
 
 * ``no_torso``: the shoulders are not in the photo, not on the person, or the face fills so much of
-  the frame that there is no torso to dress (a face close-up; BlazePose then guesses shoulders at
-  the chin) — refused rather than pasting a garment over mouth and chin;
+  the frame that there is no torso to dress (a face close-up: wider than ``MAX_FACE_SHARE`` of the
+  photo, or a big face with BlazePose's guessed shoulders narrow or at the mouth) — refused rather
+  than pasting a garment over mouth and chin;
 * ``multiple_people``: the person mask holds other people besides the one the keypoints belong to,
   and that one does not clearly dominate (by mask area, at least ``DOMINANCE`` × the largest other
   figure) or stands off-centre. When one does dominate, it is dressed and :class:`Subject` records
@@ -34,12 +35,14 @@ EYES = tuple(range(1, 7))
 MOUTH = (9, 10)
 MIN_SHOULDER_VISIBILITY = 0.5
 MAX_FACE_SHARE = 0.42  # face keypoints' width / photo width above which it is a close-up
-MIN_SHOULDER_TO_FACE = 1.5  # shoulder width / face width below which the "shoulders" are a chin
-# A close-up whose face BlazePose shrinks (its face keypoints then span a quarter of a face that
-# fills the frame): the "shoulders" sit at the mouth, less than this × the eye-to-mouth height below
-# it, while the eye-to-mouth height is over BIG_FACE of the photo's height (a head over a third of it).
+MIN_SHOULDER_TO_FACE = 1.5  # shoulder width / face width below which the "shoulders" may be a chin
+# BlazePose on a face close-up shrinks the face (its face keypoints may span a quarter of a face that
+# fills the frame) and guesses shoulders at the chin: narrow (under MIN_SHOULDER_TO_FACE faces) or
+# at the mouth (less than MIN_NECK × the eye-to-mouth height below it). Either is a close-up only
+# with a big face: eye-to-mouth over BIG_FACE of the photo's height (a person turned three-quarters
+# also has shoulders 1.3 faces wide, and one leaning forward a short neck, with faces under 0.07).
 MIN_NECK = 0.5
-BIG_FACE = 0.08
+BIG_FACE = 0.09
 BODY_MARGIN = 0.6  # the chosen person's columns: keypoints ± this × shoulder width
 FIGURE_SHARE = 0.25  # other mask mass below this share of the chosen person's is no figure
 DOMINANCE = 2.0  # the chosen person's mask area / the largest other figure's, to dress one of many
@@ -120,13 +123,14 @@ def choose_subject(view: PersonOutputs) -> Subject:
     inside = all(-side <= p[0] < w + side and 0 <= p[1] < h for p in (ls, rs))
     if not inside or min(ls[2], rs[2]) < MIN_SHOULDER_VISIBILITY or not (on_mask(*ls[:2]) and on_mask(*rs[:2])):
         raise NoTorsoError("no torso to dress: the shoulders are not in the photo")
-    if face_w > MAX_FACE_SHARE * w or shoulder_w < MIN_SHOULDER_TO_FACE * face_w:
-        raise NoTorsoError(f"no torso to dress: a face close-up (face {face_w / w:.0%} of the width, "
-                           f"shoulders {shoulder_w / face_w:.1f}× the face)")
     eyes_y, mouth_y = float(kp[list(EYES), 1].mean()), float(kp[list(MOUTH), 1].mean())
     eye_to_mouth = max(mouth_y - eyes_y, 1.0)
     neck = ((float(ls[1]) + float(rs[1])) / 2 - mouth_y) / eye_to_mouth
-    if neck < MIN_NECK and eye_to_mouth > BIG_FACE * h:
+    big_face = eye_to_mouth > BIG_FACE * h
+    if face_w > MAX_FACE_SHARE * w or (big_face and shoulder_w < MIN_SHOULDER_TO_FACE * face_w):
+        raise NoTorsoError(f"no torso to dress: a face close-up (face {face_w / w:.0%} of the width, "
+                           f"shoulders {shoulder_w / face_w:.1f}× the face)")
+    if big_face and neck < MIN_NECK:
         raise NoTorsoError(f"no torso to dress: a face close-up (the shoulders found at the mouth, "
                            f"{neck:.1f}× the eye-to-mouth height below it; eyes to mouth {eye_to_mouth / h:.0%} "
                            f"of the height)")

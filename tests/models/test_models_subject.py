@@ -81,14 +81,18 @@ def test_figure_boxes_split_figures_side_by_side_and_leave_one_alone() -> None:
     assert figure_boxes(view([(20, 120, 40), (200, 210, 200)])) == []  # a sliver is no figure
 
 
+def with_face(out: PersonOutputs, eyes_y: float, mouth_y: float) -> PersonOutputs:
+    """``out`` with its eye keypoints at ``eyes_y`` and its mouth at ``mouth_y`` (photo px)."""
+    assert out.keypoints is not None
+    kp = out.keypoints * SIZE
+    kp[1:7, 1], kp[9:11, 1], kp[0, 1] = eyes_y, mouth_y, (eyes_y + mouth_y) / 2
+    return replace(out, keypoints=kp / SIZE)
+
+
 def close_up(shoulder_y: float) -> PersonOutputs:
     """A skeleton as BlazePose gives it on a face close-up: face keypoints over a fifth of the width
     (it shrinks a face that fills the frame), eyes at y 100, mouth at y 130, shoulders 2.4 faces apart."""
-    out = view([(20, 236, 20)], shoulders=(60, 196, shoulder_y), face_width=56)
-    assert out.keypoints is not None
-    kp = out.keypoints * SIZE
-    kp[1:7, 1], kp[9:11, 1], kp[0, 1] = 100, 130, 115
-    return replace(out, keypoints=kp / SIZE)
+    return with_face(view([(20, 236, 20)], shoulders=(60, 196, shoulder_y), face_width=56), 100, 130)
 
 
 def test_shoulders_at_the_mouth_of_a_large_face_are_no_torso() -> None:
@@ -136,3 +140,10 @@ def test_second_look_refuses_when_no_one_dominates() -> None:
         second_look(masses=(6000.0, 2000.0), scores=(0.5, 0.85))  # the large figure is no sure person
     with pytest.raises(NoPersonError):
         second_look(masses=(6000.0, 2000.0), scores=(0.3, 0.2))  # no person in either
+
+
+def test_a_person_turned_three_quarters_is_dressed() -> None:
+    """Regression: a seated man turned three-quarters (shoulders 1.3 face widths apart in the photo,
+    a small face, a neck between) was refused as a face close-up."""
+    turned = with_face(view([(92, 164, 60)], shoulders=(110, 146, 150), face_width=28), 100, 112)
+    assert choose_subject(turned).other_figures == 0
