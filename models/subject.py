@@ -93,8 +93,12 @@ def _figures(other: npt.NDArray[np.bool_], min_mass: float) -> list[float]:
     return [m for m in masses if m >= min_mass]
 
 
-def choose_subject(view: PersonOutputs) -> Subject:
+def choose_subject(view: PersonOutputs, *, side_by_side: bool = True) -> Subject:
     """The person to dress, or the refusal (``NoTorsoError``, ``MultiplePeopleError``).
+
+    ``side_by_side``: also refuse when the mask splits into figures side by side
+    (:func:`figures_apart`) and the person's own is not clearly the largest (off for a view that
+    :func:`choose_among_figures` already judged).
 
     Measured on the person stage's own canvas (the photo's part of it), so the cost does not grow
     with the photo; the box is given in the photo's pixels.
@@ -142,20 +146,31 @@ def choose_subject(view: PersonOutputs) -> Subject:
     y0 = max(0, int(float(face[:, 1].min()) - 1.5 * face_w))
     body = np.zeros_like(mask)
     body[y0:, x0:x1] = True
+    sx, sy = pl.src_w / pl.width, pl.src_h / pl.height
     mine = float((mask & body).sum())
     total = float(mask.sum())
     others = _figures(mask & ~body, FIGURE_SHARE * mine)
     ys = np.flatnonzero((mask & body).any(axis=1))
-    sx, sy = pl.src_w / pl.width, pl.src_h / pl.height
     y1 = int(ys[-1]) + 1 if ys.size else h
     box = (int(x0 * sx), int(y0 * sy), min(pl.src_w, round(x1 * sx)), min(pl.src_h, round(y1 * sy)))
+    centre = (float(ls[0]) + float(rs[0])) / 2
     if others:
-        centre = (float(ls[0]) + float(rs[0])) / 2
         central = abs(centre - w / 2) <= CENTRE_BAND * w / 2
         if max(others) * DOMINANCE > mine or not central:
             raise MultiplePeopleError(
                 f"{len(others) + 1} people in the photo and none clearly the subject (the largest other "
                 f"figure is {max(others) / max(mine, 1.0):.0%} of the one found); crop the photo to one person")
+    # The body's columns above are generous (arms, a coat): a neighbour standing close lends them
+    # mass. Where the mask splits into figures side by side, the person's own figure must dominate too.
+    apart = figures_apart(view) if side_by_side else []
+    if apart:
+        cx = centre * sx
+        own = next((i for i, f in enumerate(apart) if f.box[0] <= cx <= f.box[2]), None)
+        if own != 0 or not dominant_figure(apart, cx, pl.src_w):
+            raise MultiplePeopleError(
+                f"{len(apart)} people side by side and none clearly the subject (the next figure is "
+                f"{apart[1].mass / apart[0].mass:.0%} of the largest); crop the photo to one person")
+        others = others or [f.mass for f in apart[1:]]
     return Subject(box=box, mask_share=mine / max(total, 1.0), other_figures=len(others))
 
 
@@ -237,7 +252,7 @@ def choose_among_figures(whole: PersonOutputs, figures: Sequence[Figure], views:
         kp = first.keypoints_on_photo()
         centre = (float(kp[LEFT_SHOULDER, 0]) + float(kp[RIGHT_SHOULDER, 0])) / 2
         if dominant_figure(figures, centre, whole.placement.src_w):
-            subject = choose_subject(first)
+            subject = choose_subject(first, side_by_side=False)
             total = sum(f.mass for f in figures)
             return replace(subject, mask_share=figures[0].mass / total, other_figures=len(figures) - 1), first
     if people and len(figures) >= 2:

@@ -147,3 +147,14 @@ def test_a_person_turned_three_quarters_is_dressed() -> None:
     a small face, a neck between) was refused as a face close-up."""
     turned = with_face(view([(92, 164, 60)], shoulders=(110, 146, 150), face_width=28), 100, 112)
     assert choose_subject(turned).other_figures == 0
+
+
+def test_a_neighbour_close_beside_does_not_lend_the_subject_dominance() -> None:
+    """Regression: two people of a size standing close (a gap of a few columns between them) had the
+    nearer part of the neighbour counted in the subject's generous body columns, which then
+    "dominated" 2.3 to 1, and one of the two was dressed."""
+    with pytest.raises(MultiplePeopleError) as info:
+        choose_subject(view([(80, 160, 40), (166, 236, 40)]))
+    assert "side by side" in str(info.value)
+    # A clearly smaller figure beside stays a dressed photo with one other figure.
+    assert choose_subject(view([(80, 176, 40), (196, 236, 100)])).other_figures == 1
