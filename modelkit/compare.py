@@ -40,10 +40,14 @@ from models.runner import TryOnJob, TryOnRunner
 from models.subject import choose_subject
 
 
+def _no_subject(view: object, *, side_by_side: bool = True) -> None:
+    """Issue 21's subject gate switched off: nobody chosen, nothing refused."""
+
+
 def _before_issue_21(on: bool) -> None:
     """Switch the module-level pre-processing hooks to their pre-issue-21 behaviour, or back."""
     pipeline.silhouette = (lambda rgb: np.ones(rgb.shape[:2], np.float32)) if on else silhouette
-    runner_module.choose_subject = (lambda view: None) if on else choose_subject  # type: ignore[assignment,return-value]
+    runner_module.choose_subject = _no_subject if on else choose_subject  # type: ignore[assignment]
 
 
 def _per_image_ms(runner: TryOnRunner, jobs: Sequence[TryOnJob], old: bool, batch: int) -> float:

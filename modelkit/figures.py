@@ -22,9 +22,10 @@ from models.runner import TryOnRunner
 
 PHOTOS = Path("tests/data/photos")
 PEOPLE = ("astronaut", "cameraman", "grace-hopper", "suit-neighbours-arm", "street-walker",
-          "dark-coat-crossed-arms", "holding-bottle")
-REFUSED = ("street-group", "two-men-suits", "sofa-three", "face-closeup", "face-sweater", "crouching-pair",
-           "stairs-small")
+          "dark-coat-crossed-arms", "holding-bottle", "holding-ball", "footballer-kick", "profile-patterned-shirt",
+          "pair-second-look")
+REFUSED = ("street-group", "two-men-suits", "sofa-three", "face-closeup", "face-sweater", "face-turned",
+           "crouching-pair", "pair-one-turned-away", "stairs-small")
 OUT = Path("docs/img")
 
 

@@ -28,7 +28,7 @@ from models.contract import ModelContractError, ModelManifest, TensorInfo, check
 from models.pipeline import Placement, prepare_inputs, prepare_person_stage, render_result
 from models.registry import STAGE_SEPARATOR, resolve_pipeline
 from models.stages import NoPersonError, PersonOutputs, check_pipeline, to_tryon_canvas
-from models.subject import MultiplePeopleError, Subject, choose_subject, figure_boxes
+from models.subject import Subject, choose_among_figures, choose_subject, figures_apart
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -356,11 +356,13 @@ class TryOnRunner:
                 item.timings.person = seconds
 
     def analyse_person(self, person: bytes) -> PersonOutputs:
-        """The person stage's view of one photo (mask, keypoints, score); for tools and tests."""
+        """The person stage's view of one photo (mask, keypoints, score) as the try-on stage gets it
+        (after a second look that found the person to dress: that figure's); for tools and tests."""
         if self._person is None:
             raise ModelContractError(f"model {self.model_name} has no person stage")
         item = self.prepare(TryOnJob(person, person))
         self.find_people([item])
+        self._no_person(item)
         assert item.person_outputs is not None
         return item.person_outputs
 
@@ -370,49 +372,58 @@ class TryOnRunner:
         if self._person is None or out is None:
             return None
         if out.score < self._person[1].min_person_score:
-            several = self._people_apart(item, out)
-            if several:
-                return MultiplePeopleError(
-                    f"{len(several)} people in the photo and none clearly the subject (the person stage finds "
-                    f"each alone: scores {', '.join(f'{s:.2f}' for s in several)}, but not one in the whole "
-                    f"photo, score {out.score:.2f}); crop the photo to one person")
-            return NoPersonError(f"no person found in the photo (person score {out.score:.2f} < "
-                                 f"{self._person[1].min_person_score:.2f}, model {self._person[1].name})")
+            return self._second_look(item, out)
         try:
             item.subject = choose_subject(out)
         except Exception as exc:  # NoTorsoError, MultiplePeopleError: this item only
             return exc
         return None
 
-    def _people_apart(self, item: PreparedJob, out: PersonOutputs) -> list[float]:
-        """Scores of the separate figures of a photo scored below the threshold, when two or more are people.
+    def _second_look(self, item: PreparedJob, out: PersonOutputs) -> Exception | None:
+        """A photo scored below the threshold whose person mask splits into figures side by side.
 
-        A second look, only for a low-scoring photo whose person mask splits into figures side by
-        side (``figure_boxes``): the pose crop spanned them all and held no single person. Each
-        figure's crop goes through the person stage once more (one call); ``[]`` unless at least
-        two of them are people.
+        The pose crop spanned them all and held no single person (``figures_apart``). Each figure's
+        crop goes through the person stage once more (one call). When the largest figure is a
+        person and clearly dominates (the first path's rule: ``DOMINANCE`` × the next figure's mask
+        mass, its shoulders in the middle of the photo) it is dressed: its crop's mask and keypoints
+        are moved onto the whole photo (``stages.from_crop``) and recorded in ``subject``. Otherwise
+        two or more people are ``MultiplePeopleError``, fewer ``NoPersonError``.
         """
         assert self._person is not None
         session, manifest = self._person
-        boxes = figure_boxes(out)
-        if not boxes:
-            return []
-        crops = []
-        for x0, y0, x1, y1 in boxes:
-            rgb = np.ascontiguousarray(item.person.rgb[y0:y1, x0:x1])
-            crop = DecodedImage(rgb, None, item.person.format, item.person.mime_type, x1 - x0, y1 - y0)
-            crops.append(prepare_person_stage(manifest, crop)[0])
-        step = len(crops) if manifest.dynamic_batch else 1
-        scores: list[float] = []
-        for start in range(0, len(crops), step):
-            try:
-                [chunk] = session.run([manifest.provides["person_score"]],
-                                      {manifest.person_input.name: np.stack(crops[start:start + step])})
-            except Exception as exc:
-                raise InferenceError(f"person stage {manifest.name} failed on a second look: {exc}") from exc
-            scores.extend(float(s) for s in np.asarray(chunk).reshape(-1))
-        found = [s for s in scores if s >= manifest.min_person_score]
-        return found if len(found) >= 2 else []
+        figures = figures_apart(out)
+        views: list[PersonOutputs] = []
+        if figures:
+            roles = sorted(manifest.provides)
+            names = [manifest.provides[r] for r in roles]
+            crops, placements = [], []
+            for x0, y0, x1, y1 in (f.box for f in figures):
+                rgb = np.ascontiguousarray(item.person.rgb[y0:y1, x0:x1])
+                crop = DecodedImage(rgb, None, item.person.format, item.person.mime_type, x1 - x0, y1 - y0)
+                tensor, placement = prepare_person_stage(manifest, crop)
+                crops.append(tensor)
+                placements.append(placement)
+            step = len(crops) if manifest.dynamic_batch else 1
+            for start in range(0, len(crops), step):
+                try:
+                    results = dict(zip(roles, session.run(names, {manifest.person_input.name:
+                                                                  np.stack(crops[start:start + step])}), strict=True))
+                except Exception as exc:
+                    raise InferenceError(f"person stage {manifest.name} failed on a second look: {exc}") from exc
+                for i, placement in enumerate(placements[start:start + step]):
+                    views.append(PersonOutputs(
+                        score=float(results["person_score"][i].reshape(-1)[0]), placement=placement,
+                        mask=results["person_mask"][i] if "person_mask" in results else None,
+                        keypoints=results["pose_keypoints"][i] if "pose_keypoints" in results else None))
+        try:
+            item.subject, item.person_outputs = choose_among_figures(out, figures, views, manifest.min_person_score)
+        except NoPersonError:
+            return NoPersonError(f"no person found in the photo (person score {out.score:.2f} < "
+                                 f"{manifest.min_person_score:.2f}, model {manifest.name})")
+        except Exception as exc:  # MultiplePeopleError, NoTorsoError
+            return exc
+        item.tensors.update(to_tryon_canvas(item.person_outputs, self._manifest.needs, item.placement))
+        return None
 
     def infer(self, items: Sequence[PreparedJob]) -> list[ModelOutput | Exception]:
         """Run the person stage (if any) and the try-on model on ``items`` in calls of at most

@@ -133,3 +133,34 @@ def to_tryon_canvas(outputs: PersonOutputs, needs: Sequence[InputSpec], dst: Pla
             assert source is not None
             tensors[spec.name] = _move_map(source, outputs.placement, dst)
     return tensors
+
+
+def from_crop(crop: PersonOutputs, box: tuple[int, int, int, int], full: Placement) -> PersonOutputs:
+    """A crop's person-stage outputs moved onto the whole photo's person canvas ``full``.
+
+    ``box`` (x0, y0, x1, y1, photo px) is where the crop was cut; the mask is zero outside it.
+    Used when a second look at one figure of a photo finds the person to dress.
+    """
+    x0, y0, x1, y1 = box
+    src = crop.placement
+    # Whole-canvas position X -> photo px (X - full.left) * src_w / width -> crop px minus x0 -> crop canvas.
+    ax = full.src_w / full.width * src.width / (x1 - x0)
+    ay = full.src_h / full.height * src.height / (y1 - y0)
+    bx = src.left - (full.left * full.src_w / full.width + x0) * src.width / (x1 - x0)
+    by = src.top - (full.top * full.src_h / full.height + y0) * src.height / (y1 - y0)
+    mask = None
+    if crop.mask is not None:
+        mask = np.empty((crop.mask.shape[0], full.canvas_h, full.canvas_w), dtype=np.float32)
+        for c in range(crop.mask.shape[0]):
+            img = Image.fromarray(np.ascontiguousarray(crop.mask[c], dtype=np.float32), "F")
+            moved = img.transform((full.canvas_w, full.canvas_h), Image.Transform.AFFINE, (ax, 0.0, bx, 0.0, ay, by),
+                                  resample=Image.Resampling.BILINEAR, fillcolor=0.0)
+            mask[c] = np.asarray(moved, dtype=np.float32)
+    keypoints = None
+    if crop.keypoints is not None:
+        keypoints = crop.keypoints.astype(np.float32).copy()
+        px = (keypoints[:, 0] * src.canvas_w - src.left) * (x1 - x0) / src.width + x0
+        py = (keypoints[:, 1] * src.canvas_h - src.top) * (y1 - y0) / src.height + y0
+        keypoints[:, 0] = (full.left + px * full.width / full.src_w) / full.canvas_w
+        keypoints[:, 1] = (full.top + py * full.height / full.src_h) / full.canvas_h
+    return PersonOutputs(score=crop.score, placement=full, mask=mask, parse=None, keypoints=keypoints)

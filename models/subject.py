@@ -3,8 +3,9 @@
 After the person stage, before the try-on stage, each photo passes two permanent gates:
 
 * ``no_torso``: the shoulders are not in the photo, not on the person, or the face fills so much of
-  the frame that there is no torso to dress (a face close-up; BlazePose then guesses shoulders at
-  the chin) — refused rather than pasting a garment over mouth and chin;
+  the frame that there is no torso to dress (a face close-up: wider than ``MAX_FACE_SHARE`` of the
+  photo, or a big face with BlazePose's guessed shoulders narrow or at the mouth) — refused rather
+  than pasting a garment over mouth and chin;
 * ``multiple_people``: the person mask holds other people besides the one the keypoints belong to,
   and that one does not clearly dominate (by mask area, at least ``DOMINANCE`` × the largest other
   figure) or stands off-centre. When one does dominate, it is dressed and :class:`Subject` records
@@ -15,13 +16,14 @@ Everything is measured on the photo's own pixels from the person stage's mask an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from models.stages import PersonOutputs
+from models.stages import NoPersonError, PersonOutputs, from_crop
 
 F32 = npt.NDArray[np.float32]
 
@@ -29,9 +31,18 @@ LEFT_SHOULDER, RIGHT_SHOULDER = 11, 12
 LEFT_EAR, RIGHT_EAR = 7, 8
 ARM_POINTS = (13, 14, 15, 16, 17, 18, 19, 20, 21, 22)
 FACE_POINTS = tuple(range(11))
+EYES = tuple(range(1, 7))
+MOUTH = (9, 10)
 MIN_SHOULDER_VISIBILITY = 0.5
 MAX_FACE_SHARE = 0.42  # face keypoints' width / photo width above which it is a close-up
-MIN_SHOULDER_TO_FACE = 1.5  # shoulder width / face width below which the "shoulders" are a chin
+MIN_SHOULDER_TO_FACE = 1.5  # shoulder width / face width below which the "shoulders" may be a chin
+# BlazePose on a face close-up shrinks the face (its face keypoints may span a quarter of a face that
+# fills the frame) and guesses shoulders at the chin: narrow (under MIN_SHOULDER_TO_FACE faces) or
+# at the mouth (less than MIN_NECK × the eye-to-mouth height below it). Either is a close-up only
+# with a big face: eye-to-mouth over BIG_FACE of the photo's height (a person turned three-quarters
+# also has shoulders 1.3 faces wide, and one leaning forward a short neck, with faces under 0.07).
+MIN_NECK = 0.5
+BIG_FACE = 0.09
 BODY_MARGIN = 0.6  # the chosen person's columns: keypoints ± this × shoulder width
 FIGURE_SHARE = 0.25  # other mask mass below this share of the chosen person's is no figure
 DOMINANCE = 2.0  # the chosen person's mask area / the largest other figure's, to dress one of many
@@ -82,8 +93,12 @@ def _figures(other: npt.NDArray[np.bool_], min_mass: float) -> list[float]:
     return [m for m in masses if m >= min_mass]
 
 
-def choose_subject(view: PersonOutputs) -> Subject:
+def choose_subject(view: PersonOutputs, *, side_by_side: bool = True) -> Subject:
     """The person to dress, or the refusal (``NoTorsoError``, ``MultiplePeopleError``).
+
+    ``side_by_side``: also refuse when the mask splits into figures side by side
+    (:func:`figures_apart`) and the person's own is not clearly the largest (off for a view that
+    :func:`choose_among_figures` already judged).
 
     Measured on the person stage's own canvas (the photo's part of it), so the cost does not grow
     with the photo; the box is given in the photo's pixels.
@@ -112,9 +127,17 @@ def choose_subject(view: PersonOutputs) -> Subject:
     inside = all(-side <= p[0] < w + side and 0 <= p[1] < h for p in (ls, rs))
     if not inside or min(ls[2], rs[2]) < MIN_SHOULDER_VISIBILITY or not (on_mask(*ls[:2]) and on_mask(*rs[:2])):
         raise NoTorsoError("no torso to dress: the shoulders are not in the photo")
-    if face_w > MAX_FACE_SHARE * w or shoulder_w < MIN_SHOULDER_TO_FACE * face_w:
+    eyes_y, mouth_y = float(kp[list(EYES), 1].mean()), float(kp[list(MOUTH), 1].mean())
+    eye_to_mouth = max(mouth_y - eyes_y, 1.0)
+    neck = ((float(ls[1]) + float(rs[1])) / 2 - mouth_y) / eye_to_mouth
+    big_face = eye_to_mouth > BIG_FACE * h
+    if face_w > MAX_FACE_SHARE * w or (big_face and shoulder_w < MIN_SHOULDER_TO_FACE * face_w):
         raise NoTorsoError(f"no torso to dress: a face close-up (face {face_w / w:.0%} of the width, "
                            f"shoulders {shoulder_w / face_w:.1f}× the face)")
+    if big_face and neck < MIN_NECK:
+        raise NoTorsoError(f"no torso to dress: a face close-up (the shoulders found at the mouth, "
+                           f"{neck:.1f}× the eye-to-mouth height below it; eyes to mouth {eye_to_mouth / h:.0%} "
+                           f"of the height)")
 
     xs = [float(p[0]) for i, p in enumerate(kp) if i in (LEFT_SHOULDER, RIGHT_SHOULDER, *FACE_POINTS)
           or (i in ARM_POINTS and p[2] > MIN_SHOULDER_VISIBILITY)]
@@ -123,30 +146,49 @@ def choose_subject(view: PersonOutputs) -> Subject:
     y0 = max(0, int(float(face[:, 1].min()) - 1.5 * face_w))
     body = np.zeros_like(mask)
     body[y0:, x0:x1] = True
+    sx, sy = pl.src_w / pl.width, pl.src_h / pl.height
     mine = float((mask & body).sum())
     total = float(mask.sum())
     others = _figures(mask & ~body, FIGURE_SHARE * mine)
     ys = np.flatnonzero((mask & body).any(axis=1))
-    sx, sy = pl.src_w / pl.width, pl.src_h / pl.height
     y1 = int(ys[-1]) + 1 if ys.size else h
     box = (int(x0 * sx), int(y0 * sy), min(pl.src_w, round(x1 * sx)), min(pl.src_h, round(y1 * sy)))
+    centre = (float(ls[0]) + float(rs[0])) / 2
     if others:
-        centre = (float(ls[0]) + float(rs[0])) / 2
         central = abs(centre - w / 2) <= CENTRE_BAND * w / 2
         if max(others) * DOMINANCE > mine or not central:
             raise MultiplePeopleError(
                 f"{len(others) + 1} people in the photo and none clearly the subject (the largest other "
                 f"figure is {max(others) / max(mine, 1.0):.0%} of the one found); crop the photo to one person")
+    # The body's columns above are generous (arms, a coat): a neighbour standing close lends them
+    # mass. Where the mask splits into figures side by side, the person's own figure must dominate too.
+    apart = figures_apart(view) if side_by_side else []
+    if apart:
+        cx = centre * sx
+        own = next((i for i, f in enumerate(apart) if f.box[0] <= cx <= f.box[2]), None)
+        if own != 0 or not dominant_figure(apart, cx, pl.src_w):
+            raise MultiplePeopleError(
+                f"{len(apart)} people side by side and none clearly the subject (the next figure is "
+                f"{apart[1].mass / apart[0].mass:.0%} of the largest); crop the photo to one person")
+        others = others or [f.mass for f in apart[1:]]
     return Subject(box=box, mask_share=mine / max(total, 1.0), other_figures=len(others))
 
 
-def figure_boxes(view: PersonOutputs, limit: int = 3) -> list[tuple[int, int, int, int]]:
-    """Boxes (photo px, largest first) of the separate figures in the person mask, when it holds two or more.
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the person mask: its box (photo px) and its mask mass (person-canvas px)."""
+
+    box: tuple[int, int, int, int]
+    mass: float
+
+
+def figures_apart(view: PersonOutputs, limit: int = 3) -> list[Figure]:
+    """The separate figures in the person mask (largest first), when it holds two or more.
 
     For a photo the person stage scored below its threshold: its pose crop spans the mask's whole
-    bounding box, so two people side by side make one crop that holds no single person. Each box
-    is a run of occupied columns (as in :func:`choose_subject`) with a mass at least
-    ``FIGURE_SHARE`` of the largest, widened by a fifth; fewer than two such runs gives ``[]``.
+    bounding box, so two people side by side make one crop that holds no single person. Each
+    figure is a run of occupied columns (as in :func:`choose_subject`) with a mass at least
+    ``FIGURE_SHARE`` of the largest, its box widened by a fifth; fewer than two such runs gives ``[]``.
     """
     pl = view.placement
     if view.mask is None:
@@ -164,11 +206,58 @@ def figure_boxes(view: PersonOutputs, limit: int = 3) -> list[tuple[int, int, in
     if len(runs) < 2:
         return []
     sx, sy = pl.src_w / pl.width, pl.src_h / pl.height
-    boxes = []
-    for a, b, _ in runs:
+    found = []
+    for a, b, mass in runs:
         ys = np.flatnonzero(mask[:, a:b].any(axis=1))
         pad_x, pad_y = 0.2 * (b - a), 0.2 * (ys[-1] + 1 - ys[0])
-        boxes.append((max(0, int((a - pad_x) * sx)), max(0, int((ys[0] - pad_y) * sy)),
-                      min(pl.src_w, int(np.ceil((b + pad_x) * sx))),
-                      min(pl.src_h, int(np.ceil((ys[-1] + 1 + pad_y) * sy)))))
-    return boxes
+        box = (max(0, int((a - pad_x) * sx)), max(0, int((ys[0] - pad_y) * sy)),
+               min(pl.src_w, int(np.ceil((b + pad_x) * sx))), min(pl.src_h, int(np.ceil((ys[-1] + 1 + pad_y) * sy))))
+        found.append(Figure(box, mass))
+    return found
+
+
+def figure_boxes(view: PersonOutputs, limit: int = 3) -> list[tuple[int, int, int, int]]:
+    """Boxes (photo px, largest first) of :func:`figures_apart`."""
+    return [f.box for f in figures_apart(view, limit)]
+
+
+def dominant_figure(figures: Sequence[Figure], centre_x: float, photo_w: int) -> bool:
+    """Whether the first (largest) of ``figures`` clearly dominates: the first path's rule.
+
+    At least ``DOMINANCE`` × the mass of the next largest, and its shoulders' centre (``centre_x``,
+    photo px) inside the middle ``CENTRE_BAND`` of the photo's width.
+    """
+    if not figures:
+        return False
+    rest = max((f.mass for f in figures[1:]), default=0.0)
+    central = abs(centre_x - photo_w / 2) <= CENTRE_BAND * photo_w / 2
+    return rest * DOMINANCE <= figures[0].mass and central
+
+
+def choose_among_figures(whole: PersonOutputs, figures: Sequence[Figure], views: Sequence[PersonOutputs],
+                         min_score: float) -> tuple[Subject, PersonOutputs]:
+    """The second look's verdict: who to dress among ``figures`` (each with its crop's ``views``).
+
+    When the largest figure's crop holds a person (score at least ``min_score``) who clearly
+    dominates (:func:`dominant_figure`, the first path's rule), that person is dressed: returns the
+    subject and the crop's view moved onto the whole photo (:func:`models.stages.from_crop`).
+    Otherwise raises ``MultiplePeopleError`` when any crop holds a person (two figures or more and
+    none to dress: the largest is not a person the stage is sure of, say a man seen from behind, or
+    does not dominate), ``NoPersonError`` when none does (and ``NoTorsoError`` for a dominant person
+    with no torso to dress).
+    """
+    people = [v.score for v in views if v.score >= min_score]
+    if figures and views and views[0].score >= min_score and views[0].keypoints is not None:
+        first = from_crop(views[0], figures[0].box, whole.placement)
+        kp = first.keypoints_on_photo()
+        centre = (float(kp[LEFT_SHOULDER, 0]) + float(kp[RIGHT_SHOULDER, 0])) / 2
+        if dominant_figure(figures, centre, whole.placement.src_w):
+            subject = choose_subject(first, side_by_side=False)
+            total = sum(f.mass for f in figures)
+            return replace(subject, mask_share=figures[0].mass / total, other_figures=len(figures) - 1), first
+    if people and len(figures) >= 2:
+        raise MultiplePeopleError(
+            f"{len(figures)} figures in the photo and none clearly the subject (the person stage finds "
+            f"people in them alone: scores {', '.join(f'{v.score:.2f}' for v in views)}, but not one in the "
+            f"whole photo, score {whole.score:.2f}); crop the photo to one person")
+    raise NoPersonError(f"no person found in the photo (person score {whole.score:.2f} < {min_score:.2f})")

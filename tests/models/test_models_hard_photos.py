@@ -24,17 +24,20 @@ from models.subject import MultiplePeopleError, NoTorsoError
 
 PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos"
 DRESSED = ("astronaut", "cameraman", "grace-hopper", "suit-neighbours-arm", "street-walker",
-           "dark-coat-crossed-arms", "holding-bottle")
+           "dark-coat-crossed-arms", "holding-bottle", "holding-ball", "footballer-kick", "profile-patterned-shirt",
+           "pair-second-look")
 # Two men crouching side by side: the whole photo scores below the person threshold (the pose crop
 # spans both), each man alone does; refused as several people, not as nobody.
-SEVERAL = ("street-group", "two-men-suits", "sofa-three", "crouching-pair")
-CLOSE_UPS = ("face-closeup", "face-sweater")
+# Two men apart, the larger half from behind (his crop scores 0.69): nobody to dress, a person found.
+SEVERAL = ("street-group", "two-men-suits", "sofa-three", "crouching-pair", "pair-one-turned-away")
+CLOSE_UPS = ("face-closeup", "face-sweater", "face-turned")
 GARMENTS = hard_garments()
 LABELS = [label for label, _ in GARMENTS]
 # The default run takes one representative photo per behaviour (each garment on one dressed photo,
 # one refusal of each kind); the slow run (`-m slow`) takes every photo with every garment.
 REPRESENTATIVE = {("suit-neighbours-arm", "white-on-white"), ("street-walker", "stripes"),
-                  ("holding-bottle", "soft-shadow"), ("dark-coat-crossed-arms", "cutout")}
+                  ("holding-bottle", "soft-shadow"), ("dark-coat-crossed-arms", "cutout"),
+                  ("holding-ball", "white-on-white")}
 DEFAULT_PHOTOS = {"suit-neighbours-arm", "sofa-three", "crouching-pair", "face-closeup"}
 
 
@@ -187,3 +190,17 @@ def test_a_person_seen_from_behind_stays_no_person(runner: TryOnRunner) -> None:
 
     with pytest.raises(NoPersonError):
         runner.run_one(photo("stairs-small"), GARMENTS[0][1])
+
+
+def test_second_look_dresses_a_clearly_dominant_person(runner: TryOnRunner) -> None:
+    """Regression: two men apart, the near one twice the far one's mask; the whole photo scores 0.52
+    (the pose crop spans both), so only the second look finds them (crops 0.72 and 0.88). The near
+    man is dressed and recorded, not the photo refused; the far man stays untouched."""
+    person = photo("pair-second-look")
+    result = runner.run_one(person, GARMENTS[1][1])
+    assert result.subject is not None and result.subject["other_figures"] == 1
+    x0, _, x1, _ = result.subject["box"]
+    assert x0 > result.width / 2 and x1 == result.width, result.subject
+    changed = changed_pixels(decode_image(person).rgb, decode_image(result.image).rgb)
+    assert changed[:, : int(0.4 * result.width)].mean() < 0.001, "the far man and what is around him stay as they were"
+    assert changed[:, x0:].mean() > 0.15, "the near man is dressed"

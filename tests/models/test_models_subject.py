@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from models.pipeline import place
-from models.stages import PersonOutputs
-from models.subject import MultiplePeopleError, NoTorsoError, choose_subject, figure_boxes
+from models.stages import NoPersonError, PersonOutputs
+from models.subject import (
+    Figure,
+    MultiplePeopleError,
+    NoTorsoError,
+    Subject,
+    choose_among_figures,
+    choose_subject,
+    figure_boxes,
+)
 
 SIZE = 256
 
@@ -69,3 +79,82 @@ def test_figure_boxes_split_figures_side_by_side_and_leave_one_alone() -> None:
     assert a0 <= 140 < 240 <= a1 and b0 <= 20 < 100 <= b1, boxes  # widened by a fifth, within the photo
     assert figure_boxes(view([(80, 176, 40)])) == []  # one figure: no second look
     assert figure_boxes(view([(20, 120, 40), (200, 210, 200)])) == []  # a sliver is no figure
+
+
+def with_face(out: PersonOutputs, eyes_y: float, mouth_y: float) -> PersonOutputs:
+    """``out`` with its eye keypoints at ``eyes_y`` and its mouth at ``mouth_y`` (photo px)."""
+    assert out.keypoints is not None
+    kp = out.keypoints * SIZE
+    kp[1:7, 1], kp[9:11, 1], kp[0, 1] = eyes_y, mouth_y, (eyes_y + mouth_y) / 2
+    return replace(out, keypoints=kp / SIZE)
+
+
+def close_up(shoulder_y: float) -> PersonOutputs:
+    """A skeleton as BlazePose gives it on a face close-up: face keypoints over a fifth of the width
+    (it shrinks a face that fills the frame), eyes at y 100, mouth at y 130, shoulders 2.4 faces apart."""
+    return with_face(view([(20, 236, 20)], shoulders=(60, 196, shoulder_y), face_width=56), 100, 130)
+
+
+def test_shoulders_at_the_mouth_of_a_large_face_are_no_torso() -> None:
+    """Regression: a 112-px face close-up was dressed over mouth and chin (the width rules missed it)."""
+    with pytest.raises(NoTorsoError) as info:
+        choose_subject(close_up(shoulder_y=135))
+    assert "at the mouth" in str(info.value)
+    assert choose_subject(close_up(shoulder_y=175)).other_figures == 0  # a neck between: dressed
+
+
+WHOLE = place(512, 256, SIZE, SIZE, "letterbox")  # a photo twice as wide as high, two figures in it
+
+
+def second_look(masses: tuple[float, float], scores: tuple[float, float],
+                right_box: tuple[int, int, int, int] = (200, 0, 456, 256),
+                shoulders: tuple[float, float, float] = (100, 156, 90)) -> tuple[Subject, PersonOutputs]:
+    """The second look's verdict on a low-scoring photo: the larger figure at ``right_box`` (a
+    256×256 crop showing one person, shoulders at crop x 100..156), the smaller at x 0..150."""
+    whole = PersonOutputs(score=0.4, placement=WHOLE, mask=np.zeros((1, SIZE, SIZE), dtype=np.float32))
+    figures = [Figure(right_box, masses[0]), Figure((0, 0, 150, 256), masses[1])]
+    views = [replace(view([(int(shoulders[0]) - 20, int(shoulders[1]) + 6, 40)], shoulders=shoulders), score=s)
+             for s in scores]
+    return choose_among_figures(whole, figures, views, min_score=0.7)
+
+
+def test_second_look_dresses_a_clearly_dominant_person_and_records_who() -> None:
+    """Regression: a photo that passed only through the second look was refused even when one person dominated."""
+    subject, outputs = second_look(masses=(6000.0, 2000.0), scores=(0.9, 0.85))
+    assert subject.other_figures == 1 and subject.mask_share == pytest.approx(0.75)
+    x0, _, x1, _ = subject.box
+    assert 200 <= x0 < 300 and 356 < x1 <= 512, subject.box
+    kp = outputs.keypoints_on_photo()
+    assert kp[12, 0] == pytest.approx(300, abs=1) and kp[11, 0] == pytest.approx(356, abs=1)  # crop x + 200
+    mask = outputs.mask_on_photo()
+    assert mask.shape == (256, 512) and mask[200, 328] > 0.5 and mask[200, 60] == 0
+
+
+def test_second_look_refuses_when_no_one_dominates() -> None:
+    with pytest.raises(MultiplePeopleError):
+        second_look(masses=(6000.0, 4000.0), scores=(0.9, 0.85))  # 1.5×: no one dominates
+    with pytest.raises(MultiplePeopleError):
+        second_look(masses=(6000.0, 2000.0), scores=(0.9, 0.85), right_box=(256, 0, 512, 256),
+                    shoulders=(200, 250, 90))  # at the photo's right edge: off-centre
+    with pytest.raises(MultiplePeopleError):
+        second_look(masses=(6000.0, 2000.0), scores=(0.5, 0.85))  # the large figure is no sure person
+    with pytest.raises(NoPersonError):
+        second_look(masses=(6000.0, 2000.0), scores=(0.3, 0.2))  # no person in either
+
+
+def test_a_person_turned_three_quarters_is_dressed() -> None:
+    """Regression: a seated man turned three-quarters (shoulders 1.3 face widths apart in the photo,
+    a small face, a neck between) was refused as a face close-up."""
+    turned = with_face(view([(92, 164, 60)], shoulders=(110, 146, 150), face_width=28), 100, 112)
+    assert choose_subject(turned).other_figures == 0
+
+
+def test_a_neighbour_close_beside_does_not_lend_the_subject_dominance() -> None:
+    """Regression: two people of a size standing close (a gap of a few columns between them) had the
+    nearer part of the neighbour counted in the subject's generous body columns, which then
+    "dominated" 2.3 to 1, and one of the two was dressed."""
+    with pytest.raises(MultiplePeopleError) as info:
+        choose_subject(view([(80, 160, 40), (166, 236, 40)]))
+    assert "side by side" in str(info.value)
+    # A clearly smaller figure beside stays a dressed photo with one other figure.
+    assert choose_subject(view([(80, 176, 40), (196, 236, 100)])).other_figures == 1
