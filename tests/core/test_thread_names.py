@@ -20,7 +20,12 @@ def _comm(native_id: int) -> str:
 def test_a_python_thread_gets_its_name_without_the_project_prefix_and_the_main_thread_keeps_its_own() -> None:
     main_before = _comm(threading.main_thread().native_id or 0)
     started, release = threading.Event(), threading.Event()
-    thread = threading.Thread(target=lambda: (started.set(), release.wait(5)), name="stayler-heartbeat")
+
+    def wait() -> None:
+        started.set()
+        release.wait(5)
+
+    thread = threading.Thread(target=wait, name="stayler-heartbeat")
     thread.start()
     started.wait(5)
     try:

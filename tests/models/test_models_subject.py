@@ -86,7 +86,7 @@ def with_face(out: PersonOutputs, eyes_y: float, mouth_y: float) -> PersonOutput
     assert out.keypoints is not None
     kp = out.keypoints * SIZE
     kp[1:7, 1], kp[9:11, 1], kp[0, 1] = eyes_y, mouth_y, (eyes_y + mouth_y) / 2
-    return replace(out, keypoints=kp / SIZE)
+    return replace(out, keypoints=(kp / SIZE).astype(np.float32))
 
 
 def close_up(shoulder_y: float) -> PersonOutputs:
