@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import threading
@@ -45,10 +46,11 @@ def test_a_real_snapshot_sees_a_busy_named_thread_of_a_worker_process() -> None:
     from core.thread_names import label_python_threads
 
     stop = threading.Event()
+    block = b"x" * 1_000_000
 
-    def spin() -> None:
+    def spin() -> None:  # hashing a large block runs with the GIL released: the snapshots are not held up
         while not stop.is_set():
-            sum(range(1000))
+            hashlib.sha256(block).digest()
 
     thread = threading.Thread(target=spin, name="stayler-spinner")
     thread.start()
@@ -56,11 +58,11 @@ def test_a_real_snapshot_sees_a_busy_named_thread_of_a_worker_process() -> None:
         label_python_threads()
         before = CpuSnapshot.take(None, {os.getpid()})
         time.sleep(0.3)
-        after = CpuSnapshot.take(None, {os.getpid()})
+        after = CpuSnapshot.take(None, {os.getpid()})  # while the thread lives: an ended thread leaves /proc
     finally:
         stop.set()
         thread.join()
     split = CpuSplit.between(before, after, conversions=1)
     spinner = dict(split.threads_of("worker 1")).get("spinner", 0.0)
-    assert spinner > 50.0  # ms of CPU in 300 ms of spinning (the GIL is shared with nobody busy)
+    assert spinner > 50.0  # ms of CPU in 300 ms of hashing
     assert after.worker_faults >= before.worker_faults > 0
