@@ -193,30 +193,30 @@ class Fleet:
         counts = {m[0]: float(m[1]) for m in re.findall(family + r'_count\{stage="(\w+)"\} (\S+)', body)}
         return {stage: 1000 * total / counts[stage] for stage, total in sums.items() if counts.get(stage)}
 
-    def worker_pids(self) -> set[int]:
-        """The worker processes' pids: the master's ``processes`` largest children (see :meth:`rss_mib`)."""
+    def _workers(self) -> list[psutil.Process]:
+        """The master's ``processes`` largest children by resident memory: the worker processes (the
+        others are Dramatiq's small helper forks, such as the /metrics server)."""
         sized = []
-        try:
-            children = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return set()
-        for child in children:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                sized.append((child.memory_info().rss, child.pid))
-        return {pid for _, pid in sorted(sized, reverse=True)[:self.processes]}
-
-    def rss_mib(self) -> list[float]:
-        """Resident memory of each worker process, MiB (the master's ``processes`` largest children:
-        the others are Dramatiq's small helper forks, such as the /metrics server)."""
-        sizes = []
         try:
             children = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):
+                sized.append((child.memory_info().rss, child))
+        return [child for _, child in sorted(sized, key=lambda pair: -pair[0])[:self.processes]]
+
+    def worker_pids(self) -> set[int]:
+        """The worker processes' pids."""
+        return {child.pid for child in self._workers()}
+
+    def rss_mib(self) -> list[float]:
+        """Resident memory of each worker process, MiB, largest first."""
+        sizes = []
+        for child in self._workers():
+            with contextlib.suppress(psutil.NoSuchProcess):
                 sizes.append(child.memory_info().rss / 2**20)
-        return sorted(sizes, reverse=True)[:self.processes]
+        return sorted(sizes, reverse=True)
 
     def log_tail(self, chars: int = 4000) -> str:
         """The end of the fleet's log (for error messages)."""

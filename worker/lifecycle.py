@@ -1,6 +1,6 @@
 """Dramatiq middleware that ties the worker's resources to the process's life.
 
-- ``after_process_boot``: pin malloc's thresholds (``core.malloc``), then create the per-process
+- ``after_process_boot``: one malloc arena, pinned thresholds (``core.malloc``), then create the per-process
   context (queue door, model session, heartbeat, standby leader) in the worker process, after the fork.
 - ``after_worker_boot``: name the process's threads at OS level (``core.thread_names``).
 - ``before_worker_shutdown``: stop claiming new work (SIGTERM).
