@@ -49,7 +49,7 @@ PRODUCER_VERSION = "1"
 
 TRYON_VERSION = "tryon-geometric-1.0.0"
 NULL_VERSION = "null-1.0.0"
-FIT_VERSION = "tryon-fit-1.2.0"
+FIT_VERSION = "tryon-fit-1.3.0"
 
 
 class GraphBuilder:

@@ -8,7 +8,9 @@ simply restate the graph:
   and by 0.4 × the larger of hip and shoulder width beyond each hip, raised by 0.4 shoulder widths
   and lowered by 0.3 torso lengths;
 * face: the box of the face keypoints (nose, eyes, ears, mouth), widened by 30 % of its width on
-  each side, from 0.6 widths above the eyes to 0.45 widths below the mouth;
+  each side, from 0.6 widths above the eyes to 0.45 widths below the mouth (where the shoulders
+  are nearer the mouth than that, a person leaning forward: to the shoulder line, and at least
+  0.75 eye-to-mouth heights below the mouth, the chin);
 * background: pixels farther than 3 % of the photo's longer side from the person mask;
 * torso core: the shoulder-hip quadrilateral through the joints themselves, on the person mask
   (what "the torso is covered" is measured on; arms held in front of it rightly stay uncovered).
@@ -84,7 +86,10 @@ def regions(mask: npt.NDArray[np.float32], keypoints: npt.NDArray[np.float32]) -
     fx0, fx1 = float(face_pts[:, 0].min()), float(face_pts[:, 0].max())
     fw = max(fx1 - fx0, 1.0)
     fy0 = float(kp[list(EYES), 1].min()) - 0.6 * fw
-    fy1 = float(kp[list(MOUTH), 1].max()) + 0.45 * fw
+    mouth_y = float(kp[list(MOUTH), 1].max())
+    eye_to_mouth = max(mouth_y - float(kp[list(EYES), 1].mean()), 1.0)
+    # Shoulders at the chin (leaning forward): the face ends at the chin itself, not in the chest.
+    fy1 = mouth_y + min(0.45 * fw, max(float(s_mid[1]) - mouth_y, 0.75 * eye_to_mouth))
     face_img = Image.new("L", (w, h), 0)
     ImageDraw.Draw(face_img).rectangle((fx0 - 0.3 * fw, fy0, fx1 + 0.3 * fw, fy1), fill=255)
 

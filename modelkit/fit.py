@@ -25,7 +25,8 @@ What the graph does (all deterministic arithmetic, no learned weights):
 4. alpha = warped garment mask × the torso region (a band around the shoulder-to-hip line) × the
    person mask (as found, not grown: what the segmenter leaves out — a table, a held object —
    stays in front), minus protected parts: the head (a disc around the face keypoints and a box
-   from the forehead to below the chin), the forearms, the hands and the lower half of the upper
+   from the forehead to below the chin; below the shoulder line only to the chin itself,
+   ``chin_eyes`` eye-to-mouth heights below the mouth), the forearms, the hands and the lower half of the upper
    arms (capsules around the visible arm keypoints), and skin-coloured pixels near a hand (the
    face's own colour, by chromaticity; off for a greyscale photo), so arms, hands and fingers in
    front of the body stay in front, and skin above the shoulder line (neck, chin, a neighbour's
@@ -71,6 +72,7 @@ class FitParams:
     face_margin: float = 0.4  # face box: beyond the face keypoints on each side, × their width
     forehead: float = 0.8  # face box: above the eyes, × face width
     chin: float = 0.6  # face box: below the mouth, × face width
+    chin_eyes: float = 0.85  # ... but below the shoulder line at most this × the eye-to-mouth height
     arm_radius: float = 0.14  # arm capsule radius, × shoulder width
     visible: float = 0.5  # keypoint visibility above which an arm is protected
     skin_reach: float = 0.45  # skin-coloured pixels within this × shoulder width of a hand's centre stay in front
@@ -236,10 +238,17 @@ def build_fit_graph(height: int, width: int, params: FitParams | None = None) ->
     # The face box: the face keypoints' extent, wider, from the forehead to below the chin (side views,
     # where ears and nose line up and the disc is small, still keep the whole face).
     fw = g.op("Max", g.sub(fx1, fx0), g.const(1.0))
-    eyes_y = g.rmin(g.op("Concat", *[face[i][1] for i in range(1, 7)], axis=1), [1])
+    eyes = g.op("Concat", *[face[i][1] for i in range(1, 7)], axis=1)
+    eyes_y = g.rmin(eyes, [1])
     mouth_y = g.op("Max", face[9][1], face[10][1])
+    # Below the shoulder line (a person leaning forward, the head down) the box ends at the chin itself,
+    # ``chin_eyes`` eye-to-mouth heights below the mouth, so the chest under the chin is dressed.
+    eye_mid = g.div(g.add(g.rmin(eyes, [1]), g.rmax(eyes, [1])), 2.0)
+    eye_to_mouth = g.op("Max", g.sub(mouth_y, eye_mid), g.const(1.0))
+    chin_y = g.add(mouth_y, g.op("Min", g.mul(fw, p.chin),
+                                 g.op("Max", g.sub(sy, mouth_y), g.mul(eye_to_mouth, p.chin_eyes))))
     box = g.mul(g.between(cols, g.sub(fx0, g.mul(fw, p.face_margin)), g.add(fx1, g.mul(fw, p.face_margin))),
-                g.between(rows, g.sub(eyes_y, g.mul(fw, p.forehead)), g.add(mouth_y, g.mul(fw, p.chin))))
+                g.between(rows, g.sub(eyes_y, g.mul(fw, p.forehead)), chin_y))
     head = g.op("Max", disc, box)
 
     # Skin: the chromaticity of the face's centre (nose to eyes); weighted by the face colour's own

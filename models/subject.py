@@ -5,7 +5,8 @@ After the person stage, before the try-on stage, each photo passes two permanent
 * ``no_torso``: the shoulders are not in the photo, not on the person, or the face fills so much of
   the frame that there is no torso to dress (a face close-up: wider than ``MAX_FACE_SHARE`` of the
   photo, or a big face with BlazePose's guessed shoulders narrow or at the mouth) — refused rather
-  than pasting a garment over mouth and chin;
+  than pasting a garment over mouth and chin; or the keypoints make no upright torso (a shoulder
+  above the mouth: two people overlapping whose keypoints mixed, a person lying down);
 * ``multiple_people``: the person mask holds other people besides the one the keypoints belong to,
   and that one does not clearly dominate (by mask area, at least ``DOMINANCE`` × the largest other
   figure) or stands off-centre. When one does dominate, it is dressed and :class:`Subject` records
@@ -43,6 +44,10 @@ MIN_SHOULDER_TO_FACE = 1.5  # shoulder width / face width below which the "shoul
 # also has shoulders 1.3 faces wide, and one leaning forward a short neck, with faces under 0.07).
 MIN_NECK = 0.5
 BIG_FACE = 0.09
+# The keypoints of two people overlapping (one behind the other) may mix: the face of one, a
+# shoulder of the other beside it. An upright person's shoulders are below the mouth (a person
+# leaning over a table: 0.1 eye-to-mouth heights; a side view with the head turned: 0.0).
+MAX_SHOULDER_ABOVE_MOUTH = 0.25
 BODY_MARGIN = 0.6  # the chosen person's columns: keypoints ± this × shoulder width
 FIGURE_SHARE = 0.25  # other mask mass below this share of the chosen person's is no figure
 DOMINANCE = 2.0  # the chosen person's mask area / the largest other figure's, to dress one of many
@@ -171,6 +176,12 @@ def choose_subject(view: PersonOutputs, *, side_by_side: bool = True) -> Subject
                 f"{len(apart)} people side by side and none clearly the subject (the next figure is "
                 f"{apart[1].mass / apart[0].mass:.0%} of the largest); crop the photo to one person")
         others = others or [f.mass for f in apart[1:]]
+    # After the people count: mixed keypoints of people side by side are refused as multiple_people.
+    shoulder_above = (mouth_y - min(float(ls[1]), float(rs[1]))) / eye_to_mouth
+    if shoulder_above > MAX_SHOULDER_ABOVE_MOUTH:
+        raise NoTorsoError(f"no upright torso to dress: a shoulder found {shoulder_above:.1f}× the eye-to-mouth "
+                           f"height above the mouth (two people overlapping, or a person lying down); "
+                           f"crop the photo to one upright person")
     return Subject(box=box, mask_share=mine / max(total, 1.0), other_figures=len(others))
 
 

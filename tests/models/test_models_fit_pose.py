@@ -87,3 +87,24 @@ def test_the_hem_follows_the_hip_line(session: onnxruntime.InferenceSession) -> 
     # Level hips: a level hem. Tilted: lower on the left hip's side (image right), higher on the other.
     assert abs(hem_row(level, 210) - hem_row(level, 174)) <= 1
     assert hem_row(tilted, 210) - hem_row(tilted, 174) >= 10, (hem_row(tilted, 210), hem_row(tilted, 174))
+
+
+def leaning_keypoints() -> np.ndarray:
+    """A person leaning forward over a table: a big face, the shoulders just below the mouth."""
+    kp = keypoints()
+    face = {0: (192, 100), 1: (180, 89), 2: (177, 88), 3: (174, 88), 4: (204, 89), 5: (207, 88), 6: (210, 88),
+            7: (162, 94), 8: (222, 94), 9: (184, 112), 10: (200, 112), 11: (234, 118), 12: (150, 118)}
+    for i, (x, y) in face.items():
+        kp[0, i, :2] = (x / W, y / H)
+    return kp
+
+
+def test_a_leaning_persons_chest_under_the_chin_is_dressed_and_the_face_kept(
+        session: onnxruntime.InferenceSession) -> None:
+    # Regression (tryon-fit 1.2.0): the face box reached 0.6 face widths below the mouth whatever the
+    # pose, so a man leaning over a card table, shoulders at his chin, kept his upper chest uncovered.
+    alpha = run(session, leaning_keypoints())
+    chest = alpha[138:146, 176:209]
+    assert chest.mean() > 0.9, chest.mean()
+    face = alpha[80:122, 162:223]  # forehead to chin (mouth 112, eyes to mouth 22 px), ear to ear
+    assert face.max() < 0.01, face.max()

@@ -158,3 +158,21 @@ def test_a_neighbour_close_beside_does_not_lend_the_subject_dominance() -> None:
     assert "side by side" in str(info.value)
     # A clearly smaller figure beside stays a dressed photo with one other figure.
     assert choose_subject(view([(80, 176, 40), (196, 236, 100)])).other_figures == 1
+
+
+def test_a_shoulder_above_the_mouth_is_no_upright_torso() -> None:
+    """Regression: two people overlapping (a woman behind a seated man) mixed their keypoints — his
+    face, her shoulder at his mouth's height — and the garment spread over both and his chin."""
+    def skeleton(left_shoulder_y: float) -> PersonOutputs:
+        v = view([(60, 200, 20)])
+        assert v.keypoints is not None
+        kp = v.keypoints.copy()
+        for i in range(11):  # eyes at y 40, mouth at y 56: 16 px eye to mouth
+            kp[i, 1] = (56.0 if i in (9, 10) else 40.0 if i in range(1, 7) else 48.0) / SIZE
+        kp[11, 1], kp[12, 1] = left_shoulder_y / SIZE, 90 / SIZE
+        return replace(v, keypoints=kp)
+
+    with pytest.raises(NoTorsoError) as info:
+        choose_subject(skeleton(left_shoulder_y=50))  # 6 px (0.4 eye-to-mouth) above the mouth
+    assert "upright" in str(info.value)
+    assert choose_subject(skeleton(left_shoulder_y=58)).other_figures == 0  # leaning forward: dressed
