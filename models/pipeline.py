@@ -22,6 +22,8 @@ U8 = npt.NDArray[np.uint8]
 _REDUCING_GAP = 1.0
 # Extra contract pixels kept around the garment's box so bilinear upsampling has its neighbours.
 _MARGIN = 2
+# A garment's alpha with less than this share transparent is a stray channel, not a cut-out.
+MIN_CUTOUT_CLEAR = 0.01
 
 
 @dataclass(frozen=True)
@@ -101,12 +103,22 @@ def normalise(arr: U8, spec: InputSpec) -> F32:
     return out.transpose(2, 0, 1)
 
 
+def is_cutout(alpha: U8 | None) -> bool:
+    """Whether a garment's alpha cuts the garment out: at least ``MIN_CUTOUT_CLEAR`` of it transparent.
+
+    A product photo saved as RGBA but opaque nearly everywhere (a transparent frame or corner) is a
+    photo on its background, to be cut out by its silhouette, not pasted whole.
+    """
+    return alpha is not None and float(np.count_nonzero(alpha < 128)) >= MIN_CUTOUT_CLEAR * alpha.size
+
+
 def prepare_inputs(
     manifest: ModelManifest, person: DecodedImage, cloth: DecodedImage
 ) -> tuple[dict[str, F32], Placement]:
     """Build the per-item CHW tensors for every manifest input, and the person's placement.
 
-    ``cloth_mask`` is the garment's alpha when it has one, else its silhouette in the photo
+    ``cloth_mask`` is the garment's alpha when it cuts the garment out (:func:`is_cutout`), else its
+    silhouette in the photo
     (:func:`models.garment.silhouette`: the outline of what is not background, hole-filled, so light
     parts of the garment are garment too). Inputs a person stage provides are added later
     (``models.stages.to_tryon_canvas``).
@@ -123,7 +135,8 @@ def prepare_inputs(
         tensors[cspec.name] = normalise(cloth_rgb, cspec)
     if mspec is not None:
         mpl = place(cloth.width, cloth.height, mspec.width, mspec.height, manifest.resize)
-        if cloth.alpha is not None:
+        if is_cutout(cloth.alpha):
+            assert cloth.alpha is not None
             tensors[mspec.name] = normalise(resize_mask_to_canvas(cloth.alpha, mpl), mspec)
         elif cspec is not None and (cspec.height, cspec.width) == (mspec.height, mspec.width):
             found = (silhouette(cloth_rgb) * 255.0 + 0.5).astype(np.uint8)

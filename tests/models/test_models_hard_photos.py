@@ -204,3 +204,29 @@ def test_second_look_dresses_a_clearly_dominant_person(runner: TryOnRunner) -> N
     changed = changed_pixels(decode_image(person).rgb, decode_image(result.image).rgb)
     assert changed[:, : int(0.4 * result.width)].mean() < 0.001, "the far man and what is around him stay as they were"
     assert changed[:, x0:].mean() > 0.15, "the near man is dressed"
+
+
+def test_a_garment_photo_with_a_stray_alpha_channel_is_cut_out_by_its_silhouette() -> None:
+    """Regression: a product photo saved as RGBA, opaque but for a transparent 1-px frame, had its
+    alpha taken for the garment's mask: the whole white rectangle was pasted onto the person."""
+    import io
+
+    from PIL import Image
+
+    from models.contract import load_manifest
+    from models.pipeline import prepare_inputs
+    from models.registry import resolve_pipeline
+
+    img = Image.open(io.BytesIO(stripes())).convert("RGBA")
+    alpha = Image.new("L", img.size, 255)
+    alpha.paste(0, (0, 0, img.width, 1))
+    img.putalpha(alpha)
+    out = io.BytesIO()
+    img.save(out, "PNG")
+    manifest = load_manifest(resolve_pipeline(None)[-1])
+    tensors, _ = prepare_inputs(manifest, decode_image(photo("street-walker")), decode_image(out.getvalue()))
+    mask = tensors["cloth_mask"][0] > 0.5
+    # 0.75 scale, 64 px letterbox: the photo's white background above the collar and left of the sleeve.
+    background = np.concatenate([mask[66:110].ravel(), mask[64:448, :40].ravel()])
+    assert background.mean() == 0, f"the white background was taken for garment ({background.mean():.0%})"
+    assert mask[64 + 150:64 + 320, 120:260].mean() > 0.99
