@@ -10,7 +10,8 @@ the *outline* of what is not background:
    garment on white shows as an edge even where its colour matches);
 3. closed along columns and rows (bridges the gaps that light stripes leave in the outline);
 4. holes filled: background is only what the border reaches through non-garment pixels, so a light
-   stripe, a print or a highlight inside the outline is garment;
+   stripe, a print or a highlight inside the outline is garment; where the outline runs off the
+   photo (a hem or a sleeve cut by a tight crop), the border between its crossings is no start;
 5. only the filled region holding the point nearest the seeds' median is kept (separate objects
    of a cluttered background are dropped), and the edge is softened.
 
@@ -81,6 +82,24 @@ def _spread(seed: Bool, passable: Bool) -> Bool:
     return reached
 
 
+def _border_starts(fg: Bool) -> Bool:
+    """The border pixels the background's fill starts from.
+
+    Every border pixel, except where the garment runs off the photo: on a side the outline crosses
+    (a hem or a sleeve cut by a tight crop), what lies between its first and last crossing is the
+    garment's cut edge, not background; a fill from there would flood a white garment on white.
+    """
+    starts = np.zeros_like(fg)
+    starts[[0, -1], :] = True
+    starts[:, [0, -1]] = True
+    cut = np.zeros_like(fg)
+    for line, side in ((fg[0], cut[0]), (fg[-1], cut[-1]), (fg[:, 0], cut[:, 0]), (fg[:, -1], cut[:, -1])):
+        hits = np.flatnonzero(line)
+        if hits.size >= 2:
+            side[hits[0]:hits[-1] + 1] = True
+    return starts & ~cut
+
+
 def _pool_any(mask: Bool, h: int, w: int) -> Bool:
     """2×2 OR-pooling to ``h`` × ``w``."""
     m = mask[:h * 2, :w * 2]
@@ -124,10 +143,7 @@ def silhouette(rgb: npt.NDArray[np.uint8]) -> F32:
     # Grown by one pixel so a thin or anti-aliased outline blocks the flood, shrunk back after the fill.
     fg = _dilate(_dilate(fg, 3, 0), 3, 1)
     fg = _close(fg, max(3, int(CLOSE_ROWS * h) | 1), 0) | _close(fg, max(3, int(CLOSE_COLS * w) | 1), 1)
-    outside = np.zeros((h, w), dtype=bool)
-    outside[[0, -1], :] = True
-    outside[:, [0, -1]] = True
-    background = _spread(outside, ~fg)
+    background = _spread(_border_starts(fg), ~fg)
     filled = ~_dilate(_dilate(background, 3, 0), 3, 1)
     if not filled.any():
         return np.zeros((full_h, full_w), dtype=np.float32)

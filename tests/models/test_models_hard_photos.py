@@ -79,6 +79,28 @@ def test_garment_mask_is_the_whole_silhouette_light_parts_included(make: object)
     assert mask[:40].mean() == 0 and mask[-40:].mean() == 0, "the background around it is not garment"
 
 
+def test_a_white_garment_cut_off_by_the_photos_edge_is_found_whole() -> None:
+    """Regression: a white tee on white whose hem runs off the photo's bottom edge (a tight product
+    crop) was flooded from that edge as background: 5 % of it was found."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from modelkit.garments import tee_outline
+
+    img = Image.open(io.BytesIO(white_on_white())).convert("RGB").crop((40, 40, 472, 400))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=92)
+    truth = Image.new("L", (512, 512), 0)
+    ImageDraw.Draw(truth).polygon(tee_outline(), fill=255)
+    cloth = decode_image(out.getvalue())
+    pl = place(cloth.width, cloth.height, 384, 512, "letterbox")
+    want = np.asarray(truth.crop((40, 40, 472, 400)).resize((pl.width, pl.height))) > 127
+    found = (_canvas_silhouette(out.getvalue()) > 0.5)[pl.top:pl.top + pl.height, pl.left:pl.left + pl.width]
+    assert (found & want).sum() / want.sum() > 0.95, f"{(found & want).sum() / want.sum():.0%} of the garment found"
+    assert (found & ~want).sum() / (~want).sum() < 0.1, "the background above and beside it is not garment"
+
+
 def test_garment_mask_leaves_out_a_soft_shadow() -> None:
     from modelkit.garments import soft_shadow
 
