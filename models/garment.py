@@ -36,6 +36,13 @@ CLOSE_COLS = 0.03  # horizontal closing span, × canvas width
 MAX_PASSES = 24  # run-propagation passes of a flood fill (each pass: rows, then columns)
 
 
+class NoGarmentError(Exception):
+    """Nothing in the garment photo stands out as a garment (or its cut-out is empty): permanent."""
+
+    error_type = "no_garment"
+    transient = False
+
+
 def _dilate(mask: Bool, span: int, axis: int) -> Bool:
     """Binary dilation by a line of ``span`` pixels along ``axis`` (doubling shifts)."""
     out = mask.copy()

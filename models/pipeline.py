@@ -13,7 +13,7 @@ from PIL import Image
 
 from imaging.decode import DecodedImage
 from models.contract import InputSpec, ModelManifest, OutputSpec
-from models.garment import silhouette
+from models.garment import NoGarmentError, silhouette
 
 F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
@@ -24,6 +24,8 @@ _REDUCING_GAP = 1.0
 _MARGIN = 2
 # A garment's alpha with less than this share transparent is a stray channel, not a cut-out.
 MIN_CUTOUT_CLEAR = 0.01
+# A garment mask covering less than this share of its photo is no garment found.
+MIN_GARMENT_SHARE = 0.03
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,19 @@ def is_cutout(alpha: U8 | None) -> bool:
     return alpha is not None and float(np.count_nonzero(alpha < 128)) >= MIN_CUTOUT_CLEAR * alpha.size
 
 
+def _require_garment(mask: U8, pl: Placement, why: str) -> None:
+    """Raise ``NoGarmentError`` when ``mask`` covers less than ``MIN_GARMENT_SHARE`` of the photo.
+
+    Pasting a garment that was not found would return the person photo unchanged as a success.
+    """
+    photo = mask[pl.top:pl.top + pl.height, pl.left:pl.left + pl.width]
+    share = float(np.count_nonzero(photo >= 128)) / max(1, photo.size)
+    if share < MIN_GARMENT_SHARE:
+        raise NoGarmentError(f"no garment found in the garment photo (what was found covers {share:.1%} of it, "
+                             f"at least {MIN_GARMENT_SHARE:.0%} is needed): {why}; send it cut out (a PNG with "
+                             f"transparency), or filling the frame on a contrasting background")
+
+
 def prepare_inputs(
     manifest: ModelManifest, person: DecodedImage, cloth: DecodedImage
 ) -> tuple[dict[str, F32], Placement]:
@@ -137,9 +152,13 @@ def prepare_inputs(
         mpl = place(cloth.width, cloth.height, mspec.width, mspec.height, manifest.resize)
         if is_cutout(cloth.alpha):
             assert cloth.alpha is not None
-            tensors[mspec.name] = normalise(resize_mask_to_canvas(cloth.alpha, mpl), mspec)
+            found = resize_mask_to_canvas(cloth.alpha, mpl)
+            _require_garment(found, mpl, "its transparency leaves almost nothing opaque")
+            tensors[mspec.name] = normalise(found, mspec)
         elif cspec is not None and (cspec.height, cspec.width) == (mspec.height, mspec.width):
             found = (silhouette(cloth_rgb) * 255.0 + 0.5).astype(np.uint8)
+            _require_garment(found, mpl, "nothing stands out from its background (a white garment on white, "
+                                         "a black one on black, with no visible edge)")
             tensors[mspec.name] = normalise(found, mspec)
         else:
             tensors[mspec.name] = _constant_mask(mspec)

@@ -197,6 +197,7 @@ ERROR_TYPES: dict[str, bool] = {
     "no_person": False,
     "no_torso": False,
     "multiple_people": False,
+    "no_garment": False,
     "conversion_ended": False,
     "inference": True,
     "storage": True,

@@ -10,6 +10,7 @@
 | no_person           | no      | the person stage found no person in the person photo            |
 | no_torso            | no      | the person photo shows no torso to dress (a face close-up)      |
 | multiple_people     | no      | several people in the person photo, none clearly the subject    |
+| no_garment          | no      | nothing in the garment photo stands out as a garment            |
 | conversion_ended    | no      | the job's conversion had already ended; the job never ran       |
 | inference           | yes     | the model run failed at run time                                |
 | storage             | yes     | reading or writing storage failed (disk full, unwritable, down) |

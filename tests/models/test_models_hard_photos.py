@@ -17,7 +17,7 @@ import pytest
 from imaging.decode import decode_image
 from modelkit.checks import changed_pixels, measure, regions
 from modelkit.garments import hard_garments, stripes, white_on_white
-from models.garment import silhouette
+from models.garment import NoGarmentError, silhouette
 from models.pipeline import place, resize_to_canvas
 from models.runner import TryOnRunner
 from models.subject import MultiplePeopleError, NoTorsoError
@@ -189,7 +189,7 @@ def test_outside_the_visible_person_is_unchanged(runner: TryOnRunner, garment: i
 def test_new_error_types_are_permanent() -> None:
     from worker.errors import ERROR_TYPES, classify
 
-    for exc in (NoTorsoError("x"), MultiplePeopleError("y")):
+    for exc in (NoTorsoError("x"), MultiplePeopleError("y"), NoGarmentError("z")):
         failure = classify(exc)
         assert failure.error_type == exc.error_type and failure.transient is False
         assert ERROR_TYPES[exc.error_type] is False
@@ -252,3 +252,28 @@ def test_a_garment_photo_with_a_stray_alpha_channel_is_cut_out_by_its_silhouette
     background = np.concatenate([mask[66:110].ravel(), mask[64:448, :40].ravel()])
     assert background.mean() == 0, f"the white background was taken for garment ({background.mean():.0%})"
     assert mask[64 + 150:64 + 320, 120:260].mean() > 0.99
+
+
+def _png(img: object) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    img.save(out, "PNG")  # type: ignore[attr-defined]
+    return out.getvalue()
+
+
+def test_a_garment_photo_with_nothing_to_find_fails_as_no_garment(runner: TryOnRunner) -> None:
+    """Regression: a white tee on white with no visible outline (and an all but transparent cut-out)
+    came back as a "completed" try-on: the person photo unchanged, nothing pasted."""
+    from PIL import Image, ImageDraw
+
+    from modelkit.garments import tee_outline
+
+    white = Image.new("RGB", (512, 512), (255, 255, 255))
+    ImageDraw.Draw(white).polygon(tee_outline(), fill=(252, 252, 252))  # 3 levels off: no edge, no colour
+    empty = Image.new("RGBA", (512, 512), (200, 30, 30, 0))
+    ImageDraw.Draw(empty).rectangle((250, 250, 260, 260), fill=(200, 30, 30, 255))
+    for garment in (_png(white), _png(empty)):
+        with pytest.raises(NoGarmentError, match="no garment found in the garment photo"):
+            runner.run_one(photo("street-walker"), garment)
+    runner.run_one(photo("street-walker"), GARMENTS[0][1])  # the drawn white-on-white tee has an outline
