@@ -13,7 +13,10 @@ the *outline* of what is not background:
    stripe, a print or a highlight inside the outline is garment; where the outline runs off the
    photo (a hem or a sleeve cut by a tight crop), the border between its crossings is no start;
 5. only the filled region holding the point nearest the seeds' median is kept (separate objects
-   of a cluttered background are dropped), and the edge is softened.
+   of a cluttered background are dropped), and the edge is softened;
+6. when that region is nearly the whole canvas, the background is textured (wood, fabric: its own
+   edges and shades are everywhere): the garment is then what shows none of the border's colours
+   (a 16-level colour histogram of the border), filled the same way.
 
 Pure numpy (no scipy): flood fills propagate along row and column runs until nothing changes, at
 most ``MAX_PASSES`` passes; the canvas has the model's fixed size, so time and memory are bounded.
@@ -33,6 +36,9 @@ EDGE = 0.035  # luminance step between neighbours that counts as an outline
 SHADOW_SPREAD = 0.05  # a shadow darkens all channels by nearly the same factor
 CLOSE_ROWS = 0.08  # vertical closing span, × canvas height (light stripes up to this tall)
 CLOSE_COLS = 0.03  # horizontal closing span, × canvas width
+TEXTURED = 0.9  # a garment found over more than this share of the canvas: the background is textured
+MIN_FOUND = 0.03  # ... and the garment by the border's colours is taken when it covers more than this
+PALETTE_SHARE = 0.002  # a colour bin is the background's when it holds this share of the border
 MAX_PASSES = 24  # run-propagation passes of a flood fill (each pass: rows, then columns)
 
 
@@ -121,6 +127,50 @@ def _cmin(a: F32) -> F32:
     return np.minimum(np.minimum(a[..., 0], a[..., 1]), a[..., 2])
 
 
+def _garment_region(seeds: Bool, fg: Bool) -> F32:
+    """The garment at quarter resolution from half-resolution ``seeds`` (sure garment) and ``fg``
+    (garment or outline): pooled, closed, filled from the border, the part around the seeds kept."""
+    h, w = seeds.shape[0] // 2, seeds.shape[1] // 2
+    fg = _pool_any(fg, h, w)
+    seeds = _pool_any(seeds, h, w)
+    # Grown by one pixel so a thin or anti-aliased outline blocks the flood, shrunk back after the fill.
+    fg = _dilate(_dilate(fg, 3, 0), 3, 1)
+    fg = _close(fg, max(3, int(CLOSE_ROWS * h) | 1), 0) | _close(fg, max(3, int(CLOSE_COLS * w) | 1), 1)
+    background = _spread(_border_starts(fg), ~fg)
+    filled = ~_dilate(_dilate(background, 3, 0), 3, 1)
+    if not filled.any():
+        return np.zeros((h, w), dtype=np.float32)
+    # Keep the region around the largest mass of strong seeds (the garment), not stray clutter.
+    core = seeds & filled
+    rows, cols = np.nonzero(core if core.any() else filled)
+    cy, cx = float(np.median(rows)), float(np.median(cols))
+    candidates = np.argwhere(filled)
+    start = candidates[np.argmin((candidates[:, 0] - cy) ** 2 + (candidates[:, 1] - cx) ** 2)]
+    seed = np.zeros((h, w), dtype=bool)
+    seed[start[0], start[1]] = True
+    return _spread(seed, filled).astype(np.float32)
+
+
+def _background_colours(img: F32, border: F32) -> Bool:
+    """Pixels of ``img`` (H×W×3 in [0, 1]) whose colour the border shows too (within one bin).
+
+    The border's colours are counted in a 16-level-per-channel histogram; bins holding at least
+    ``PALETTE_SHARE`` of the border, grown by one bin each way, are the background's palette.
+    """
+    levels = 16
+
+    def bins(a: F32) -> npt.NDArray[np.intp]:
+        q = np.clip((a * levels).astype(np.intp), 0, levels - 1)
+        return np.asarray((q[..., 0] * levels + q[..., 1]) * levels + q[..., 2])
+
+    counts = np.bincount(bins(border).ravel(), minlength=levels ** 3).reshape(levels, levels, levels)
+    palette = counts >= max(1.0, PALETTE_SHARE * len(border))
+    grown = palette.copy()
+    for axis in range(3):
+        grown |= np.roll(palette, 1, axis) | np.roll(palette, -1, axis)
+    return np.asarray(grown.ravel()[bins(img)])
+
+
 def silhouette(rgb: npt.NDArray[np.uint8]) -> F32:
     """The garment's mask (H×W in [0, 1]) in an RGB product photo ``rgb`` (H×W×3 ``uint8``).
 
@@ -144,25 +194,15 @@ def silhouette(rgb: npt.NDArray[np.uint8]) -> F32:
     edge = np.zeros((h, w), dtype=bool)
     edge[:, 1:] |= np.abs(np.diff(lum, axis=1)) > EDGE
     edge[1:] |= np.abs(np.diff(lum, axis=0)) > EDGE
-    h, w = h // 2, w // 2
-    fg = _pool_any(seeds | edge, h, w)
-    seeds = _pool_any(seeds, h, w)
-    # Grown by one pixel so a thin or anti-aliased outline blocks the flood, shrunk back after the fill.
-    fg = _dilate(_dilate(fg, 3, 0), 3, 1)
-    fg = _close(fg, max(3, int(CLOSE_ROWS * h) | 1), 0) | _close(fg, max(3, int(CLOSE_COLS * w) | 1), 1)
-    background = _spread(_border_starts(fg), ~fg)
-    filled = ~_dilate(_dilate(background, 3, 0), 3, 1)
-    if not filled.any():
-        return np.zeros((full_h, full_w), dtype=np.float32)
-    # Keep the region around the largest mass of strong seeds (the garment), not stray clutter.
-    core = seeds & filled
-    rows, cols = np.nonzero(core if core.any() else filled)
-    cy, cx = float(np.median(rows)), float(np.median(cols))
-    candidates = np.argwhere(filled)
-    start = candidates[np.argmin((candidates[:, 0] - cy) ** 2 + (candidates[:, 1] - cx) ** 2)]
-    seed = np.zeros((h, w), dtype=bool)
-    seed[start[0], start[1]] = True
-    garment = _spread(seed, filled).astype(np.float32)
+    garment = _garment_region(seeds, seeds | edge)
+    if garment.mean() > TEXTURED:
+        # Everything stood out: a textured background (wood, fabric, a print) whose own edges and
+        # shades are everywhere. Then the garment is what shows none of the border's colours.
+        unlike = ~_background_colours(img, border)
+        other = _garment_region(unlike, unlike)
+        if MIN_FOUND < other.mean() < TEXTURED:
+            garment = other
+    h, w = garment.shape
     # A one-pixel soft edge (3×3 box) so the warped mask has no stair steps.
     padded = np.pad(garment, 1, mode="edge")
     soft = sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9.0
