@@ -28,7 +28,14 @@ from models.contract import ModelContractError, ModelManifest, TensorInfo, check
 from models.pipeline import Placement, prepare_inputs, prepare_person_stage, render_result
 from models.registry import STAGE_SEPARATOR, resolve_pipeline
 from models.stages import NoPersonError, PersonOutputs, check_pipeline, to_tryon_canvas
-from models.subject import Subject, choose_among_figures, choose_subject, figures_apart
+from models.subject import (
+    MultiplePeopleError,
+    Subject,
+    choose_among_figures,
+    choose_subject,
+    figures_apart,
+    mask_strips,
+)
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -390,31 +397,19 @@ class TryOnRunner:
         two or more people are ``MultiplePeopleError``, fewer ``NoPersonError``.
         """
         assert self._person is not None
-        session, manifest = self._person
+        manifest = self._person[1]
         figures = figures_apart(out)
-        views: list[PersonOutputs] = []
-        if figures:
-            roles = sorted(manifest.provides)
-            names = [manifest.provides[r] for r in roles]
-            crops, placements = [], []
-            for x0, y0, x1, y1 in (f.box for f in figures):
-                rgb = np.ascontiguousarray(item.person.rgb[y0:y1, x0:x1])
-                crop = DecodedImage(rgb, None, item.person.format, item.person.mime_type, x1 - x0, y1 - y0)
-                tensor, placement = prepare_person_stage(manifest, crop)
-                crops.append(tensor)
-                placements.append(placement)
-            step = len(crops) if manifest.dynamic_batch else 1
-            for start in range(0, len(crops), step):
-                try:
-                    results = dict(zip(roles, session.run(names, {manifest.person_input.name:
-                                                                  np.stack(crops[start:start + step])}), strict=True))
-                except Exception as exc:
-                    raise InferenceError(f"person stage {manifest.name} failed on a second look: {exc}") from exc
-                for i, placement in enumerate(placements[start:start + step]):
-                    views.append(PersonOutputs(
-                        score=float(results["person_score"][i].reshape(-1)[0]), placement=placement,
-                        mask=results["person_mask"][i] if "person_mask" in results else None,
-                        keypoints=results["pose_keypoints"][i] if "pose_keypoints" in results else None))
+        views = self._look_at(item, [f.box for f in figures])
+        if not figures:
+            # People standing close (a street group) do not split the mask: count them in strips of it.
+            # Strips cut people in half, so they only tell several people from none; nobody is dressed.
+            strips = self._look_at(item, mask_strips(out))
+            found = [v.score for v in strips if v.score >= manifest.min_person_score]
+            if len(found) >= 2:
+                return MultiplePeopleError(
+                    f"several people in the photo and none clearly the subject (the person stage finds people "
+                    f"in {len(found)} of {len(strips)} strips of it, scores {', '.join(f'{v:.2f}' for v in found)}, "
+                    f"but not one in the whole photo, score {out.score:.2f}); crop the photo to one person")
         try:
             item.subject, item.person_outputs = choose_among_figures(out, figures, views, manifest.min_person_score)
         except NoPersonError:
@@ -424,6 +419,34 @@ class TryOnRunner:
             return exc
         item.tensors.update(to_tryon_canvas(item.person_outputs, self._manifest.needs, item.placement))
         return None
+
+    def _look_at(self, item: PreparedJob, boxes: Sequence[tuple[int, int, int, int]]) -> list[PersonOutputs]:
+        """The person stage's view of each crop ``boxes`` (x0, y0, x1, y1, photo px) of ``item``'s photo."""
+        assert self._person is not None
+        session, manifest = self._person
+        roles = sorted(manifest.provides)
+        names = [manifest.provides[r] for r in roles]
+        crops, placements = [], []
+        for x0, y0, x1, y1 in boxes:
+            rgb = np.ascontiguousarray(item.person.rgb[y0:y1, x0:x1])
+            crop = DecodedImage(rgb, None, item.person.format, item.person.mime_type, x1 - x0, y1 - y0)
+            tensor, placement = prepare_person_stage(manifest, crop)
+            crops.append(tensor)
+            placements.append(placement)
+        views: list[PersonOutputs] = []
+        step = max(1, len(crops)) if manifest.dynamic_batch else 1
+        for start in range(0, len(crops), step):
+            try:
+                results = dict(zip(roles, session.run(names, {manifest.person_input.name:
+                                                              np.stack(crops[start:start + step])}), strict=True))
+            except Exception as exc:
+                raise InferenceError(f"person stage {manifest.name} failed on a second look: {exc}") from exc
+            for i, placement in enumerate(placements[start:start + step]):
+                views.append(PersonOutputs(
+                    score=float(results["person_score"][i].reshape(-1)[0]), placement=placement,
+                    mask=results["person_mask"][i] if "person_mask" in results else None,
+                    keypoints=results["pose_keypoints"][i] if "pose_keypoints" in results else None))
+        return views
 
     def infer(self, items: Sequence[PreparedJob]) -> list[ModelOutput | Exception]:
         """Run the person stage (if any) and the try-on model on ``items`` in calls of at most

@@ -52,6 +52,7 @@ BODY_MARGIN = 0.6  # the chosen person's columns: keypoints ± this × shoulder 
 FIGURE_SHARE = 0.25  # other mask mass below this share of the chosen person's is no figure
 DOMINANCE = 2.0  # the chosen person's mask area / the largest other figure's, to dress one of many
 CENTRE_BAND = 0.8  # the dominant person's centre lies in the middle 80 % of the width
+MIN_STRIP_ASPECT = 0.55  # a mask box this wide for its height may be people side by side (strips)
 
 
 class NoTorsoError(Exception):
@@ -225,6 +226,32 @@ def figures_apart(view: PersonOutputs, limit: int = 3) -> list[Figure]:
                min(pl.src_w, int(np.ceil((b + pad_x) * sx))), min(pl.src_h, int(np.ceil((ys[-1] + 1 + pad_y) * sy))))
         found.append(Figure(box, mass))
     return found
+
+
+def mask_strips(view: PersonOutputs) -> list[tuple[int, int, int, int]]:
+    """Boxes (photo px) of side-by-side strips of the person mask's bounding box, each widened by a
+    sixth of its width: two when the box is at least ``MIN_STRIP_ASPECT`` as wide as it is high (two
+    people close; one standing person is about 0.3-0.5 as wide as high), three when it is wider than
+    high; else ``[]``."""
+    pl = view.placement
+    if view.mask is None:
+        return []
+    mask = view.mask[0, pl.top:pl.top + pl.height, pl.left:pl.left + pl.width] > 0.5
+    cols, rows = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+    if cols.size == 0:
+        return []
+    x0, x1, y0, y1 = int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
+    if x1 - x0 < MIN_STRIP_ASPECT * (y1 - y0):
+        return []
+    strips = 3 if x1 - x0 >= y1 - y0 else 2
+    sx, sy = pl.src_w / pl.width, pl.src_h / pl.height
+    width = (x1 - x0) / strips
+    boxes = []
+    for i in range(strips):
+        a, b = x0 + i * width - width / 6, x0 + (i + 1) * width + width / 6
+        boxes.append((max(0, int(a * sx)), max(0, int(y0 * sy)), min(pl.src_w, int(np.ceil(b * sx))),
+                      min(pl.src_h, int(np.ceil(y1 * sy)))))
+    return boxes
 
 
 def figure_boxes(view: PersonOutputs, limit: int = 3) -> list[tuple[int, int, int, int]]:

@@ -303,3 +303,27 @@ def test_a_garment_photo_with_nothing_to_find_fails_as_no_garment(runner: TryOnR
         with pytest.raises(NoGarmentError, match="no garment found in the garment photo"):
             runner.run_one(photo("street-walker"), garment)
     runner.run_one(photo("street-walker"), GARMENTS[0][1])  # the drawn white-on-white tee has an outline
+
+
+def test_people_standing_close_in_a_low_scoring_photo_are_several_people_not_nobody(runner: TryOnRunner) -> None:
+    """Regression: the street group at its own size (810×1080) scored 0.64 in the whole photo and its
+    mask did not split into figures, so it was refused as ``no_person``. Strips of the mask find them."""
+    with pytest.raises(MultiplePeopleError, match="strips"):
+        runner.run_one(photo("street-group-full"), GARMENTS[0][1])
+
+
+def test_mask_strips_only_for_a_box_wide_enough_for_two() -> None:
+    from models.pipeline import place as placement
+    from models.stages import PersonOutputs
+    from models.subject import mask_strips
+
+    def view(x0: int, x1: int) -> PersonOutputs:
+        mask = np.zeros((1, 256, 256), dtype=np.float32)
+        mask[0, 28:228, x0:x1] = 1.0  # 200 rows high
+        return PersonOutputs(score=0.5, placement=placement(256, 256, 256, 256, "letterbox"), mask=mask)
+
+    assert mask_strips(view(100, 180)) == []  # 0.4 as wide as high: one standing person
+    two, three = mask_strips(view(60, 190)), mask_strips(view(10, 246))
+    assert len(two) == 2 and len(three) == 3
+    assert two[0][0] <= 60 and two[1][2] >= 190, "the strips cover the box"
+    assert two[1][0] < two[0][2], "widened by a sixth, neighbouring strips overlap"
