@@ -29,12 +29,15 @@ from models.pipeline import Placement, prepare_inputs, prepare_person_stage, ren
 from models.registry import STAGE_SEPARATOR, resolve_pipeline
 from models.stages import NoPersonError, PersonOutputs, check_pipeline, to_tryon_canvas
 from models.subject import (
+    COMPARABLE_NEIGHBOUR,
     MultiplePeopleError,
     Subject,
     choose_among_figures,
     choose_subject,
+    comparable_neighbour,
     figures_apart,
     mask_strips,
+    neighbour_boxes,
 )
 
 if TYPE_CHECKING:
@@ -384,6 +387,14 @@ class TryOnRunner:
             item.subject = choose_subject(out)
         except Exception as exc:  # NoTorsoError, MultiplePeopleError: this item only
             return exc
+        if item.subject.other_figures:
+            # Neighbours sitting close lend the person's generous columns their mass: look at them alone.
+            share = comparable_neighbour(out, self._look_at(item, neighbour_boxes(out, item.subject)),
+                                         self._person[1].min_person_score)
+            if share >= COMPARABLE_NEIGHBOUR:
+                return MultiplePeopleError(
+                    f"several people in the photo and none clearly the subject (a person beside the one found, "
+                    f"shoulders {share:.0%} as wide, is not clearly smaller); crop the photo to one person")
         return None
 
     def _second_look(self, item: PreparedJob, out: PersonOutputs) -> Exception | None:

@@ -53,6 +53,10 @@ FIGURE_SHARE = 0.25  # other mask mass below this share of the chosen person's i
 DOMINANCE = 2.0  # the chosen person's mask area / the largest other figure's, to dress one of many
 CENTRE_BAND = 0.8  # the dominant person's centre lies in the middle 80 % of the width
 MIN_STRIP_ASPECT = 0.55  # a mask box this wide for its height may be people side by side (strips)
+# A person found beside the chosen one whose shoulders are at least this share of the chosen one's
+# is not clearly smaller (twice the area is about 1.4 times the width): several people.
+COMPARABLE_NEIGHBOUR = 0.6
+NEIGHBOUR_REACH = 0.5  # a neighbour's crop reaches this share of the person's box into it
 
 
 class NoTorsoError(Exception):
@@ -226,6 +230,44 @@ def figures_apart(view: PersonOutputs, limit: int = 3) -> list[Figure]:
                min(pl.src_w, int(np.ceil((b + pad_x) * sx))), min(pl.src_h, int(np.ceil((ys[-1] + 1 + pad_y) * sy))))
         found.append(Figure(box, mass))
     return found
+
+
+def neighbour_boxes(view: PersonOutputs, subject: Subject) -> list[tuple[int, int, int, int]]:
+    """Crops (photo px, full height) of the person mask beside the chosen person's box, one per
+    side with mask at least a tenth of the photo wide, each reaching ``NEIGHBOUR_REACH`` of the
+    person's box into it: where a neighbour sitting close, whose figure the person's generous
+    columns partly took in, would stand."""
+    mask = view.mask_on_photo() > 0.5
+    h, w = mask.shape
+    x0, _, x1, _ = subject.box
+    reach = int(NEIGHBOUR_REACH * (x1 - x0))
+    boxes = []
+    for a, b, toward_right in ((0, x0, True), (x1, w, False)):
+        if b - a < 0.1 * w:
+            continue
+        cols = np.flatnonzero(mask[:, a:b].any(axis=0))
+        if cols.size == 0:
+            continue
+        ca, cb = a + int(cols[0]), a + int(cols[-1]) + 1
+        boxes.append((ca, 0, min(w, cb + reach), h) if toward_right else (max(0, ca - reach), 0, cb, h))
+    return boxes
+
+
+def comparable_neighbour(view: PersonOutputs, neighbours: Sequence[PersonOutputs], min_score: float) -> float:
+    """The largest shoulder width of a person found in ``neighbours`` (crops' views) as a share of
+    the chosen person's in ``view`` (0.0 when none is a person)."""
+    def shoulders(v: PersonOutputs) -> float:
+        kp = v.keypoints_on_photo()
+        return float(np.hypot(*(kp[LEFT_SHOULDER, :2] - kp[RIGHT_SHOULDER, :2]))) if len(kp) else 0.0
+
+    def nose_x(v: PersonOutputs) -> float:
+        kp = v.keypoints_on_photo()
+        return float(kp[0, 0]) if len(kp) else float("nan")
+
+    own = max(shoulders(view), 1.0)
+    # A crop reaching into the person's box may find the person again: only another face counts.
+    others = [v for v in neighbours if v.score >= min_score and abs(nose_x(v) - nose_x(view)) >= 0.5 * own]
+    return max((shoulders(v) / own for v in others), default=0.0)
 
 
 def mask_strips(view: PersonOutputs) -> list[tuple[int, int, int, int]]:

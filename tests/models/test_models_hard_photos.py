@@ -327,3 +327,10 @@ def test_mask_strips_only_for_a_box_wide_enough_for_two() -> None:
     assert len(two) == 2 and len(three) == 3
     assert two[0][0] <= 60 and two[1][2] >= 190, "the strips cover the box"
     assert two[1][0] < two[0][2], "widened by a sixth, neighbouring strips overlap"
+
+
+def test_neighbours_sitting_close_are_looked_at_alone(runner: TryOnRunner) -> None:
+    """Regression: three women on a sofa, shoulder to shoulder: the middle one's columns took in half
+    of each neighbour, so she "dominated" and was dressed. Each neighbour's crop holds a person of her size."""
+    with pytest.raises(MultiplePeopleError, match="not clearly smaller"):
+        runner.run_one(photo("sofa-three-lanczos"), GARMENTS[0][1])

@@ -176,3 +176,19 @@ def test_a_shoulder_above_the_mouth_is_no_upright_torso() -> None:
         choose_subject(skeleton(left_shoulder_y=50))  # 6 px (0.4 eye-to-mouth) above the mouth
     assert "upright" in str(info.value)
     assert choose_subject(skeleton(left_shoulder_y=58)).other_figures == 0  # leaning forward: dressed
+
+
+def test_neighbour_boxes_and_a_comparable_neighbour() -> None:
+    from models.subject import comparable_neighbour, neighbour_boxes
+
+    v = view([(90, 166, 40), (20, 45, 60), (210, 235, 60)])  # the person in the middle, two smaller beside
+    subject = choose_subject(v)
+    boxes = neighbour_boxes(v, subject)
+    x0, _, x1, _ = subject.box
+    assert len(boxes) == 2 and boxes[0][0] <= 20 and boxes[1][2] >= 235
+    assert x0 < boxes[0][2] < x1 and x0 < boxes[1][0] < x1  # each reaches into the person's box
+    # Shoulders 56 px apart in the person's view; a neighbour's view with shoulders 40 px apart, face elsewhere.
+    near = view([(20, 45, 60)], shoulders=(15, 55, 100))
+    assert comparable_neighbour(v, [near], min_score=0.7) == pytest.approx(40 / 56, rel=0.01)
+    assert comparable_neighbour(v, [replace(near, score=0.5)], min_score=0.7) == 0.0  # not a person
+    assert comparable_neighbour(v, [v], min_score=0.7) == 0.0  # the person again, not a neighbour
