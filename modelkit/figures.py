@@ -25,7 +25,7 @@ PEOPLE = ("astronaut", "cameraman", "grace-hopper", "suit-neighbours-arm", "stre
           "dark-coat-crossed-arms", "holding-bottle", "holding-ball", "footballer-kick", "profile-patterned-shirt",
           "pair-second-look")
 REFUSED = ("street-group", "two-men-suits", "sofa-three", "face-closeup", "face-sweater", "face-turned",
-           "crouching-pair", "pair-one-turned-away", "stairs-small")
+           "crouching-pair", "pair-one-turned-away", "stairs-small", "street-group-full", "sofa-three-lanczos")
 OUT = Path("docs/img")
 
 
