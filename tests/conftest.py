@@ -72,8 +72,25 @@ def template_db(pg_admin_url: str) -> Iterator[str]:
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     apply_migrations(with_database(pg_admin_url, name))
+    compact_catalogs(with_database(pg_admin_url, name))
     yield name
     _drop(pg_admin_url, name)
+
+
+def compact_catalogs(url: str) -> None:
+    """Rewrite the database's own system catalogs without the row versions the migrations left.
+
+    Every test clones the template, and a clone copies each page: compacted, a clone takes about a
+    quarter less time. The tables of the schema are left as they are, with no statistics, so the
+    planner sees them as the migrations left them.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        catalogs = conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'pg_catalog' AND c.relkind = 'r' AND NOT c.relisshared"
+        ).fetchall()
+        for (catalog,) in catalogs:
+            conn.execute(f"VACUUM FULL {catalog}")
 
 
 def create_fresh_database(admin_url: str, template: str) -> str:
