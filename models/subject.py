@@ -237,19 +237,22 @@ def neighbour_boxes(view: PersonOutputs, subject: Subject) -> list[tuple[int, in
     side with mask at least a tenth of the photo wide, each reaching ``NEIGHBOUR_REACH`` of the
     person's box into it: where a neighbour sitting close, whose figure the person's generous
     columns partly took in, would stand."""
-    mask = view.mask_on_photo() > 0.5
-    h, w = mask.shape
-    x0, _, x1, _ = subject.box
-    reach = int(NEIGHBOUR_REACH * (x1 - x0))
+    pl = view.placement
+    if view.mask is None:
+        return []
+    # Measured on the person stage's canvas (as choose_subject), so the cost does not grow with the photo.
+    occupied = (view.mask[0, pl.top:pl.top + pl.height, pl.left:pl.left + pl.width] > 0.5).any(axis=0)
+    sx = pl.src_w / pl.width
+    x0, x1 = int(subject.box[0] / sx), int(np.ceil(subject.box[2] / sx))
+    reach = NEIGHBOUR_REACH * (subject.box[2] - subject.box[0])
     boxes = []
-    for a, b, toward_right in ((0, x0, True), (x1, w, False)):
-        if b - a < 0.1 * w:
+    for a, b, toward_right in ((0, x0, True), (x1, pl.width, False)):
+        cols = np.flatnonzero(occupied[a:b])
+        if b - a < 0.1 * pl.width or cols.size == 0:
             continue
-        cols = np.flatnonzero(mask[:, a:b].any(axis=0))
-        if cols.size == 0:
-            continue
-        ca, cb = a + int(cols[0]), a + int(cols[-1]) + 1
-        boxes.append((ca, 0, min(w, cb + reach), h) if toward_right else (max(0, ca - reach), 0, cb, h))
+        ca, cb = (a + int(cols[0])) * sx, (a + int(cols[-1]) + 1) * sx
+        left, right = (ca, cb + reach) if toward_right else (ca - reach, cb)
+        boxes.append((max(0, int(left)), 0, min(pl.src_w, int(np.ceil(right))), pl.src_h))
     return boxes
 
 
