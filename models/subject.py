@@ -241,7 +241,8 @@ def neighbour_boxes(view: PersonOutputs, subject: Subject) -> list[tuple[int, in
     if view.mask is None:
         return []
     # Measured on the person stage's canvas (as choose_subject), so the cost does not grow with the photo.
-    occupied = (view.mask[0, pl.top:pl.top + pl.height, pl.left:pl.left + pl.width] > 0.5).any(axis=0)
+    canvas = view.mask[0, pl.top:pl.top + pl.height, pl.left:pl.left + pl.width] > 0.5
+    occupied: npt.NDArray[np.bool_] = np.asarray(canvas.any(axis=0))
     sx = pl.src_w / pl.width
     x0, x1 = int(subject.box[0] / sx), int(np.ceil(subject.box[2] / sx))
     reach = NEIGHBOUR_REACH * (subject.box[2] - subject.box[0])
